@@ -1,0 +1,339 @@
+//! Management operations shared by `tokenctl` (on either backend) and the embedded server's
+//! first start: clients, secrets, keys. Each writes an admin audit record, never a secret.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::audit::{self, AuditRecord};
+use crate::clients::secret::generate_secret_id;
+use crate::clients::{
+    Client, ClientSecret, ClientSpecError, ClientStatus, StoredSecret, generate_client_id,
+    validate_policy,
+};
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::encoding::random_b64url;
+use crate::keys::{KeyError, KeySet};
+use crate::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
+
+/// Most live secrets a client may hold at once.
+pub const MAX_LIVE_SECRETS: usize = 3;
+
+/// Why a management operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The client definition is invalid.
+    #[error(transparent)]
+    Spec(#[from] ClientSpecError),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key could not be made or read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The client has no such secret.
+    #[error("client {0} has no secret {1}")]
+    NoSuchSecret(String, String),
+    /// The client already holds the most live secrets allowed.
+    #[error("client {0} already has {MAX_LIVE_SECRETS} live secrets; revoke one first")]
+    TooManySecrets(String),
+}
+
+/// What a new client looks like.
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    /// The id; generated when `None`.
+    pub client_id: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Allowed scopes.
+    pub scopes: Vec<String>,
+    /// Default scopes; all allowed scopes when `None`.
+    pub default_scopes: Option<Vec<String>>,
+    /// Allowed audiences.
+    pub audiences: Vec<String>,
+    /// Default audience; the first audience when `None`.
+    pub default_audience: Option<String>,
+    /// Token lifetime in seconds; the service default when `None`.
+    pub token_ttl: Option<u64>,
+}
+
+/// The management façade over the store ports.
+pub struct Admin {
+    /// Client records.
+    pub clients: Arc<dyn ClientStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// The private key set.
+    pub keys: Arc<dyn KeyStore>,
+    /// The public keys.
+    pub public_keys: Arc<dyn PublicKeyStore>,
+    /// Service settings (lifetimes, schedule, retention).
+    pub config: Arc<ServiceConfig>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Who is acting, recorded in admin audit records.
+    pub actor: String,
+}
+
+impl Admin {
+    async fn record(
+        &self,
+        client_id: &str,
+        action: &str,
+        fields: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<(), AdminError> {
+        let record = AuditRecord {
+            client_id: client_id.to_owned(),
+            timestamp: now,
+            request_id: random_b64url(12),
+            outcome: "admin".to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: None,
+            user_agent: None,
+            actor: Some(self.actor.clone()),
+            action: Some(action.to_owned()),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            expires_at: (now + self.config.audit_retention).unix_timestamp(),
+        };
+        Ok(self.audit.append(&record).await?)
+    }
+
+    fn new_secret(now: OffsetDateTime) -> (ClientSecret, StoredSecret) {
+        let secret = ClientSecret::generate();
+        let stored = StoredSecret {
+            secret_id: generate_secret_id(),
+            hash: secret.hash(),
+            created_at: now,
+            expires_at: None,
+        };
+        (secret, stored)
+    }
+
+    /// Creates a client with one secret; returns the record and the secret (shown once).
+    pub async fn create_client(
+        &self,
+        spec: NewClient,
+    ) -> Result<(Client, ClientSecret), AdminError> {
+        let now = self.clock.now();
+        let (secret, stored) = Self::new_secret(now);
+        let default_audience = spec
+            .default_audience
+            .or_else(|| spec.audiences.first().cloned())
+            .ok_or(ClientSpecError::NoAudience)?;
+        let client = Client {
+            client_id: spec.client_id.unwrap_or_else(generate_client_id),
+            name: spec.name,
+            status: ClientStatus::Active,
+            default_scopes: spec.default_scopes.unwrap_or_else(|| spec.scopes.clone()),
+            scopes: spec.scopes,
+            audiences: spec.audiences,
+            default_audience,
+            token_ttl: spec.token_ttl,
+            secrets: vec![stored],
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        validate_policy(&client, self.config.max_ttl)?;
+        self.clients.create_client(&client).await?;
+        self.record(&client.client_id, "client.create", &[], now)
+            .await?;
+        Ok((client, secret))
+    }
+
+    /// The client, or `NotFound`.
+    pub async fn client(&self, client_id: &str) -> Result<Client, AdminError> {
+        self.clients
+            .get_client(client_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("client {client_id}")).into())
+    }
+
+    /// Reads the client, applies `change`, prunes expired secrets and stores it with the next
+    /// version (optimistic locking).
+    async fn modify(
+        &self,
+        client_id: &str,
+        action: &str,
+        fields: &[&str],
+        change: impl FnOnce(&mut Client, OffsetDateTime) -> Result<(), AdminError>,
+    ) -> Result<Client, AdminError> {
+        let now = self.clock.now();
+        let mut client = self.client(client_id).await?;
+        change(&mut client, now)?;
+        client.secrets.retain(|s| s.is_live(now));
+        client.updated_at = now;
+        client.version += 1;
+        validate_policy(&client, self.config.max_ttl)?;
+        self.clients.update_client(&client).await?;
+        self.record(client_id, action, fields, now).await?;
+        Ok(client)
+    }
+
+    /// Sets a client's status (disable takes effect on its next request).
+    pub async fn set_status(
+        &self,
+        client_id: &str,
+        status: ClientStatus,
+    ) -> Result<Client, AdminError> {
+        let action = match status {
+            ClientStatus::Active => "client.enable",
+            ClientStatus::Disabled => "client.disable",
+        };
+        self.modify(client_id, action, &["status"], |c, _| {
+            c.status = status;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a secret, optionally expiring at `expires_at`; returns it (shown once).
+    pub async fn add_secret(
+        &self,
+        client_id: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(Client, StoredSecret, ClientSecret), AdminError> {
+        let mut out = None;
+        let client = self
+            .modify(client_id, "secret.add", &["secrets"], |c, now| {
+                let live = c.secrets.iter().filter(|s| s.is_live(now)).count();
+                if live >= MAX_LIVE_SECRETS {
+                    return Err(AdminError::TooManySecrets(c.client_id.clone()));
+                }
+                let (secret, mut stored) = Self::new_secret(now);
+                stored.expires_at = expires_at;
+                c.secrets.push(stored.clone());
+                out = Some((stored, secret));
+                Ok(())
+            })
+            .await?;
+        let (stored, secret) = out.expect("set by a successful change");
+        Ok((client, stored, secret))
+    }
+
+    /// Revokes one secret at once.
+    pub async fn revoke_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+    ) -> Result<Client, AdminError> {
+        self.modify(client_id, "secret.revoke", &["secrets"], |c, _| {
+            let before = c.secrets.len();
+            c.secrets.retain(|s| s.secret_id != secret_id);
+            if c.secrets.len() == before {
+                return Err(AdminError::NoSuchSecret(
+                    c.client_id.clone(),
+                    secret_id.to_owned(),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every client.
+    pub async fn list_clients(&self) -> Result<Vec<Client>, AdminError> {
+        Ok(self.clients.list_clients().await?)
+    }
+
+    /// Rotates the signing keys now (DESIGN.md "Keys and rotation"): publishes the new public
+    /// set first, then stores the private set. Returns the new set.
+    pub async fn rotate_keys(&self) -> Result<KeySet, AdminError> {
+        let now = self.clock.now();
+        let current = self.keys.load_key_set().await?;
+        let next = current.rotated(now, &self.config.schedule)?;
+        // Publishing first is safe: the new key does not sign before its activation time, and
+        // the dropped keys are no longer published by the schedule anyway.
+        self.public_keys
+            .replace_public_keys(&next.public_records()?)
+            .await?;
+        self.keys.save_key_set(&next).await?;
+        self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)
+            .await?;
+        Ok(next)
+    }
+
+    /// Creates the first key if the set is empty. Returns whether it did.
+    pub async fn ensure_signing_key(&self) -> Result<bool, AdminError> {
+        if self.keys.load_key_set().await?.keys.is_empty() {
+            self.rotate_keys().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The public key records with their state at `now`.
+    pub async fn key_status(&self) -> Result<Vec<KeyStatus>, AdminError> {
+        let now = self.clock.now();
+        let records = self.public_keys.public_keys().await?;
+        let schedule = &self.config.schedule;
+        let signing = schedule.signing_key(&records, now).map(|r| r.kid.clone());
+        Ok(records
+            .iter()
+            .map(|r| KeyStatus {
+                kid: r.kid.clone(),
+                created_at: r.created_at,
+                activates_at: r.activates_at,
+                signing: signing.as_deref() == Some(r.kid.as_str()),
+                published: schedule.is_published(&records, &r.kid, now),
+            })
+            .collect())
+    }
+}
+
+/// A key as `tokenctl keys list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyStatus {
+    /// Key id.
+    pub kid: String,
+    /// When it was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it may sign.
+    #[serde(with = "time::serde::rfc3339")]
+    pub activates_at: OffsetDateTime,
+    /// Whether it signs now.
+    pub signing: bool,
+    /// Whether the JWKS publishes it now.
+    pub published: bool,
+}
+
+/// Parses a duration such as `90s`, `15m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = digits.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::seconds(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_the_usual_units() {
+        assert_eq!(parse_duration("90"), Some(Duration::seconds(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::minutes(15)));
+        assert_eq!(parse_duration("24h"), Some(Duration::hours(24)));
+        assert_eq!(parse_duration("7d"), Some(Duration::days(7)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "h", "1w", "-5m", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

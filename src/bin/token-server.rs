@@ -1,0 +1,135 @@
+//! The local token server (embedded shape): SQLite storage, the shared router, on
+//! 127.0.0.1:9000 by default. The first start creates a signing key and a `demo` client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use token_service::admin::NewClient;
+use token_service::clock::SystemClock;
+use token_service::config::ServiceSettings;
+use token_service::embedded::Embedded;
+
+/// Serves the OAuth 2.0 token endpoint, JWKS and metadata from a local SQLite file.
+#[derive(Debug, Parser)]
+#[command(name = "token-server", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "TOKEN_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// SQLite database file (created with mode 0600).
+    #[arg(long, env = "TOKEN_DB", default_value = ".data/token-service.db")]
+    db: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "TOKEN_LOG_JSON")]
+    log_json: bool,
+    #[command(flatten)]
+    service: ServiceSettings,
+}
+
+const DEMO_CLIENT: &str = "demo";
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Creates the signing key and the demo client on first start; prints what a user needs.
+async fn first_start(embedded: &Embedded) -> Result<(), Box<dyn std::error::Error>> {
+    let admin = embedded.admin("token-server");
+    if admin.ensure_signing_key().await? {
+        tracing::info!("created the first signing key");
+    }
+    if !admin.list_clients().await?.is_empty() {
+        return Ok(());
+    }
+    let (client, secret) = admin
+        .create_client(NewClient {
+            client_id: Some(DEMO_CLIENT.to_owned()),
+            name: "Demo client".to_owned(),
+            scopes: vec!["api.read".to_owned()],
+            audiences: vec!["https://api.example.com".to_owned()],
+            ..Default::default()
+        })
+        .await?;
+    let token_url = embedded.config.token_endpoint();
+    // The secret is printed once, to the terminal of whoever started the server; it never
+    // reaches the log.
+    println!(
+        "\nCreated client `{id}` (scope api.read, audience https://api.example.com).\n\
+         client_id:     {id}\n\
+         client_secret: {secret}\n\
+         The secret is shown only now. Get a token with:\n\n  \
+         curl -s -u '{id}:{secret}' -d grant_type=client_credentials {token_url}\n",
+        id = client.client_id,
+        secret = secret.expose(),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("token-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args
+        .service
+        .validate(Some(&format!("http://{}", args.listen)))?;
+    let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?;
+    first_start(&embedded).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        address = %local,
+        issuer = %embedded.config.issuer,
+        db = %args.db.display(),
+        "token-server listening"
+    );
+    println!(
+        "Listening on http://{local} (issuer {})",
+        embedded.config.issuer
+    );
+    let app = embedded
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Client records: who may ask for tokens, with which scopes, audiences and secrets.
+
+pub mod secret;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use secret::{ClientSecret, SecretHash};
+
+/// Longest client id accepted (RFC 6749 sets no bound; a bound keeps keys and logs small).
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether a client may currently obtain tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    /// The client authenticates and receives tokens.
+    Active,
+    /// Every request of the client fails with `invalid_client`.
+    Disabled,
+}
+
+impl ClientStatus {
+    /// The status as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// One secret of a client, as stored: never the secret itself, only its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    /// Public handle of the secret, used to revoke it.
+    pub secret_id: String,
+    /// SHA-256 digest of the secret.
+    pub hash: SecretHash,
+    /// When the secret was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// After this instant the secret no longer authenticates.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl StoredSecret {
+    /// Whether the secret still authenticates at `now`.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// A registered API client (DESIGN.md "Clients and secrets").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The `client_id` (RFC 6749 §2.2).
+    pub client_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Active or disabled.
+    pub status: ClientStatus,
+    /// Scopes the client may request.
+    pub scopes: Vec<String>,
+    /// Scopes granted when a request names none.
+    pub default_scopes: Vec<String>,
+    /// Audiences (RFC 8707 resources) the client may request.
+    pub audiences: Vec<String>,
+    /// Audience of tokens when a request names no `resource`.
+    pub default_audience: String,
+    /// Token lifetime in seconds for this client; capped by the service maximum.
+    #[serde(default)]
+    pub token_ttl: Option<u64>,
+    /// The client's secrets, each with an optional expiry.
+    pub secrets: Vec<StoredSecret>,
+    /// When the client was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the record last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Incremented by every update: the optimistic-locking token.
+    pub version: u64,
+}
+
+impl Client {
+    /// Whether the client may currently obtain tokens.
+    pub fn is_active(&self) -> bool {
+        self.status == ClientStatus::Active
+    }
+}
+
+/// Why a client definition is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClientSpecError {
+    /// The id breaks RFC 6749 Appendix A or the length bound.
+    #[error("client id must be 1 to {MAX_CLIENT_ID_LEN} printable ASCII characters without spaces")]
+    InvalidId,
+    /// A scope is not an RFC 6749 §3.3 scope-token.
+    #[error("scope {0:?} is not a valid scope token (RFC 6749 section 3.3)")]
+    InvalidScope(String),
+    /// A default scope is not among the allowed scopes.
+    #[error("default scope {0:?} is not among the client's scopes")]
+    DefaultScopeNotAllowed(String),
+    /// No audience was given.
+    #[error("a client needs at least one audience")]
+    NoAudience,
+    /// An audience is not an absolute URI without fragment.
+    #[error("audience {0:?} must be an absolute URI without a fragment (RFC 8707)")]
+    InvalidAudience(String),
+    /// The default audience is not among the allowed audiences.
+    #[error("default audience {0:?} is not among the client's audiences")]
+    DefaultAudienceNotAllowed(String),
+    /// The lifetime is zero or longer than the service maximum.
+    #[error("token lifetime must be between 1 and {0} seconds")]
+    InvalidTtl(u64),
+}
+
+/// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
+pub fn validate_client_id(id: &str) -> Result<(), ClientSpecError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_CLIENT_ID_LEN
+        && id.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientSpecError::InvalidId)
+    }
+}
+
+/// Checks the policy fields of a client record; used on every create and update.
+pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecError> {
+    validate_client_id(&client.client_id)?;
+    for scope in &client.scopes {
+        if !crate::oauth::scope::is_scope_token(scope) {
+            return Err(ClientSpecError::InvalidScope(scope.clone()));
+        }
+    }
+    if let Some(s) = client
+        .default_scopes
+        .iter()
+        .find(|s| !client.scopes.contains(s))
+    {
+        return Err(ClientSpecError::DefaultScopeNotAllowed(s.clone()));
+    }
+    if client.audiences.is_empty() {
+        return Err(ClientSpecError::NoAudience);
+    }
+    if let Some(a) = client
+        .audiences
+        .iter()
+        .find(|a| !crate::oauth::request::is_resource_uri(a))
+    {
+        return Err(ClientSpecError::InvalidAudience(a.clone()));
+    }
+    if !client.audiences.contains(&client.default_audience) {
+        return Err(ClientSpecError::DefaultAudienceNotAllowed(
+            client.default_audience.clone(),
+        ));
+    }
+    if client.token_ttl.is_some_and(|t| t == 0 || t > max_ttl) {
+        return Err(ClientSpecError::InvalidTtl(max_ttl));
+    }
+    Ok(())
+}
+
+/// A fresh client id: 120 random bits, base64url (20 characters).
+pub fn generate_client_id() -> String {
+    crate::encoding::random_b64url(15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_follow_rfc6749_appendix_a() {
+        assert!(validate_client_id("demo").is_ok());
+        assert!(validate_client_id("a-b_c.d~e!").is_ok());
+        assert!(validate_client_id(&generate_client_id()).is_ok());
+        assert!(validate_client_id("").is_err());
+        assert!(validate_client_id("has space").is_err());
+        assert!(validate_client_id("tab\t").is_err());
+        assert!(validate_client_id("é").is_err());
+        assert!(validate_client_id(&"x".repeat(MAX_CLIENT_ID_LEN + 1)).is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! Service settings, read once at start-up (flags or environment) and validated into a
+//! [`ServiceConfig`]; a bad value stops the start with a clear message.
+
+use clap::{Args, Parser};
+use time::Duration;
+
+use crate::keys::Schedule;
+
+/// Settings shared by every shape; each is a flag and an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceSettings {
+    /// Issuer URL (`iss` claim, RFC 8414 `issuer`); absolute http(s) URL without query or
+    /// fragment.
+    #[arg(long, env = "TOKEN_ISSUER")]
+    pub issuer: Option<String>,
+    /// Token lifetime in seconds for clients that set none.
+    #[arg(long, env = "TOKEN_DEFAULT_TTL", default_value_t = 900)]
+    pub default_ttl: u64,
+    /// Longest token lifetime in seconds, whatever a client asks for.
+    #[arg(long, env = "TOKEN_MAX_TTL", default_value_t = 3600)]
+    pub max_ttl: u64,
+    /// Clock skew allowance in seconds: how long past the longest token lifetime a retired
+    /// key stays published.
+    #[arg(long, env = "TOKEN_CLOCK_SKEW", default_value_t = 60)]
+    pub clock_skew: u64,
+    /// Seconds a new signing key is published before it signs; must exceed the JWKS
+    /// `max-age` plus the key cache lifetime.
+    #[arg(long, env = "TOKEN_KEY_PREPUBLICATION", default_value_t = 3600)]
+    pub key_prepublication: u64,
+    /// Seconds the token endpoint keeps a loaded key set before refreshing it.
+    #[arg(long, env = "TOKEN_KEY_CACHE", default_value_t = 300)]
+    pub key_cache: u64,
+    /// `Cache-Control: max-age` of the JWKS and metadata documents, in seconds.
+    #[arg(long, env = "TOKEN_JWKS_MAX_AGE", default_value_t = 300)]
+    pub jwks_max_age: u64,
+    /// Days an audit record is kept.
+    #[arg(long, env = "TOKEN_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    pub audit_retention_days: u64,
+    /// Space-separated `scopes_supported` for the metadata document; when unset the embedded
+    /// server lists the union of its clients' scopes.
+    #[arg(long, env = "TOKEN_SCOPES_SUPPORTED")]
+    pub scopes_supported: Option<String>,
+}
+
+/// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
+#[derive(Debug, Parser)]
+#[command(name = "token-service")]
+struct FromEnv {
+    #[command(flatten)]
+    settings: ServiceSettings,
+}
+
+/// Why the settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is missing, malformed or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The validated service configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Issuer URL, verbatim.
+    pub issuer: String,
+    /// Lifetime for clients without their own, seconds.
+    pub default_ttl: u64,
+    /// Longest lifetime, seconds.
+    pub max_ttl: u64,
+    /// Key rotation timing.
+    pub schedule: Schedule,
+    /// How long a loaded key set is used before a refresh.
+    pub key_cache: std::time::Duration,
+    /// How long a cached key set may keep serving while refreshes fail.
+    pub key_max_stale: std::time::Duration,
+    /// JWKS and metadata `max-age`, seconds.
+    pub jwks_max_age: u64,
+    /// Audit retention.
+    pub audit_retention: Duration,
+    /// Configured `scopes_supported`, if any.
+    pub scopes_supported: Option<Vec<String>>,
+}
+
+/// Longest service maximum accepted for token lifetimes (one day).
+pub const TTL_CEILING: u64 = 86_400;
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Checks an issuer URL (RFC 8414 §2: no query, no fragment).
+pub fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| invalid("TOKEN_ISSUER must start with https:// or http://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid("TOKEN_ISSUER needs a host"));
+    }
+    if issuer.contains(['?', '#']) || !issuer.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "TOKEN_ISSUER must have no query, fragment, spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl ServiceSettings {
+    /// Reads the settings from the environment only.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        FromEnv::try_parse_from(["token-service"])
+            .map(|p| p.settings)
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Validates the settings; `default_issuer` is used when no issuer is set.
+    pub fn validate(&self, default_issuer: Option<&str>) -> Result<ServiceConfig, ConfigError> {
+        let issuer = self
+            .issuer
+            .clone()
+            .or_else(|| default_issuer.map(str::to_owned))
+            .ok_or_else(|| invalid("TOKEN_ISSUER is required"))?;
+        validate_issuer(&issuer)?;
+        if self.max_ttl == 0 || self.max_ttl > TTL_CEILING {
+            return Err(invalid(format!(
+                "TOKEN_MAX_TTL must be between 1 and {TTL_CEILING} seconds"
+            )));
+        }
+        if self.default_ttl == 0 || self.default_ttl > self.max_ttl {
+            return Err(invalid(
+                "TOKEN_DEFAULT_TTL must be between 1 and TOKEN_MAX_TTL",
+            ));
+        }
+        if self.key_cache == 0 {
+            return Err(invalid("TOKEN_KEY_CACHE must be at least 1 second"));
+        }
+        if self.key_prepublication <= self.jwks_max_age + self.key_cache {
+            return Err(invalid(
+                "TOKEN_KEY_PREPUBLICATION must exceed TOKEN_JWKS_MAX_AGE + TOKEN_KEY_CACHE, \
+                 so that verifiers and token signers see a key before it signs",
+            ));
+        }
+        if self.audit_retention_days == 0 {
+            return Err(invalid("TOKEN_AUDIT_RETENTION_DAYS must be at least 1"));
+        }
+        let scopes_supported = match &self.scopes_supported {
+            None => None,
+            Some(text) => {
+                let list: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+                if let Some(bad) = list
+                    .iter()
+                    .find(|s| !crate::oauth::scope::is_scope_token(s))
+                {
+                    return Err(invalid(format!(
+                        "TOKEN_SCOPES_SUPPORTED: {bad:?} is not a scope token"
+                    )));
+                }
+                Some(list)
+            }
+        };
+        Ok(ServiceConfig {
+            issuer,
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+            schedule: Schedule {
+                prepublication: Duration::seconds(self.key_prepublication as i64),
+                retirement: Duration::seconds((self.max_ttl + self.clock_skew) as i64),
+            },
+            key_cache: std::time::Duration::from_secs(self.key_cache),
+            // A cached set older than the pre-publication delay could miss a key that has
+            // started signing elsewhere; past that, refusing is safer than signing.
+            key_max_stale: std::time::Duration::from_secs(self.key_prepublication),
+            jwks_max_age: self.jwks_max_age,
+            audit_retention: Duration::days(self.audit_retention_days as i64),
+            scopes_supported,
+        })
+    }
+}
+
+impl ServiceConfig {
+    /// The URL of the token endpoint under the issuer.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth/token", self.issuer.trim_end_matches('/'))
+    }
+
+    /// The URL of the JWKS under the issuer.
+    pub fn jwks_uri(&self) -> String {
+        format!(
+            "{}/.well-known/jwks.json",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+
+    /// A configuration for tests: issuer `https://issuer.test`, defaults otherwise.
+    pub fn for_tests() -> Self {
+        let settings = FromEnv::try_parse_from(["t", "--issuer", "https://issuer.test"])
+            .expect("defaults parse")
+            .settings;
+        settings.validate(None).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServiceConfig, ConfigError> {
+        let mut all = vec!["t"];
+        all.extend_from_slice(args);
+        FromEnv::try_parse_from(all)
+            .unwrap()
+            .settings
+            .validate(Some("http://127.0.0.1:9000"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_consistent() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:9000");
+        assert_eq!((c.default_ttl, c.max_ttl), (900, 3600));
+        assert_eq!(c.schedule.retirement, Duration::seconds(3660));
+        assert_eq!(c.token_endpoint(), "http://127.0.0.1:9000/oauth/token");
+    }
+
+    #[test]
+    fn inconsistent_values_stop_the_start() {
+        assert!(parse(&["--default-ttl", "4000"]).is_err());
+        assert!(parse(&["--max-ttl", "0"]).is_err());
+        assert!(parse(&["--key-prepublication", "600"]).is_err());
+        assert!(parse(&["--issuer", "ftp://x"]).is_err());
+        assert!(parse(&["--issuer", "https://x/?q=1"]).is_err());
+        assert!(parse(&["--scopes-supported", "a \"b"]).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! `GET /.well-known/jwks.json` (RFC 7517) and `GET /.well-known/oauth-authorization-server`
+//! (RFC 8414). They read public keys only: the JWKS function has no access to private keys.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::keys::jwk::jwks;
+use crate::store::{ClientStore, PublicKeyStore};
+
+/// Where `scopes_supported` comes from.
+pub enum ScopesSupported {
+    /// A configured list.
+    Fixed(Vec<String>),
+    /// The union of the registered clients' scopes (embedded shape).
+    FromClients(Arc<dyn ClientStore>),
+}
+
+/// What the discovery routes need.
+pub struct Discovery {
+    config: Arc<ServiceConfig>,
+    public_keys: Arc<dyn PublicKeyStore>,
+    scopes: ScopesSupported,
+    clock: Arc<dyn Clock>,
+}
+
+impl Discovery {
+    /// Discovery over a public-key store.
+    pub fn new(
+        config: Arc<ServiceConfig>,
+        public_keys: Arc<dyn PublicKeyStore>,
+        scopes: ScopesSupported,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            public_keys,
+            scopes,
+            clock,
+        }
+    }
+}
+
+pub(super) fn routes(discovery: Arc<Discovery>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(jwks_document).fallback(not_get),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata).fallback(not_get),
+        )
+        .with_state(discovery)
+}
+
+fn cacheable(d: &Discovery, body: serde_json::Value) -> Response {
+    let mut response = Json(body).into_response();
+    let value = format!("public, max-age={}", d.config.jwks_max_age);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    response
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "{what} unavailable");
+    let body = serde_json::json!({
+        "error": "temporarily_unavailable",
+        "error_description": "the service is temporarily unavailable; retry later",
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+async fn jwks_document(State(d): State<Arc<Discovery>>) -> Response {
+    match d.public_keys.public_keys().await {
+        Ok(records) => {
+            let set = jwks(&records, &d.config.schedule, d.clock.now());
+            match serde_json::to_value(set) {
+                Ok(body) => cacheable(&d, body),
+                Err(e) => unavailable("jwks", e),
+            }
+        }
+        Err(e) => unavailable("public key store", e),
+    }
+}
+
+async fn metadata(State(d): State<Arc<Discovery>>) -> Response {
+    let scopes = match &d.scopes {
+        ScopesSupported::Fixed(list) => list.clone(),
+        ScopesSupported::FromClients(store) => match store.list_clients().await {
+            Ok(clients) => {
+                let mut all: Vec<String> = clients.into_iter().flat_map(|c| c.scopes).collect();
+                all.sort();
+                all.dedup();
+                all
+            }
+            Err(e) => return unavailable("client store", e),
+        },
+    };
+    let c = &d.config;
+    cacheable(
+        &d,
+        serde_json::json!({
+            "issuer": c.issuer,
+            "token_endpoint": c.token_endpoint(),
+            "jwks_uri": c.jwks_uri(),
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": scopes,
+            "response_types_supported": [],
+        }),
+    )
+}
+
+async fn not_get() -> Response {
+    let body = serde_json::json!({
+        "error": "invalid_request",
+        "error_description": "this resource accepts GET only",
+    });
+    let mut response = (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}

@@ -1,0 +1,105 @@
+//! `POST /oauth/token`: reads the HTTP request into a [`RawRequest`] and answers with the
+//! service's result; every other method gets `405` with `Allow: POST`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+
+use super::RequestContext;
+use super::error::no_store;
+use crate::encoding::random_b64url;
+use crate::issue::{RequestMeta, TokenService};
+use crate::oauth::OAuthError;
+use crate::oauth::request::{MAX_BODY_BYTES, RawRequest, Rejection};
+
+pub(super) fn routes(service: Arc<TokenService>) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token).fallback(not_post))
+        .with_state(service)
+}
+
+fn meta(ctx: Option<Extension<RequestContext>>, headers: &HeaderMap) -> RequestMeta {
+    let ctx = ctx.map(|Extension(c)| c).unwrap_or_default();
+    RequestMeta {
+        request_id: ctx.request_id.unwrap_or_else(|| random_b64url(12)),
+        source_ip: ctx.source_ip,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    // A header that is not visible ASCII is treated like a malformed one: "" fails every check.
+    headers.get(name).map(|v| v.to_str().unwrap_or(""))
+}
+
+async fn token(
+    State(service): State<Arc<TokenService>>,
+    ctx: Option<Extension<RequestContext>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let meta = meta(ctx, &parts.headers);
+    let refuse = |error: OAuthError| Rejection {
+        error,
+        client_id: None,
+    };
+    let declared_too_large = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let body = match declared_too_large {
+        true => None,
+        false => axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES)
+            .await
+            .ok(),
+    };
+    let Some(body) = body else {
+        return service
+            .reject(refuse(OAuthError::PayloadTooLarge), &meta)
+            .await
+            .into_response();
+    };
+    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        let error = OAuthError::InvalidRequest("more than one Authorization header");
+        return service.reject(refuse(error), &meta).await.into_response();
+    }
+    let raw = RawRequest {
+        content_type: header_str(&parts.headers, header::CONTENT_TYPE),
+        authorization: header_str(&parts.headers, header::AUTHORIZATION),
+        query: parts.uri.query(),
+        body: &body,
+    };
+    match service.handle(raw, &meta).await {
+        Ok(issued) => {
+            let mut response = Json(issued).into_response();
+            no_store(&mut response);
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn not_post(
+    State(service): State<Arc<TokenService>>,
+    ctx: Option<Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Response {
+    let meta = meta(ctx, &headers);
+    let rejection = Rejection {
+        error: OAuthError::MethodNotAllowed,
+        client_id: None,
+    };
+    match service.reject(rejection, &meta).await {
+        // A 503 from a failed audit write stands; otherwise the 405 carries `Allow: POST`.
+        OAuthError::TemporarilyUnavailable => OAuthError::TemporarilyUnavailable.into_response(),
+        error => error.into_response(),
+    }
+}

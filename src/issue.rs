@@ -1,0 +1,310 @@
+//! Issuing access tokens: authenticate the client, check scope and resources, sign, audit.
+//!
+//! Every request that reaches [`TokenService::handle`] leaves exactly one audit record, written
+//! before the answer; if that write fails the answer is `temporarily_unavailable` and no token
+//! leaves the service.
+
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use time::OffsetDateTime;
+
+use crate::audit::{self, AuditRecord};
+use crate::clients::{Client, SecretHash, validate_client_id};
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::encoding::random_b64url;
+use crate::keys::KeyCache;
+use crate::oauth::claims::{AccessTokenClaims, Audience};
+use crate::oauth::request::{self, RawRequest, Rejection};
+use crate::oauth::scope::ScopeSet;
+use crate::oauth::{OAuthError, TokenRequest};
+use crate::store::{AuditLog, ClientStore};
+
+/// Where a request came from, as the HTTP front knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The request id (API Gateway's, or generated).
+    pub request_id: String,
+    /// The source address.
+    pub source_ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IssuedToken {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+    /// The granted scope.
+    pub scope: String,
+}
+
+/// What an issued token is recorded with.
+struct Grant {
+    client_id: String,
+    jti: String,
+    scope: String,
+    audience: String,
+}
+
+/// The token endpoint's logic, independent of HTTP.
+pub struct TokenService {
+    config: Arc<ServiceConfig>,
+    clients: Arc<dyn ClientStore>,
+    audit: Arc<dyn AuditLog>,
+    keys: Arc<KeyCache>,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+}
+
+impl TokenService {
+    /// A service over the given stores.
+    pub fn new(
+        config: Arc<ServiceConfig>,
+        clients: Arc<dyn ClientStore>,
+        audit: Arc<dyn AuditLog>,
+        keys: Arc<KeyCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            clients,
+            audit,
+            keys,
+            clock,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The service configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Handles one token request end to end, audit included.
+    pub async fn handle(
+        &self,
+        raw: RawRequest<'_>,
+        meta: &RequestMeta,
+    ) -> Result<IssuedToken, OAuthError> {
+        let now = self.clock.now();
+        match self.issue(raw, now).await {
+            Ok((token, grant)) => {
+                let mut record = self.record(Some(&grant.client_id), audit::ISSUED, meta, now);
+                record.jti = Some(grant.jti);
+                record.scope = Some(grant.scope);
+                record.audience = Some(grant.audience);
+                self.write(record).await?;
+                Ok(token)
+            }
+            Err(rejection) => Err(self.reject(rejection, meta).await),
+        }
+    }
+
+    /// Records a request refused before it could be parsed (size, method) or after, and returns
+    /// the error to answer with: the original one, or `temporarily_unavailable` if the record
+    /// could not be written.
+    pub async fn reject(&self, rejection: Rejection, meta: &RequestMeta) -> OAuthError {
+        let now = self.clock.now();
+        let record = self.record(
+            rejection.client_id.as_deref(),
+            rejection.error.code(),
+            meta,
+            now,
+        );
+        match self.write(record).await {
+            Ok(()) => rejection.error,
+            Err(e) => e,
+        }
+    }
+
+    fn record(
+        &self,
+        client_id: Option<&str>,
+        outcome: &str,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> AuditRecord {
+        AuditRecord {
+            client_id: client_id.unwrap_or(audit::NO_CLIENT).to_owned(),
+            timestamp: now,
+            request_id: meta.request_id.clone(),
+            outcome: outcome.to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.as_deref().map(audit::clean_user_agent),
+            actor: None,
+            action: None,
+            fields: Vec::new(),
+            expires_at: (now + self.config.audit_retention).unix_timestamp(),
+        }
+    }
+
+    async fn write(&self, record: AuditRecord) -> Result<(), OAuthError> {
+        match self.audit.append(&record).await {
+            Ok(()) => {
+                tracing::info!(
+                    client_id = %record.client_id,
+                    outcome = %record.outcome,
+                    request_id = %record.request_id,
+                    jti = record.jti.as_deref().unwrap_or(""),
+                    "token request"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    client_id = %record.client_id,
+                    outcome = %record.outcome,
+                    request_id = %record.request_id,
+                    error = %e,
+                    "audit write failed; answering temporarily_unavailable"
+                );
+                Err(OAuthError::TemporarilyUnavailable)
+            }
+        }
+    }
+
+    async fn issue(
+        &self,
+        raw: RawRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(IssuedToken, Grant), Rejection> {
+        let request = request::parse(raw)?;
+        let client_id = request.credentials.client_id.clone();
+        let reject = |error: OAuthError| Rejection {
+            error,
+            client_id: Some(client_id.clone()),
+        };
+        let client = self
+            .authenticate(&request, now)
+            .await
+            .map_err(|error| Rejection {
+                error,
+                client_id: validate_client_id(&client_id)
+                    .ok()
+                    .map(|()| client_id.clone()),
+            })?;
+        let scope = granted_scope(&client, request.scope.as_ref()).map_err(reject)?;
+        let audience = granted_audience(&client, request.resources).map_err(reject)?;
+        let ttl = client
+            .token_ttl
+            .unwrap_or(self.config.default_ttl)
+            .min(self.config.max_ttl);
+        let signer = self.keys.signer().await.map_err(|e| {
+            tracing::error!(error = %e, "no signing key available");
+            reject(OAuthError::TemporarilyUnavailable)
+        })?;
+        let iat = now.unix_timestamp();
+        let claims = AccessTokenClaims {
+            iss: self.config.issuer.clone(),
+            sub: client.client_id.clone(),
+            client_id: client.client_id.clone(),
+            aud: audience,
+            iat,
+            nbf: iat,
+            exp: iat + ttl as i64,
+            jti: random_b64url(16),
+            scope: scope.to_scope_string(),
+        };
+        let json =
+            serde_json::to_vec(&claims).map_err(|_| reject(OAuthError::TemporarilyUnavailable))?;
+        let access_token = signer.sign_json(&json, &self.rng).map_err(|e| {
+            tracing::error!(error = %e, kid = signer.kid(), "signing failed");
+            reject(OAuthError::TemporarilyUnavailable)
+        })?;
+        let grant = Grant {
+            client_id: client.client_id,
+            jti: claims.jti,
+            scope: claims.scope.clone(),
+            audience: claims.aud.joined(),
+        };
+        Ok((
+            IssuedToken {
+                access_token,
+                token_type: "Bearer",
+                expires_in: ttl,
+                scope: claims.scope,
+            },
+            grant,
+        ))
+    }
+
+    /// Client authentication (RFC 6749 §2.3.1): the same answer and about the same work for an
+    /// unknown client, a wrong or expired secret and a disabled client.
+    async fn authenticate(
+        &self,
+        request: &TokenRequest,
+        now: OffsetDateTime,
+    ) -> Result<Client, OAuthError> {
+        let creds = &request.credentials;
+        let client = if validate_client_id(&creds.client_id).is_ok() {
+            self.clients
+                .get_client(&creds.client_id)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "client store read failed");
+                    OAuthError::TemporarilyUnavailable
+                })?
+        } else {
+            None
+        };
+        let presented = SecretHash::of(&creds.secret);
+        let matched = match &client {
+            Some(c) => c.secrets.iter().fold(false, |found, s| {
+                // No short-circuit: every stored secret is compared.
+                found | (s.hash.matches(&presented) & s.is_live(now))
+            }),
+            None => {
+                let _ = SecretHash::decoy().matches(&presented);
+                false
+            }
+        };
+        match client {
+            Some(c) if matched && c.is_active() => Ok(c),
+            _ => Err(OAuthError::InvalidClient),
+        }
+    }
+}
+
+/// The scope to grant (RFC 6749 §3.3): the requested scopes if all are allowed, else
+/// `invalid_scope` (never silently narrowed); the client's defaults when none is requested.
+fn granted_scope(client: &Client, requested: Option<&ScopeSet>) -> Result<ScopeSet, OAuthError> {
+    let scope = match requested {
+        Some(s) => s.clone(),
+        None => ScopeSet::from_tokens(&client.default_scopes),
+    };
+    if scope.is_empty() {
+        return Err(OAuthError::InvalidScope(
+            "no scope was requested and the client has no default scope",
+        ));
+    }
+    if !scope.is_subset_of(&client.scopes) {
+        return Err(OAuthError::InvalidScope(
+            "a requested scope is not allowed for this client",
+        ));
+    }
+    Ok(scope)
+}
+
+/// The audience to grant (RFC 8707 §2): the requested resources if all are allowed, else
+/// `invalid_target`; the client's default audience when none is requested.
+fn granted_audience(client: &Client, resources: Vec<String>) -> Result<Audience, OAuthError> {
+    if resources.is_empty() {
+        return Ok(Audience::One(client.default_audience.clone()));
+    }
+    if !resources.iter().all(|r| client.audiences.contains(r)) {
+        return Err(OAuthError::InvalidTarget(
+            "a requested resource is not allowed for this client",
+        ));
+    }
+    Ok(Audience::from_list(resources))
+}

@@ -1,0 +1,162 @@
+//! Signing keys: the key set, its rotation schedule, token signing and the published JWKS.
+
+pub mod cache;
+pub mod jwk;
+pub mod ring;
+pub mod schedule;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use cache::{KeyCache, KeyCacheError};
+pub use jwk::PublicKeyRecord;
+pub use ring::{KeyRing, SigningKey};
+pub use schedule::{KeyTimes, Schedule};
+
+/// The only algorithm the service signs with (RFC 8725 §3.1: one algorithm, fixed by us).
+pub const ALG: &str = "RS256";
+
+/// One private key of the set (DESIGN.md "Data model").
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// Key id: the RFC 7638 thumbprint of the public key, never reused.
+    pub kid: String,
+    /// Always `RS256`.
+    pub alg: String,
+    /// When the key was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// From this instant on the key may sign (if it is the newest active one).
+    #[serde(with = "time::serde::rfc3339")]
+    pub activates_at: OffsetDateTime,
+    /// The private key, PKCS#8 DER, standard base64.
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
+            .field("private_key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl KeyTimes for KeyEntry {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+    fn activates_at(&self) -> OffsetDateTime {
+        self.activates_at
+    }
+}
+
+/// Why a key could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Key generation failed in the crypto library.
+    #[error("RSA key generation failed")]
+    Generate,
+    /// Stored key material is not a valid PKCS#8 RSA key.
+    #[error("key {0} is not a valid PKCS#8 RSA private key")]
+    Invalid(String),
+    /// The key set uses a version or algorithm this build does not know.
+    #[error("unsupported key set: {0}")]
+    Unsupported(String),
+}
+
+impl KeyEntry {
+    /// Generates a new RSA-2048 key that may sign from `activates_at` on.
+    pub fn generate(now: OffsetDateTime, activates_at: OffsetDateTime) -> Result<Self, KeyError> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::rsa::{KeyPair, KeySize};
+        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+        let der = pair.as_der().map_err(|_| KeyError::Generate)?;
+        let kid = jwk::thumbprint(&pair);
+        Ok(Self {
+            kid,
+            alg: ALG.to_owned(),
+            created_at: now,
+            activates_at,
+            private_key: STANDARD.encode(der.as_ref()),
+        })
+    }
+
+    /// The PKCS#8 DER bytes of the private key.
+    pub fn pkcs8(&self) -> Result<Vec<u8>, KeyError> {
+        STANDARD
+            .decode(&self.private_key)
+            .map_err(|_| KeyError::Invalid(self.kid.clone()))
+    }
+}
+
+/// The private key set: what the Secrets Manager secret (or the SQLite key table) holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// Format version, currently 1.
+    pub version: u32,
+    /// The keys, in any order; the schedule decides which signs.
+    pub keys: Vec<KeyEntry>,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl KeySet {
+    /// Parses the JSON form and checks version and algorithms.
+    pub fn from_json(text: &str) -> Result<Self, KeyError> {
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| KeyError::Unsupported(e.to_string()))?;
+        if set.version != 1 {
+            return Err(KeyError::Unsupported(format!("version {}", set.version)));
+        }
+        if let Some(k) = set.keys.iter().find(|k| k.alg != ALG) {
+            return Err(KeyError::Unsupported(format!("alg {} of {}", k.alg, k.kid)));
+        }
+        Ok(set)
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a key set always serialises")
+    }
+
+    /// The set after one rotation at `now` (DESIGN.md "Keys and rotation"): a new key that
+    /// activates after the pre-publication delay is added, and keys that are no longer
+    /// published are dropped. An empty set gets a key that signs at once: nobody can have
+    /// cached a JWKS yet.
+    pub fn rotated(&self, now: OffsetDateTime, schedule: &Schedule) -> Result<Self, KeyError> {
+        let activates_at = if self.keys.is_empty() {
+            now
+        } else {
+            now + schedule.prepublication
+        };
+        let new = KeyEntry::generate(now, activates_at)?;
+        let mut keys: Vec<KeyEntry> = self
+            .keys
+            .iter()
+            .filter(|k| schedule.is_published(&self.keys, k.kid(), now))
+            .cloned()
+            .collect();
+        keys.push(new);
+        Ok(Self { version: 1, keys })
+    }
+
+    /// The public records of every key in the set.
+    pub fn public_records(&self) -> Result<Vec<PublicKeyRecord>, KeyError> {
+        self.keys.iter().map(PublicKeyRecord::from_entry).collect()
+    }
+}

@@ -1,0 +1,201 @@
+//! Which key signs and which keys are published: a pure function of (key set, now).
+//!
+//! - The signing key is the newest key with `activates_at <= now`.
+//! - A key is published while it signs, while it is not active yet, and for
+//!   (maximum token lifetime + clock skew) after a newer key took over, so that every token it
+//!   signed can still be verified until it expires.
+//!
+//! The same rules serve the token function (private key set) and the JWKS function (public key
+//! records): both only need the timestamps, through [`KeyTimes`].
+
+use time::{Duration, OffsetDateTime};
+
+/// What the schedule needs to know of a key.
+pub trait KeyTimes {
+    /// The key id.
+    fn kid(&self) -> &str;
+    /// When the key was made (breaks ties between equal activation times).
+    fn created_at(&self) -> OffsetDateTime;
+    /// When the key may start signing.
+    fn activates_at(&self) -> OffsetDateTime;
+}
+
+/// The timing parameters of rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// How long a new key is published before it signs; longer than any JWKS cache lifetime.
+    pub prepublication: Duration,
+    /// How long a retired key stays published: maximum token lifetime + clock skew allowance.
+    pub retirement: Duration,
+}
+
+fn order_key<K: KeyTimes>(k: &K) -> (OffsetDateTime, OffsetDateTime, &str) {
+    (k.activates_at(), k.created_at(), k.kid())
+}
+
+impl Schedule {
+    /// The key that signs at `now`: the newest key whose activation time has come.
+    pub fn signing_key<'a, K: KeyTimes>(
+        &self,
+        keys: &'a [K],
+        now: OffsetDateTime,
+    ) -> Option<&'a K> {
+        keys.iter()
+            .filter(|k| k.activates_at() <= now)
+            .max_by(|a, b| order_key(*a).cmp(&order_key(*b)))
+    }
+
+    /// Whether the key `kid` is published at `now`.
+    pub fn is_published<K: KeyTimes>(&self, keys: &[K], kid: &str, now: OffsetDateTime) -> bool {
+        let Some(key) = keys.iter().find(|k| k.kid() == kid) else {
+            return false;
+        };
+        if key.activates_at() > now {
+            return true;
+        }
+        // The key that took over from this one: the next to activate after it, if it has.
+        let successor = keys
+            .iter()
+            .filter(|k| order_key(*k) > order_key(key) && k.activates_at() <= now)
+            .min_by(|a, b| order_key(*a).cmp(&order_key(*b)));
+        match successor {
+            None => true,
+            Some(next) => now < next.activates_at() + self.retirement,
+        }
+    }
+
+    /// The keys published at `now`, in the order given.
+    pub fn published<'a, K: KeyTimes>(&self, keys: &'a [K], now: OffsetDateTime) -> Vec<&'a K> {
+        keys.iter()
+            .filter(|k| self.is_published(keys, k.kid(), now))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[derive(Debug, Clone)]
+    struct K(String, OffsetDateTime, OffsetDateTime);
+    impl KeyTimes for K {
+        fn kid(&self) -> &str {
+            &self.0
+        }
+        fn created_at(&self) -> OffsetDateTime {
+            self.1
+        }
+        fn activates_at(&self) -> OffsetDateTime {
+            self.2
+        }
+    }
+
+    const SCHEDULE: Schedule = Schedule {
+        prepublication: Duration::hours(1),
+        retirement: Duration::seconds(3600 + 60),
+    };
+
+    fn kids<'a>(keys: &[&'a K]) -> Vec<&'a str> {
+        keys.iter().map(|k| k.0.as_str()).collect()
+    }
+
+    /// Simulates rotations every `every`, checking at each minute that the signing key is
+    /// published, that it was published for the whole pre-publication delay before it signed,
+    /// and that a key stays published for `retirement` after it last signed.
+    #[test]
+    fn sequence_of_rotations_keeps_every_signing_key_published_long_enough() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let every = Duration::hours(6);
+        let mut keys: Vec<K> = vec![K("k0".into(), t0, t0)];
+        let mut last_signed: std::collections::HashMap<String, OffsetDateTime> = Default::default();
+        let mut first_published: std::collections::HashMap<String, OffsetDateTime> =
+            Default::default();
+        let mut next_rotation = t0 + every;
+        let mut now = t0;
+        let mut n = 1;
+        while now < t0 + Duration::days(3) {
+            if now >= next_rotation {
+                // The rotation rule of KeySet::rotated, on the test key type.
+                let snapshot = keys.clone();
+                keys.retain(|k| SCHEDULE.is_published(&snapshot, &k.0, now));
+                keys.push(K(format!("k{n}"), now, now + SCHEDULE.prepublication));
+                n += 1;
+                next_rotation += every;
+            }
+            let published = SCHEDULE.published(&keys, now);
+            for k in &published {
+                first_published.entry(k.0.clone()).or_insert(now);
+            }
+            let signer = SCHEDULE.signing_key(&keys, now).expect("a key signs");
+            assert!(kids(&published).contains(&signer.0.as_str()));
+            let since = first_published[&signer.0];
+            assert!(
+                signer.0 == "k0" || now - since >= SCHEDULE.prepublication,
+                "{} signs at {now} but was first published at {since}",
+                signer.0
+            );
+            last_signed.insert(signer.0.clone(), now);
+            for (kid, at) in &last_signed {
+                if now < *at + SCHEDULE.retirement {
+                    assert!(
+                        kids(&published).contains(&kid.as_str()),
+                        "{kid} signed at {at} but is unpublished at {now}"
+                    );
+                }
+            }
+            // Never more than: the retiring key, the signing key and the next one.
+            assert!(published.len() <= 3, "{:?} at {now}", kids(&published));
+            now += Duration::minutes(1);
+        }
+        assert!(n >= 12, "rotated {n} times");
+        assert!(keys.len() <= 3);
+    }
+
+    #[test]
+    fn newest_active_key_signs_and_future_key_is_only_published() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let keys = vec![
+            K("old".into(), t0, t0),
+            K(
+                "new".into(),
+                t0 + Duration::hours(1),
+                t0 + Duration::hours(2),
+            ),
+        ];
+        let at = t0 + Duration::hours(1) + Duration::minutes(5);
+        assert_eq!(SCHEDULE.signing_key(&keys, at).unwrap().0, "old");
+        assert_eq!(kids(&SCHEDULE.published(&keys, at)), ["old", "new"]);
+        let after = t0 + Duration::hours(2);
+        assert_eq!(SCHEDULE.signing_key(&keys, after).unwrap().0, "new");
+        assert_eq!(kids(&SCHEDULE.published(&keys, after)), ["old", "new"]);
+        let retired = after + SCHEDULE.retirement;
+        assert_eq!(kids(&SCHEDULE.published(&keys, retired)), ["new"]);
+        assert_eq!(
+            kids(&SCHEDULE.published(&keys, retired - Duration::seconds(1))),
+            ["old", "new"]
+        );
+    }
+
+    #[test]
+    fn no_key_signs_before_the_first_activation() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let keys = vec![K("a".into(), t0, t0 + Duration::hours(1))];
+        assert!(SCHEDULE.signing_key(&keys, t0).is_none());
+        assert_eq!(kids(&SCHEDULE.published(&keys, t0)), ["a"]);
+        assert!(SCHEDULE.signing_key::<K>(&[], t0).is_none());
+    }
+
+    #[test]
+    fn equal_activation_times_are_ordered_by_creation_then_kid() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let keys = vec![
+            K("b".into(), t0, t0),
+            K("a".into(), t0 + Duration::seconds(1), t0),
+        ];
+        assert_eq!(SCHEDULE.signing_key(&keys, t0).unwrap().0, "a");
+        // "b" lost at the very instant it activated: it retires from then on.
+        assert!(SCHEDULE.is_published(&keys, "b", t0 + SCHEDULE.retirement - Duration::seconds(1)));
+        assert!(!SCHEDULE.is_published(&keys, "b", t0 + SCHEDULE.retirement));
+    }
+}

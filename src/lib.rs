@@ -1,0 +1,19 @@
+//! OAuth 2.0 client credentials token service: the library shared by the local server, the
+//! admin CLI and the Lambda functions.
+//!
+//! The domain (clients, keys, OAuth request rules) knows nothing of HTTP or storage; the
+//! [`http`] module is the one axum router every shape serves, and [`store`] holds the ports
+//! (traits) with their SQLite implementation.
+
+pub mod admin;
+pub mod audit;
+pub mod clients;
+pub mod clock;
+pub mod config;
+pub mod embedded;
+pub mod encoding;
+pub mod http;
+pub mod issue;
+pub mod keys;
+pub mod oauth;
+pub mod store;

@@ -1,0 +1,361 @@
+//! Parsing a token request, once, at the boundary (RFC 6749 §2.3.1, §3.2, §4.4.2; RFC 8707).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use percent_encoding::percent_decode_str;
+
+use super::error::OAuthError;
+use super::scope::ScopeSet;
+use crate::clients::validate_client_id;
+
+/// Largest accepted request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// The only grant type served (RFC 6749 §4.4).
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+
+/// How the client sent its credentials (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic, id and secret form-urlencoded before base64.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// The credentials a client presented. The secret's `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// The presented `client_id`.
+    pub client_id: String,
+    /// The presented secret, byte for byte.
+    pub secret: Vec<u8>,
+    /// Where they came from.
+    pub method: AuthMethod,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("secret", &"[redacted]")
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
+/// A well-formed client credentials request, not yet authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The presented credentials.
+    pub credentials: ClientCredentials,
+    /// The requested scope, if any.
+    pub scope: Option<ScopeSet>,
+    /// The requested resources (RFC 8707), in order, without duplicates.
+    pub resources: Vec<String>,
+}
+
+/// The raw parts of an HTTP request that the token endpoint reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawRequest<'a> {
+    /// `Content-Type` header value, if any (and if it was valid ASCII).
+    pub content_type: Option<&'a str>,
+    /// `Authorization` header value, if any.
+    pub authorization: Option<&'a str>,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// A rejected request, with the client id it claimed when one could be read (for the audit
+/// trail; only ids of a valid form are kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The error to answer with.
+    pub error: OAuthError,
+    /// The well-formed client id the request named, if any.
+    pub client_id: Option<String>,
+}
+
+impl From<OAuthError> for Rejection {
+    fn from(error: OAuthError) -> Self {
+        Self {
+            error,
+            client_id: None,
+        }
+    }
+}
+
+/// Whether `s` is an absolute URI without a fragment (RFC 8707 §2, RFC 3986 §4.3): a scheme,
+/// a colon and a non-empty rest, no `#`, no whitespace or control characters.
+pub fn is_resource_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !s.contains('#')
+        && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn is_form_content_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return false;
+    }
+    // Only a UTF-8 (or ASCII) charset parameter is acceptable; other parameters are ignored.
+    parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let v = value.trim().trim_matches('"');
+            v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("us-ascii")
+        }
+        _ => true,
+    })
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
+fn form_decode(component: &str) -> Vec<u8> {
+    percent_decode_str(&component.replace('+', " ")).collect()
+}
+
+/// Reads `Authorization: Basic` credentials (RFC 6749 §2.3.1, RFC 7617).
+/// `Ok(None)` when there is no Authorization header.
+fn basic_credentials(header: Option<&str>) -> Result<Option<(String, Vec<u8>)>, OAuthError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let (scheme, encoded) = header.trim().split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        // An unsupported authentication scheme is a failed client authentication.
+        return Err(OAuthError::InvalidClient);
+    }
+    let malformed = OAuthError::InvalidRequest("malformed Basic authorization header");
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed.clone())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed.clone())?;
+    let (id, secret) = decoded.split_once(':').ok_or(malformed.clone())?;
+    let id = String::from_utf8(form_decode(id)).map_err(|_| malformed)?;
+    Ok(Some((id, form_decode(secret))))
+}
+
+/// Parses and checks everything about a token request that needs no stored state.
+pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
+    if raw.query.is_some_and(|q| !q.is_empty()) {
+        return Err(
+            OAuthError::InvalidRequest("parameters must be sent in the request body").into(),
+        );
+    }
+    if !raw.content_type.is_some_and(is_form_content_type) {
+        return Err(OAuthError::InvalidRequest(
+            "content type must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+
+    let mut grant_type = None;
+    let mut scope = None;
+    let mut body_id = None;
+    let mut body_secret = None;
+    let mut resources: Vec<String> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in form_urlencoded::parse(raw.body) {
+        // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
+        if value.is_empty() {
+            continue;
+        }
+        if name == "resource" {
+            if !resources.iter().any(|r| *r == value) {
+                resources.push(value.into_owned());
+            }
+            continue;
+        }
+        if seen.iter().any(|s| *s == name) {
+            return Err(OAuthError::InvalidRequest("a request parameter is repeated").into());
+        }
+        seen.push(name.clone().into_owned());
+        match name.as_ref() {
+            "grant_type" => grant_type = Some(value.into_owned()),
+            "scope" => scope = Some(value.into_owned()),
+            "client_id" => body_id = Some(value.into_owned()),
+            "client_secret" => body_secret = Some(value.into_owned()),
+            _ => {} // RFC 6749 §3.2: unknown parameters are ignored.
+        }
+    }
+
+    let basic = basic_credentials(raw.authorization).map_err(|error| Rejection {
+        error,
+        client_id: None,
+    })?;
+    let claimed = basic
+        .as_ref()
+        .map(|(id, _)| id.clone())
+        .or_else(|| body_id.clone())
+        .filter(|id| validate_client_id(id).is_ok());
+    let reject = |error: OAuthError| Rejection {
+        error,
+        client_id: claimed.clone(),
+    };
+
+    let credentials = match (basic, body_secret) {
+        (Some(_), Some(_)) => {
+            return Err(reject(OAuthError::InvalidRequest(
+                "more than one client authentication method was used",
+            )));
+        }
+        (Some((id, secret)), None) => {
+            if body_id.as_ref().is_some_and(|b| *b != id) {
+                return Err(reject(OAuthError::InvalidRequest(
+                    "client_id in the body differs from the authenticated client",
+                )));
+            }
+            ClientCredentials {
+                client_id: id,
+                secret,
+                method: AuthMethod::ClientSecretBasic,
+            }
+        }
+        (None, Some(secret)) => match body_id {
+            Some(id) => ClientCredentials {
+                client_id: id,
+                secret: secret.into_bytes(),
+                method: AuthMethod::ClientSecretPost,
+            },
+            None => return Err(reject(OAuthError::InvalidClient)),
+        },
+        (None, None) => return Err(reject(OAuthError::InvalidClient)),
+    };
+
+    match grant_type.as_deref() {
+        None => return Err(reject(OAuthError::InvalidRequest("grant_type is required"))),
+        Some(GRANT_CLIENT_CREDENTIALS) => {}
+        Some(_) => return Err(reject(OAuthError::UnsupportedGrantType)),
+    }
+    let scope = match scope {
+        None => None,
+        Some(text) => Some(
+            ScopeSet::parse(&text)
+                .ok_or_else(|| reject(OAuthError::InvalidScope("scope is malformed")))?,
+        ),
+    };
+    if !resources.iter().all(|r| is_resource_uri(r)) {
+        return Err(reject(OAuthError::InvalidTarget(
+            "resource must be an absolute URI without a fragment",
+        )));
+    }
+    Ok(TokenRequest {
+        credentials,
+        scope,
+        resources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    fn body(b: &str) -> RawRequest<'_> {
+        RawRequest {
+            content_type: FORM,
+            body: b.as_bytes(),
+            ..Default::default()
+        }
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    #[test]
+    fn post_credentials_are_read_from_the_body() {
+        let r = parse(body(
+            "grant_type=client_credentials&client_id=a&client_secret=s%2B1",
+        ))
+        .unwrap();
+        assert_eq!(r.credentials.client_id, "a");
+        assert_eq!(r.credentials.secret, b"s+1");
+        assert_eq!(r.credentials.method, AuthMethod::ClientSecretPost);
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_inside_base64() {
+        let auth = basic("my%3Aclient", "p%25w+d");
+        let r = parse(RawRequest {
+            authorization: Some(&auth),
+            ..body("grant_type=client_credentials")
+        })
+        .unwrap();
+        assert_eq!(r.credentials.client_id, "my:client");
+        assert_eq!(r.credentials.secret, b"p%w d");
+        assert_eq!(r.credentials.method, AuthMethod::ClientSecretBasic);
+    }
+
+    #[test]
+    fn charset_parameter_is_allowed_but_other_media_types_are_not() {
+        let ok = RawRequest {
+            content_type: Some("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+            ..body("grant_type=client_credentials&client_id=a&client_secret=s")
+        };
+        assert!(parse(ok).is_ok());
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("application/x-www-form-urlencoded; charset=latin1"),
+        ] {
+            let r = parse(RawRequest {
+                content_type: ct,
+                ..body("grant_type=client_credentials&client_id=a&client_secret=s")
+            });
+            assert_eq!(r.unwrap_err().error.code(), "invalid_request", "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn empty_values_count_as_omitted_and_do_not_make_duplicates() {
+        let r = parse(body(
+            "grant_type=client_credentials&scope=&scope=a&client_id=a&client_secret=s",
+        ))
+        .unwrap();
+        assert_eq!(r.scope.unwrap().to_scope_string(), "a");
+    }
+
+    #[test]
+    fn resource_may_repeat_and_is_deduplicated() {
+        let r = parse(body(
+            "grant_type=client_credentials&client_id=a&client_secret=s&resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&resource=https%3A%2F%2Fa",
+        ))
+        .unwrap();
+        assert_eq!(r.resources, ["https://a", "https://b"]);
+    }
+
+    #[test]
+    fn a_rejection_keeps_a_well_formed_claimed_client_id_only() {
+        let e = parse(body("grant_type=password&client_id=abc&client_secret=s")).unwrap_err();
+        assert_eq!(e.error, OAuthError::UnsupportedGrantType);
+        assert_eq!(e.client_id.as_deref(), Some("abc"));
+        let e = parse(body("grant_type=password&client_id=a%20b&client_secret=s")).unwrap_err();
+        assert_eq!(e.client_id, None);
+    }
+
+    #[test]
+    fn resource_uris_must_be_absolute_without_fragment() {
+        assert!(is_resource_uri("https://api.example.com"));
+        assert!(is_resource_uri("urn:example:api"));
+        for bad in [
+            "api.example.com",
+            "/relative",
+            "https://a#frag",
+            "1http://a",
+            "https:",
+            "https://a b",
+        ] {
+            assert!(!is_resource_uri(bad), "{bad}");
+        }
+    }
+}

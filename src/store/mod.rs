@@ -1,0 +1,72 @@
+//! Storage ports, one small trait per capability, and their implementations.
+//!
+//! Handlers depend on these traits only; each shape (embedded, AWS) chooses its adapters at
+//! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::clients::Client;
+use crate::keys::{KeySet, PublicKeyRecord};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record with this key exists already (creation never overwrites).
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The record is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The record changed since it was read (optimistic locking on `version`).
+    #[error("{0} was changed by someone else; read it again and retry")]
+    Conflict(String),
+    /// The backend failed; the text is for logs and operators, never for API clients.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Client records.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// The client, read fresh from the backend (never cached: disabling acts at once).
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+    /// Stores a new client; `AlreadyExists` if the id is taken.
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
+    /// Replaces the client if its stored `version` is `client.version - 1`; else `Conflict`
+    /// (or `NotFound`).
+    async fn update_client(&self, client: &Client) -> Result<(), StoreError>;
+    /// Every client, ordered by id.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends one record; the caller does not answer before this succeeded.
+    async fn append(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Records matching the query, newest first.
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// The private key set (Secrets Manager secret, or a table of the SQLite file).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The current key set (empty when none was created yet).
+    async fn load_key_set(&self) -> Result<KeySet, StoreError>;
+    /// Replaces the key set.
+    async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError>;
+}
+
+/// The public keys (the public-keys table): all the JWKS function may read.
+#[async_trait]
+pub trait PublicKeyStore: Send + Sync {
+    /// Every stored public key record.
+    async fn public_keys(&self) -> Result<Vec<PublicKeyRecord>, StoreError>;
+    /// Makes the stored records exactly `records` (adds new ones, removes the others).
+    async fn replace_public_keys(&self, records: &[PublicKeyRecord]) -> Result<(), StoreError>;
+}

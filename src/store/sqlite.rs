@@ -1,0 +1,344 @@
+//! The SQLite adapter of every store port: the embedded shape's single file.
+//!
+//! One file holds clients, the audit trail, the key set and the public keys; it is created
+//! with mode 0600 because it holds private keys. WAL mode lets readers (the token endpoint)
+//! proceed while `tokenctl` writes. A writer and a reader connection keep audit appends from
+//! queueing behind client reads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::clients::Client;
+use crate::keys::{KeySet, PublicKeyRecord};
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        version   INTEGER NOT NULL,
+        record    TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id  TEXT NOT NULL,
+        ts_ms      INTEGER NOT NULL,
+        outcome    TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        record     TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_client ON audit (client_id, ts_ms);
+    CREATE INDEX audit_by_time ON audit (ts_ms);
+    CREATE TABLE key_set (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        json TEXT NOT NULL
+    );
+    CREATE TABLE public_keys (
+        kid    TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+"];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave a transaction open (rusqlite rolls back on
+    // drop), so the connection is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(backend)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(backend)
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(|_| ())
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    // WAL with synchronous=NORMAL: a commit is durable against process crashes; an OS crash
+    // may lose the last transactions but never corrupts the file.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend)?;
+    let current = usize::try_from(current).map_err(backend)?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this build supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, mode 0600) the database at `path` and brings its schema up
+    /// to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(backend)?;
+        }
+        create_private_file(&path).map_err(backend)?;
+        let mut writer = connect(&path)?;
+        migrate(&mut writer)?;
+        let reader = connect(&path)?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes audit records whose retention ended before `now_epoch` (DynamoDB does this with
+    /// TTL). Returns how many were deleted.
+    pub fn prune_audit(&self, now_epoch: i64) -> Result<usize, StoreError> {
+        lock(&self.writer)
+            .execute("DELETE FROM audit WHERE expires_at < ?1", [now_epoch])
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        let text: Option<String> = lock(&self.reader)
+            .prepare_cached("SELECT record FROM clients WHERE client_id = ?1")
+            .and_then(|mut s| s.query_row([client_id], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        text.map(|t| from_json(&t)).transpose()
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let record = to_json(client)?;
+        let inserted = lock(&self.writer)
+            .execute(
+                "INSERT INTO clients (client_id, version, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (client_id) DO NOTHING",
+                params![client.client_id, client.version as i64, record],
+            )
+            .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "client {}",
+                client.client_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<(), StoreError> {
+        let record = to_json(client)?;
+        let conn = lock(&self.writer);
+        let updated = conn
+            .execute(
+                "UPDATE clients SET version = ?2, record = ?3
+                 WHERE client_id = ?1 AND version = ?2 - 1",
+                params![client.client_id, client.version as i64, record],
+            )
+            .map_err(backend)?;
+        if updated == 1 {
+            return Ok(());
+        }
+        let exists: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = ?1)",
+                [&client.client_id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        let what = format!("client {}", client.client_id);
+        Err(if exists {
+            StoreError::Conflict(what)
+        } else {
+            StoreError::NotFound(what)
+        })
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn
+            .prepare("SELECT record FROM clients ORDER BY client_id")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|r| from_json(&r.map_err(backend)?)).collect()
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let json = to_json(record)?;
+        let ts_ms = (record.timestamp.unix_timestamp_nanos() / 1_000_000) as i64;
+        lock(&self.writer)
+            .prepare_cached(
+                "INSERT INTO audit (client_id, ts_ms, outcome, expires_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.client_id,
+                    ts_ms,
+                    record.outcome,
+                    record.expires_at,
+                    json
+                ])
+            })
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let conn = lock(&self.reader);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT record FROM audit
+                 WHERE (?1 IS NULL OR client_id = ?1)
+                   AND (?2 IS NULL OR ts_ms >= ?2)
+                   AND (?3 IS NULL OR ts_ms < ?3)
+                   AND (?4 IS NULL OR outcome = ?4)
+                 ORDER BY ts_ms DESC, seq DESC
+                 LIMIT ?5",
+            )
+            .map_err(backend)?;
+        let limit = if q.limit == 0 {
+            i64::MAX
+        } else {
+            q.limit as i64
+        };
+        let rows = stmt
+            .query_map(
+                params![
+                    q.client_id,
+                    q.since.map(ms),
+                    q.until.map(ms),
+                    q.outcome,
+                    limit
+                ],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(backend)?;
+        rows.map(|r| from_json(&r.map_err(backend)?)).collect()
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn load_key_set(&self) -> Result<KeySet, StoreError> {
+        let text: Option<String> = lock(&self.reader)
+            .query_row("SELECT json FROM key_set WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        match text {
+            None => Ok(KeySet::default()),
+            Some(t) => KeySet::from_json(&t).map_err(backend),
+        }
+    }
+
+    async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError> {
+        lock(&self.writer)
+            .execute(
+                "INSERT INTO key_set (id, json) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+                [set.to_json()],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PublicKeyStore for SqliteStore {
+    async fn public_keys(&self) -> Result<Vec<PublicKeyRecord>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn
+            .prepare_cached("SELECT record FROM public_keys ORDER BY kid")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|r| from_json(&r.map_err(backend)?)).collect()
+    }
+
+    async fn replace_public_keys(&self, records: &[PublicKeyRecord]) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute("DELETE FROM public_keys", []).map_err(backend)?;
+        for r in records {
+            tx.execute(
+                "INSERT INTO public_keys (kid, record) VALUES (?1, ?2)",
+                params![r.kid, to_json(r)?],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+}
