@@ -1,0 +1,198 @@
+//! `tokenctl` against a SQLite file, driven as a user would: the binary, its exit codes and its
+//! JSON output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tokenctl(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("TOKEN_BACKEND")
+        .output()
+        .expect("tokenctl runs")
+}
+
+fn json(db: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = tokenctl(db, &all);
+    assert!(
+        out.status.success(),
+        "tokenctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn clients_lifecycle_with_json_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ctl.db");
+    let created = json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "Billing",
+            "--scope",
+            "billing.read billing.write",
+            "--default-scope",
+            "billing.read",
+            "--audience",
+            "https://billing.example.com",
+            "--ttl",
+            "300",
+        ],
+    );
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert!(token_service::clients::secret::looks_like_secret(&secret));
+    assert!(created["secret_id"].as_str().unwrap().starts_with("sec_"));
+
+    let shown = json(&db, &["clients", "show", &id]);
+    assert_eq!(shown["name"], "Billing");
+    assert_eq!(shown["status"], "active");
+    assert_eq!(
+        shown["scopes"],
+        serde_json::json!(["billing.read", "billing.write"])
+    );
+    assert_eq!(shown["default_scopes"], serde_json::json!(["billing.read"]));
+    assert_eq!(shown["default_audience"], "https://billing.example.com");
+    assert_eq!(shown["token_ttl"], 300);
+    assert_eq!(shown["version"], 1);
+    let text = shown.to_string();
+    assert!(!text.contains(&secret) && !text.contains("hash"), "{text}");
+
+    let disabled = json(&db, &["clients", "disable", &id]);
+    assert_eq!(disabled["status"], "disabled");
+    assert_eq!(disabled["version"], 2);
+    assert_eq!(json(&db, &["clients", "enable", &id])["status"], "active");
+
+    let added = json(&db, &["secrets", "add", &id, "--expires-in", "30d"]);
+    assert_ne!(added["client_secret"], secret.as_str());
+    assert!(added["expires_at"].is_string());
+    let sid = added["secret_id"].as_str().unwrap();
+    let revoked = json(&db, &["secrets", "revoke", &id, sid]);
+    assert_eq!(revoked["secrets"].as_array().unwrap().len(), 1);
+
+    let list = json(&db, &["clients", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let audit = json(&db, &["audit", "--client", &id]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "secret.revoke",
+            "secret.add",
+            "client.enable",
+            "client.disable",
+            "client.create"
+        ]
+    );
+    let everything = audit.to_string();
+    assert!(!everything.contains(&secret));
+}
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let first = json(&db, &["keys", "rotate"]);
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(first[0]["signing"], true, "the first key signs at once");
+    let second = json(&db, &["keys", "rotate"]);
+    let keys = second.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().filter(|k| k["signing"] == true).count(), 1);
+    assert!(keys.iter().all(|k| k["published"] == true));
+    assert_eq!(json(&db, &["keys", "list"]), second);
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bad.db");
+    let cases: &[&[&str]] = &[
+        &["clients", "show", "nobody"],
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a",
+            "--audience",
+            "not-a-uri",
+        ],
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a\"b",
+            "--audience",
+            "https://a",
+        ],
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--id",
+            "has space",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+        ],
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+            "--ttl",
+            "999999",
+        ],
+        &["secrets", "add", "nobody"],
+        &["audit", "--since", "yesterday"],
+    ];
+    for args in cases {
+        let out = tokenctl(&db, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("tokenctl: ") || err.contains("error:"),
+            "{args:?}: {err}"
+        );
+    }
+    let dup = [
+        "clients",
+        "create",
+        "--name",
+        "x",
+        "--id",
+        "dup",
+        "--scope",
+        "a",
+        "--audience",
+        "https://a",
+    ];
+    assert!(tokenctl(&db, &dup).status.success());
+    let again = tokenctl(&db, &dup);
+    assert!(!again.status.success(), "creation never overwrites");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
