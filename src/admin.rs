@@ -57,6 +57,71 @@ pub struct NewClient {
     pub default_audience: Option<String>,
     /// Token lifetime in seconds; the service default when `None`.
     pub token_ttl: Option<u64>,
+    /// Tokens per minute; the service default when `None`.
+    pub rate_limit: Option<u32>,
+}
+
+/// Changes to a client's policy; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClientUpdate {
+    /// New display name.
+    pub name: Option<String>,
+    /// New allowed scopes.
+    pub scopes: Option<Vec<String>>,
+    /// New default scopes.
+    pub default_scopes: Option<Vec<String>>,
+    /// New allowed audiences.
+    pub audiences: Option<Vec<String>>,
+    /// New default audience.
+    pub default_audience: Option<String>,
+    /// New token lifetime; `Some(None)` returns to the service default.
+    pub token_ttl: Option<Option<u64>>,
+    /// New issuance limit; `Some(None)` returns to the service default.
+    pub rate_limit: Option<Option<u32>>,
+}
+
+impl ClientUpdate {
+    /// Names of the fields this update sets, for the audit record.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        let mut note = |set: bool, name| {
+            if set {
+                names.push(name);
+            }
+        };
+        note(self.name.is_some(), "name");
+        note(self.scopes.is_some(), "scopes");
+        note(self.default_scopes.is_some(), "default_scopes");
+        note(self.audiences.is_some(), "audiences");
+        note(self.default_audience.is_some(), "default_audience");
+        note(self.token_ttl.is_some(), "token_ttl");
+        note(self.rate_limit.is_some(), "rate_limit");
+        names
+    }
+
+    fn apply(self, c: &mut Client) {
+        if let Some(v) = self.name {
+            c.name = v;
+        }
+        if let Some(v) = self.scopes {
+            c.scopes = v;
+        }
+        if let Some(v) = self.default_scopes {
+            c.default_scopes = v;
+        }
+        if let Some(v) = self.audiences {
+            c.audiences = v;
+        }
+        if let Some(v) = self.default_audience {
+            c.default_audience = v;
+        }
+        if let Some(v) = self.token_ttl {
+            c.token_ttl = v;
+        }
+        if let Some(v) = self.rate_limit {
+            c.rate_limit = v;
+        }
+    }
 }
 
 /// The management façade over the store ports.
@@ -134,6 +199,7 @@ impl Admin {
             audiences: spec.audiences,
             default_audience,
             token_ttl: spec.token_ttl,
+            rate_limit: spec.rate_limit,
             secrets: vec![stored],
             created_at: now,
             updated_at: now,
@@ -173,6 +239,21 @@ impl Admin {
         self.clients.update_client(&client).await?;
         self.record(client_id, action, fields, now).await?;
         Ok(client)
+    }
+
+    /// Changes a client's policy. Optimistic locking: if someone else changed the client since
+    /// it was read, the store answers `Conflict` and nothing is written.
+    pub async fn update_client(
+        &self,
+        client_id: &str,
+        update: ClientUpdate,
+    ) -> Result<Client, AdminError> {
+        let fields = update.field_names();
+        self.modify(client_id, "client.update", &fields, |c, _| {
+            update.apply(c);
+            Ok(())
+        })
+        .await
     }
 
     /// Sets a client's status (disable takes effect on its next request).

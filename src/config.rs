@@ -40,6 +40,16 @@ pub struct ServiceSettings {
     /// server lists the union of its clients' scopes.
     #[arg(long, env = "TOKEN_SCOPES_SUPPORTED")]
     pub scopes_supported: Option<String>,
+    /// Tokens a client may obtain per minute, unless the client sets its own limit.
+    #[arg(long, env = "TOKEN_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
+    /// Failed authentications per minute from one source address for one client id, after
+    /// which that pair gets `429` until the minute ends.
+    #[arg(long, env = "TOKEN_FAIL_LIMIT_CLIENT_IP", default_value_t = 10)]
+    pub fail_limit_client_ip: u32,
+    /// Failed authentications per minute from one source address, all client ids together.
+    #[arg(long, env = "TOKEN_FAIL_LIMIT_IP", default_value_t = 100)]
+    pub fail_limit_ip: u32,
 }
 
 /// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
@@ -79,6 +89,19 @@ pub struct ServiceConfig {
     pub audit_retention: Duration,
     /// Configured `scopes_supported`, if any.
     pub scopes_supported: Option<Vec<String>>,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// Per-minute limits of the token endpoint (DESIGN.md "Abuse protection").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tokens per client per minute, unless the client overrides it.
+    pub issue_per_client: u32,
+    /// Failed authentications per (client id, source address) per minute.
+    pub fail_per_client_ip: u32,
+    /// Failed authentications per source address per minute.
+    pub fail_per_ip: u32,
 }
 
 /// Longest service maximum accepted for token lifetimes (one day).
@@ -140,6 +163,11 @@ impl ServiceSettings {
                  so that verifiers and token signers see a key before it signs",
             ));
         }
+        if self.rate_limit == 0 || self.fail_limit_client_ip == 0 || self.fail_limit_ip == 0 {
+            return Err(invalid(
+                "TOKEN_RATE_LIMIT, TOKEN_FAIL_LIMIT_CLIENT_IP and TOKEN_FAIL_LIMIT_IP must be at least 1",
+            ));
+        }
         if self.audit_retention_days == 0 {
             return Err(invalid("TOKEN_AUDIT_RETENTION_DAYS must be at least 1"));
         }
@@ -173,6 +201,11 @@ impl ServiceSettings {
             jwks_max_age: self.jwks_max_age,
             audit_retention: Duration::days(self.audit_retention_days as i64),
             scopes_supported,
+            limits: Limits {
+                issue_per_client: self.rate_limit,
+                fail_per_client_ip: self.fail_limit_client_ip,
+                fail_per_ip: self.fail_limit_ip,
+            },
         })
     }
 }

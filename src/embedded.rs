@@ -1,10 +1,11 @@
 //! The embedded shape: every port served by one SQLite file, wired into the shared router.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
@@ -24,6 +25,8 @@ pub struct Embedded {
     pub config: Arc<ServiceConfig>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
 }
 
 impl Embedded {
@@ -37,7 +40,14 @@ impl Embedded {
             store: Arc::new(SqliteStore::open(path)?),
             config: Arc::new(config),
             clock,
+            trusted_proxies: Arc::new(Vec::new()),
         })
+    }
+
+    /// Believes `X-Forwarded-For` on connections from these addresses only.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
     }
 
     /// Management operations, recorded under `actor`.
@@ -66,6 +76,7 @@ impl Embedded {
             self.config.clone(),
             self.store.clone(),
             self.store.clone(),
+            self.store.clone(),
             keys,
             self.clock.clone(),
         ))
@@ -88,22 +99,88 @@ impl Embedded {
     /// The full router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`
     /// so that the peer address reaches the audit trail.
     pub fn router(&self) -> Router {
-        http::router(self.token_service(), self.discovery())
-            .layer(middleware::from_fn(peer_context))
+        http::router(self.token_service(), self.discovery()).layer(middleware::from_fn_with_state(
+            self.trusted_proxies.clone(),
+            peer_context,
+        ))
     }
 }
 
-/// Puts the socket peer's address into the [`RequestContext`] (a client-supplied header such
-/// as `X-Forwarded-For` is never trusted).
-async fn peer_context(request: Request, next: Next) -> Response {
-    let mut request = request;
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not a trusted proxy itself. A client-supplied header is
+/// never believed otherwise.
+pub fn source_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut nearest = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => nearest = ip,
+            Ok(ip) => return ip,
+            Err(_) => return nearest,
+        }
+    }
+    nearest
+}
+
+/// Puts the client's address into the [`RequestContext`] when the connection's peer address is
+/// known (requests that already carry a context keep it).
+async fn peer_context(
+    State(trusted): State<Arc<Vec<IpAddr>>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
-    request.extensions_mut().insert(RequestContext {
-        request_id: None,
-        source_ip: peer,
-    });
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(peer) = peer {
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = source_address(peer, forwarded, &trusted);
+        request.extensions_mut().insert(RequestContext {
+            request_id: None,
+            source_ip: Some(ip.to_string()),
+        });
+    }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_address;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy = ip("10.0.0.1");
+        let trusted = [proxy, ip("10.0.0.2")];
+        let client = ip("203.0.113.7");
+        assert_eq!(
+            source_address(client, Some("198.51.100.1"), &trusted),
+            client
+        );
+        assert_eq!(
+            source_address(proxy, Some("198.51.100.1"), &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            source_address(proxy, Some("6.6.6.6, 198.51.100.1, 10.0.0.2"), &trusted),
+            ip("198.51.100.1"),
+            "a client-prepended hop is ignored"
+        );
+        assert_eq!(source_address(proxy, Some("garbage"), &trusted), proxy);
+        assert_eq!(source_address(proxy, None, &trusted), proxy);
+        assert_eq!(source_address(client, Some("1.2.3.4"), &[]), client);
+    }
 }

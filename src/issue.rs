@@ -19,7 +19,44 @@ use crate::oauth::claims::{AccessTokenClaims, Audience};
 use crate::oauth::request::{self, RawRequest, Rejection};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, TokenRequest};
-use crate::store::{AuditLog, ClientStore};
+use crate::store::{AuditLog, ClientStore, RateLimits, StoreError};
+
+/// Length of a rate-limit window, seconds.
+const WINDOW_SECS: i64 = 60;
+
+/// The fixed one-minute window an instant falls in.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    retry_after: u64,
+}
+
+impl Window {
+    fn at(now: OffsetDateTime) -> Self {
+        let ts = now.unix_timestamp();
+        let start = ts - ts.rem_euclid(WINDOW_SECS);
+        Self {
+            start,
+            retry_after: (start + WINDOW_SECS - ts).max(1) as u64,
+        }
+    }
+
+    /// Counters outlive their window a little, then the backend drops them.
+    fn expires_at(self) -> i64 {
+        self.start + 2 * WINDOW_SECS
+    }
+
+    fn limited(self) -> OAuthError {
+        OAuthError::RateLimited {
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+fn counters_unavailable(e: StoreError) -> OAuthError {
+    tracing::error!(error = %e, "rate-limit counters unavailable");
+    OAuthError::TemporarilyUnavailable
+}
 
 /// Where a request came from, as the HTTP front knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +95,7 @@ pub struct TokenService {
     config: Arc<ServiceConfig>,
     clients: Arc<dyn ClientStore>,
     audit: Arc<dyn AuditLog>,
+    limits: Arc<dyn RateLimits>,
     keys: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
@@ -69,6 +107,7 @@ impl TokenService {
         config: Arc<ServiceConfig>,
         clients: Arc<dyn ClientStore>,
         audit: Arc<dyn AuditLog>,
+        limits: Arc<dyn RateLimits>,
         keys: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -76,6 +115,7 @@ impl TokenService {
             config,
             clients,
             audit,
+            limits,
             keys,
             clock,
             rng: SystemRandom::new(),
@@ -94,7 +134,7 @@ impl TokenService {
         meta: &RequestMeta,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
-        match self.issue(raw, now).await {
+        match self.issue(raw, meta, now).await {
             Ok((token, grant)) => {
                 let mut record = self.record(Some(&grant.client_id), audit::ISSUED, meta, now);
                 record.jti = Some(grant.jti);
@@ -103,8 +143,65 @@ impl TokenService {
                 self.write(record).await?;
                 Ok(token)
             }
-            Err(rejection) => Err(self.reject(rejection, meta).await),
+            Err(rejection) => {
+                let rejection = match rejection.error {
+                    OAuthError::InvalidClient => self.count_failure(rejection, meta, now).await,
+                    _ => rejection,
+                };
+                Err(self.reject(rejection, meta).await)
+            }
         }
+    }
+
+    /// Counts a failed authentication per source address and per (client id, address).
+    async fn count_failure(
+        &self,
+        rejection: Rejection,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Rejection {
+        let window = Window::at(now);
+        let ip = meta.source_ip.as_deref().unwrap_or("-");
+        let mut keys = vec![format!("fail-ip#{ip}#{}", window.start)];
+        if let Some(id) = &rejection.client_id {
+            keys.push(format!("fail#{id}#{ip}#{}", window.start));
+        }
+        for key in keys {
+            if let Err(e) = self.limits.increment(&key, window.expires_at()).await {
+                return Rejection {
+                    error: counters_unavailable(e),
+                    ..rejection
+                };
+            }
+        }
+        rejection
+    }
+
+    /// Refuses the request, before any secret is checked, when its source address (and the
+    /// client id it names) failed authentication too often in this window.
+    async fn check_failures(
+        &self,
+        client_id: Option<&str>,
+        ip: &str,
+        window: Window,
+    ) -> Result<(), OAuthError> {
+        let limits = self.config.limits;
+        let (key, limit) = match client_id {
+            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
+            Some(id) => (
+                format!("fail#{id}#{ip}#{}", window.start),
+                limits.fail_per_client_ip,
+            ),
+        };
+        let count = self
+            .limits
+            .count(&key)
+            .await
+            .map_err(counters_unavailable)?;
+        if count >= u64::from(limit) {
+            return Err(window.limited());
+        }
+        Ok(())
     }
 
     /// Records a request refused before it could be parsed (size, method) or after, and returns
@@ -114,7 +211,7 @@ impl TokenService {
         let now = self.clock.now();
         let record = self.record(
             rejection.client_id.as_deref(),
-            rejection.error.code(),
+            rejection.error.outcome(),
             meta,
             now,
         );
@@ -176,25 +273,41 @@ impl TokenService {
     async fn issue(
         &self,
         raw: RawRequest<'_>,
+        meta: &RequestMeta,
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Grant), Rejection> {
+        let window = Window::at(now);
+        let ip = meta.source_ip.as_deref().unwrap_or("-");
+        self.check_failures(None, ip, window).await?;
         let request = request::parse(raw)?;
         let client_id = request.credentials.client_id.clone();
+        let claimed = validate_client_id(&client_id)
+            .ok()
+            .map(|()| client_id.clone());
         let reject = |error: OAuthError| Rejection {
             error,
-            client_id: Some(client_id.clone()),
+            client_id: claimed.clone(),
         };
-        let client = self
-            .authenticate(&request, now)
-            .await
-            .map_err(|error| Rejection {
-                error,
-                client_id: validate_client_id(&client_id)
-                    .ok()
-                    .map(|()| client_id.clone()),
-            })?;
+        if claimed.is_some() {
+            self.check_failures(Some(&client_id), ip, window)
+                .await
+                .map_err(reject)?;
+        }
+        let client = self.authenticate(&request, now).await.map_err(reject)?;
         let scope = granted_scope(&client, request.scope.as_ref()).map_err(reject)?;
         let audience = granted_audience(&client, request.resources).map_err(reject)?;
+        let limit = client
+            .rate_limit
+            .unwrap_or(self.config.limits.issue_per_client);
+        let issue_key = format!("issue#{}#{}", client.client_id, window.start);
+        let acquired = self
+            .limits
+            .acquire(&issue_key, limit, window.expires_at())
+            .await
+            .map_err(|e| reject(counters_unavailable(e)))?;
+        if !acquired {
+            return Err(reject(window.limited()));
+        }
         let ttl = client
             .token_ttl
             .unwrap_or(self.config.default_ttl)

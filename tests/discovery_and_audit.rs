@@ -235,6 +235,7 @@ fn service(s: &Stack, clients: Arc<dyn ClientStore>, audit: Arc<dyn AuditLog>) -
         Arc::new(ServiceConfig::for_tests()),
         clients,
         audit,
+        s.embedded.store.clone(),
         keys,
         s.clock.clone(),
     )))

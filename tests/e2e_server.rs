@@ -20,6 +20,12 @@ struct Server {
 impl Server {
     /// Starts the server and reads its stdout until it listens (at most 30 s).
     fn start(db: &std::path::Path, port: u16) -> (Self, Vec<String>) {
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(db.with_extension("log"))
+            .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_token-server"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--db")
@@ -27,7 +33,7 @@ impl Server {
             .env_remove("TOKEN_ISSUER")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("token-server starts");
         let stdout = child.stdout.take().unwrap();
@@ -136,7 +142,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
     assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
     let body: serde_json::Value =
         serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
 
     let jwks: JwkSet = serde_json::from_str(
         &agent
@@ -148,7 +154,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
             .unwrap(),
     )
     .unwrap();
-    let claims = common::verify(token, &jwks, &server.base, common::AUDIENCE).expect("verifies");
+    let claims = common::verify(&token, &jwks, &server.base, common::AUDIENCE).expect("verifies");
     assert_eq!(claims.client_id, "demo");
     assert_eq!(claims.scope, "api.read");
 
@@ -191,6 +197,16 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
     });
     let issued: Vec<_> = records.iter().filter(|r| r.outcome == "issued").collect();
     assert_eq!(issued.len(), 2);
+    let wrong = agent
+        .post(format!("{}/oauth/token", again.base))
+        .header(
+            "Authorization",
+            common::basic_header("demo", "tks_not_the_secret"),
+        )
+        .content_type("application/x-www-form-urlencoded")
+        .send("grant_type=client_credentials")
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
     assert!(
         issued
             .iter()
@@ -198,6 +214,31 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
         "the peer address is audited"
     );
     again.stop();
+
+    // Neither the log lines nor any stored audit record holds a secret, hash or token.
+    let log = std::fs::read_to_string(db.with_extension("log")).unwrap();
+    assert!(
+        log.contains("token request"),
+        "the server logged requests: {log}"
+    );
+    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use token_service::store::AuditLog as _;
+        audit.query(&Default::default()).await.unwrap()
+    });
+    let stored = serde_json::to_string(&records).unwrap();
+    let hash = token_service::clients::SecretHash::of(secret.as_bytes());
+    for needle in [
+        secret.as_str(),
+        token.as_str(),
+        hash.as_str(),
+        "tks_not_the_secret",
+    ] {
+        assert!(!log.contains(needle), "a log line holds a secret or token");
+        assert!(
+            !stored.contains(needle),
+            "an audit record holds a secret or token"
+        );
+    }
 }
 
 #[test]

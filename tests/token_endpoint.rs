@@ -507,6 +507,7 @@ async fn lifetime_is_the_client_ttl_capped_by_the_service_maximum() {
         std::sync::Arc::new(lowered),
         s.embedded.store.clone(),
         s.embedded.store.clone(),
+        s.embedded.store.clone(),
         token_service::keys::KeyCache::new(
             s.embedded.store.clone(),
             s.clock.clone(),

@@ -196,3 +196,159 @@ fn bad_input_fails_with_a_clear_message_and_nonzero_exit() {
     assert!(!again.status.success(), "creation never overwrites");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[test]
+fn clients_update_changes_policy_and_records_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("upd.db");
+    let id = json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a b",
+            "--audience",
+            "https://a",
+        ],
+    )["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updated = json(
+        &db,
+        &[
+            "clients",
+            "update",
+            &id,
+            "--scope",
+            "a b c",
+            "--default-scope",
+            "c",
+            "--audience",
+            "https://a https://b",
+            "--default-audience",
+            "https://b",
+            "--ttl",
+            "60",
+            "--rate-limit",
+            "5",
+        ],
+    );
+    assert_eq!(updated["scopes"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(updated["default_scopes"], serde_json::json!(["c"]));
+    assert_eq!(updated["default_audience"], "https://b");
+    assert_eq!(updated["token_ttl"], 60);
+    assert_eq!(updated["rate_limit"], 5);
+    assert_eq!(updated["version"], 2);
+    let reset = json(
+        &db,
+        &[
+            "clients",
+            "update",
+            &id,
+            "--ttl",
+            "default",
+            "--rate-limit",
+            "default",
+        ],
+    );
+    assert!(reset["token_ttl"].is_null() && reset["rate_limit"].is_null());
+
+    // An update that breaks the policy is refused and changes nothing.
+    let bad = tokenctl(
+        &db,
+        &[
+            "clients",
+            "update",
+            &id,
+            "--default-audience",
+            "https://zzz",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert_eq!(json(&db, &["clients", "show", &id])["version"], 3);
+
+    let audit = json(
+        &db,
+        &[
+            "audit",
+            "--client",
+            &id,
+            "--outcome",
+            "admin",
+            "--limit",
+            "1",
+        ],
+    );
+    assert_eq!(audit[0]["action"], "client.update");
+    assert_eq!(
+        audit[0]["fields"],
+        serde_json::json!(["token_ttl", "rate_limit"])
+    );
+}
+
+#[test]
+fn clients_stats_counts_outcomes_from_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stats.db");
+    let created = json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+            "--rate-limit",
+            "2",
+        ],
+    );
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    json(&db, &["keys", "rotate"]);
+    // Four requests through the token service on the same file: 2 issued, 1 limited, 1 failed.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let embedded = token_service::embedded::Embedded::open(
+            &db,
+            token_service::config::ServiceConfig::for_tests(),
+            std::sync::Arc::new(token_service::clock::SystemClock),
+        )
+        .unwrap();
+        let service = embedded.token_service();
+        for s in [secret.as_str(), secret.as_str(), secret.as_str(), "wrong"] {
+            let auth = basic(&id, s);
+            let raw = token_service::oauth::request::RawRequest {
+                content_type: Some("application/x-www-form-urlencoded"),
+                authorization: Some(&auth),
+                query: None,
+                body: b"grant_type=client_credentials",
+            };
+            let _ = service.handle(raw, &Default::default()).await;
+        }
+    });
+    let stats = json(&db, &["clients", "stats", &id, "--since", "1h"]);
+    assert_eq!(stats["client_id"], id.as_str());
+    // Unless the minute turned between the requests, exactly 2 were issued.
+    let (issued, limited) = (
+        stats["issued"].as_u64().unwrap(),
+        stats["limited"].as_u64().unwrap(),
+    );
+    assert_eq!(issued + limited, 3, "{stats}");
+    assert!(issued >= 2, "{stats}");
+    assert_eq!(stats["failed"], 1, "{stats}");
+    assert_eq!(stats["by_outcome"]["invalid_client"], 1);
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}

@@ -21,6 +21,10 @@ struct Args {
     /// SQLite database file (created with mode 0600).
     #[arg(long, env = "TOKEN_DB", default_value = ".data/token-service.db")]
     db: PathBuf,
+    /// Reverse proxies (comma-separated addresses) whose `X-Forwarded-For` header names the
+    /// client; by default the socket peer is the client and the header is ignored.
+    #[arg(long, env = "TOKEN_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TOKEN_LOG_JSON")]
     log_json: bool,
@@ -35,7 +39,8 @@ fn init_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -94,6 +99,23 @@ async fn first_start(embedded: &Embedded) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
+/// Drops expired audit records and rate counters now and every hour (DynamoDB does this with
+/// TTL on the AWS shape).
+fn prune_expired(embedded: &Embedded) {
+    let store = embedded.store.clone();
+    let clock = embedded.clock.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match store.prune_expired(clock.now().unix_timestamp()) {
+                Ok(n) => tracing::debug!(deleted = n, "pruned expired records"),
+                Err(e) => tracing::warn!(error = %e, "pruning expired records failed"),
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -111,7 +133,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = args
         .service
         .validate(Some(&format!("http://{}", args.listen)))?;
-    let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?;
+    let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?
+        .with_trusted_proxies(args.trusted_proxies.clone());
+    prune_expired(&embedded);
     first_start(&embedded).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use time::OffsetDateTime;
-use token_service::admin::{Admin, AdminError, KeyStatus, NewClient, parse_duration};
+use token_service::admin::{Admin, AdminError, ClientUpdate, KeyStatus, NewClient, parse_duration};
 use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::clients::{Client, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, SystemClock};
@@ -86,6 +86,43 @@ enum ClientsCommand {
         /// Token lifetime in seconds (capped by the service maximum).
         #[arg(long)]
         ttl: Option<u64>,
+        /// Tokens per minute for this client (default: the service's TOKEN_RATE_LIMIT).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// Change a client's scopes, audiences, token lifetime or issuance limit.
+    Update {
+        /// Client id.
+        client_id: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New allowed scopes (replaces the list; repeat, or space-separated).
+        #[arg(long = "scope", num_args = 1..)]
+        scopes: Option<Vec<String>>,
+        /// New default scopes (replaces the list).
+        #[arg(long = "default-scope", num_args = 1..)]
+        default_scopes: Option<Vec<String>>,
+        /// New allowed audiences (replaces the list).
+        #[arg(long = "audience", num_args = 1..)]
+        audiences: Option<Vec<String>>,
+        /// New default audience.
+        #[arg(long)]
+        default_audience: Option<String>,
+        /// New token lifetime in seconds, or `default`.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// New tokens-per-minute limit, or `default`.
+        #[arg(long)]
+        rate_limit: Option<String>,
+    },
+    /// Count a client's issued, failed and rate-limited requests in a period.
+    Stats {
+        /// Client id.
+        client_id: String,
+        /// The period, ending now (e.g. 15m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
     },
     /// List clients.
     List,
@@ -142,9 +179,12 @@ struct AuditArgs {
     /// Only this outcome (`issued`, `invalid_client`, `admin`, ...).
     #[arg(long)]
     outcome: Option<String>,
-    /// Only records from this long ago until now (e.g. 15m, 24h, 7d).
+    /// Only records from this long ago on (e.g. 15m, 24h, 7d).
     #[arg(long)]
     since: Option<String>,
+    /// Only records older than this long ago (e.g. 1h).
+    #[arg(long)]
+    until: Option<String>,
     /// At most this many records.
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -161,6 +201,7 @@ struct ClientView {
     audiences: Vec<String>,
     default_audience: String,
     token_ttl: Option<u64>,
+    rate_limit: Option<u32>,
     secrets: Vec<SecretView>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
@@ -199,6 +240,7 @@ impl From<&Client> for ClientView {
             audiences: c.audiences.clone(),
             default_audience: c.default_audience.clone(),
             token_ttl: c.token_ttl,
+            rate_limit: c.rate_limit,
             secrets: c.secrets.iter().map(SecretView::from).collect(),
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -263,6 +305,10 @@ fn print_client(c: &Client) {
         Some(t) => println!("token ttl:        {t} s"),
         None => println!("token ttl:        service default"),
     }
+    match c.rate_limit {
+        Some(n) => println!("rate limit:       {n} tokens/min"),
+        None => println!("rate limit:       service default"),
+    }
     println!("version:          {}", c.version);
     for s in &c.secrets {
         let expiry = s
@@ -301,6 +347,7 @@ async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
             audiences,
             default_audience,
             ttl,
+            rate_limit,
         } => {
             let spec = NewClient {
                 client_id: id,
@@ -310,6 +357,7 @@ async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
                 audiences: split_words(audiences),
                 default_audience,
                 token_ttl: ttl,
+                rate_limit,
             };
             let (client, secret) = admin.create_client(spec).await?;
             let view = NewSecretView {
@@ -320,6 +368,36 @@ async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
             };
             print_new_secret(json, &view)
         }
+        ClientsCommand::Update {
+            client_id,
+            name,
+            scopes,
+            default_scopes,
+            audiences,
+            default_audience,
+            ttl,
+            rate_limit,
+        } => {
+            let update = ClientUpdate {
+                name,
+                scopes: scopes.map(split_words),
+                default_scopes: default_scopes.map(split_words),
+                audiences: audiences.map(split_words),
+                default_audience,
+                token_ttl: or_default(ttl, "--ttl")?,
+                rate_limit: or_default(rate_limit, "--rate-limit")?,
+            };
+            if update.field_names().is_empty() {
+                return Err("nothing to update: give at least one option".into());
+            }
+            let c = admin.update_client(&client_id, update).await?;
+            if json {
+                return print_json(&ClientView::from(&c));
+            }
+            print_client(&c);
+            Ok(())
+        }
+        ClientsCommand::Stats { client_id, since } => stats(admin, json, client_id, &since).await,
         ClientsCommand::List => {
             let list = admin.list_clients().await?;
             if json {
@@ -352,6 +430,81 @@ async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
             set_status(admin, json, &client_id, ClientStatus::Active).await
         }
     }
+}
+
+/// Parses `default` as `None`, anything else as a number.
+fn or_default<T: std::str::FromStr>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<Option<T>>, String> {
+    match text.as_deref() {
+        None => Ok(None),
+        Some("default") => Ok(Some(None)),
+        Some(n) => n
+            .parse()
+            .map(|v| Some(Some(v)))
+            .map_err(|_| format!("{what} must be a number or `default`")),
+    }
+}
+
+fn ago(admin: &Admin, text: &str) -> Result<OffsetDateTime, String> {
+    parse_duration(text)
+        .map(|d| admin.clock.now() - d)
+        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 15m, 24h, 7d)"))
+}
+
+/// `clients stats` output.
+#[derive(Debug, Serialize)]
+struct Stats {
+    client_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+    issued: usize,
+    failed: usize,
+    limited: usize,
+    by_outcome: std::collections::BTreeMap<String, usize>,
+}
+
+async fn stats(admin: &Admin, json: bool, client_id: String, since: &str) -> CliResult {
+    let since = ago(admin, since)?;
+    let records = admin
+        .audit
+        .query(&AuditQuery {
+            client_id: Some(client_id.clone()),
+            since: Some(since),
+            ..Default::default()
+        })
+        .await?;
+    let mut by_outcome = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r.action.is_none()) {
+        *by_outcome.entry(r.outcome.clone()).or_insert(0) += 1;
+    }
+    let count = |o: &str| by_outcome.get(o).copied().unwrap_or(0);
+    let (issued, limited) = (count("issued"), count("rate_limited"));
+    let failed = by_outcome.values().sum::<usize>() - issued - limited;
+    let stats = Stats {
+        client_id,
+        since,
+        issued,
+        failed,
+        limited,
+        by_outcome,
+    };
+    if json {
+        return print_json(&stats);
+    }
+    println!(
+        "client {} since {}: {} issued, {} failed, {} rate limited",
+        stats.client_id,
+        ts(stats.since),
+        stats.issued,
+        stats.failed,
+        stats.limited
+    );
+    for (outcome, n) in &stats.by_outcome {
+        println!("  {outcome:<24} {n}");
+    }
+    Ok(())
 }
 
 async fn set_status(admin: &Admin, json: bool, id: &str, status: ClientStatus) -> CliResult {
@@ -437,20 +590,14 @@ async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
 }
 
 async fn audit(admin: &Admin, json: bool, args: AuditArgs) -> CliResult {
-    let since = match args.since {
-        None => None,
-        Some(text) => {
-            let d = parse_duration(&text)
-                .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 15m, 24h, 7d)"))?;
-            Some(admin.clock.now() - d)
-        }
-    };
+    let since = args.since.map(|t| ago(admin, &t)).transpose()?;
+    let until = args.until.map(|t| ago(admin, &t)).transpose()?;
     let records: Vec<AuditRecord> = admin
         .audit
         .query(&AuditQuery {
             client_id: args.client,
             since,
-            until: None,
+            until,
             outcome: args.outcome,
             limit: args.limit,
         })

@@ -72,6 +72,9 @@ pub struct Client {
     /// Token lifetime in seconds for this client; capped by the service maximum.
     #[serde(default)]
     pub token_ttl: Option<u64>,
+    /// Tokens per minute for this client; the service default when `None`.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
     /// The client's secrets, each with an optional expiry.
     pub secrets: Vec<StoredSecret>,
     /// When the client was created.
@@ -112,6 +115,9 @@ pub enum ClientSpecError {
     /// The default audience is not among the allowed audiences.
     #[error("default audience {0:?} is not among the client's audiences")]
     DefaultAudienceNotAllowed(String),
+    /// The issuance limit is zero.
+    #[error("rate limit must be at least 1 token per minute")]
+    InvalidRateLimit,
     /// The lifetime is zero or longer than the service maximum.
     #[error("token lifetime must be between 1 and {0} seconds")]
     InvalidTtl(u64),
@@ -158,6 +164,9 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
         return Err(ClientSpecError::DefaultAudienceNotAllowed(
             client.default_audience.clone(),
         ));
+    }
+    if client.rate_limit == Some(0) {
+        return Err(ClientSpecError::InvalidRateLimit);
     }
     if client.token_ttl.is_some_and(|t| t == 0 || t > max_ttl) {
         return Err(ClientSpecError::InvalidTtl(max_ttl));

@@ -53,8 +53,17 @@ impl OAuthError {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
+            // No RFC 6749 code names rate limiting; `temporarily_unavailable` (§4.1.2.1) is the
+            // registered code closest to it, and the 429 status tells the two apart.
+            Self::RateLimited { .. } | Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// The outcome recorded in the audit trail: the error code, except `rate_limited`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
             Self::RateLimited { .. } => "rate_limited",
-            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            other => other.code(),
         }
     }
 
@@ -66,7 +75,7 @@ impl OAuthError {
             Self::UnsupportedGrantType => "only the client_credentials grant is supported",
             Self::PayloadTooLarge => "the request body exceeds 8192 bytes",
             Self::MethodNotAllowed => "the token endpoint accepts POST only",
-            Self::RateLimited { .. } => "too many requests; retry after the given delay",
+            Self::RateLimited { .. } => "too many requests; retry after the Retry-After delay",
             Self::TemporarilyUnavailable => "the service is temporarily unavailable; retry later",
         }
     }

@@ -62,6 +62,18 @@ pub trait KeyStore: Send + Sync {
     async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError>;
 }
 
+/// Expiring counters for rate limits (DESIGN.md "Abuse protection"). Keys carry their window,
+/// e.g. `issue#<client>#<window start>`; `expires_at` (epoch seconds) lets the backend drop them.
+#[async_trait]
+pub trait RateLimits: Send + Sync {
+    /// Atomically adds one to `key` unless it already reached `limit`; whether it was added.
+    async fn acquire(&self, key: &str, limit: u32, expires_at: i64) -> Result<bool, StoreError>;
+    /// Atomically adds one to `key`.
+    async fn increment(&self, key: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// The counter's value (0 when absent).
+    async fn count(&self, key: &str) -> Result<u64, StoreError>;
+}
+
 /// The public keys (the public-keys table): all the JWKS function may read.
 #[async_trait]
 pub trait PublicKeyStore: Send + Sync {

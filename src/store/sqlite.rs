@@ -11,13 +11,14 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
+use super::{AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, StoreError};
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE clients (
         client_id TEXT PRIMARY KEY,
         version   INTEGER NOT NULL,
@@ -41,7 +42,15 @@ const MIGRATIONS: &[&str] = &[r"
         kid    TEXT PRIMARY KEY,
         record TEXT NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    r"
+    CREATE TABLE rate_counters (
+        key        TEXT PRIMARY KEY,
+        count      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+",
+];
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -155,12 +164,20 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Deletes audit records whose retention ended before `now_epoch` (DynamoDB does this with
-    /// TTL). Returns how many were deleted.
-    pub fn prune_audit(&self, now_epoch: i64) -> Result<usize, StoreError> {
-        lock(&self.writer)
+    /// Deletes audit records and rate counters that expired before `now_epoch` (DynamoDB
+    /// does this with TTL). Returns how many rows were deleted.
+    pub fn prune_expired(&self, now_epoch: i64) -> Result<usize, StoreError> {
+        let conn = lock(&self.writer);
+        let audit = conn
             .execute("DELETE FROM audit WHERE expires_at < ?1", [now_epoch])
-            .map_err(backend)
+            .map_err(backend)?;
+        let counters = conn
+            .execute(
+                "DELETE FROM rate_counters WHERE expires_at < ?1",
+                [now_epoch],
+            )
+            .map_err(backend)?;
+        Ok(audit + counters)
     }
 }
 
@@ -340,5 +357,39 @@ impl PublicKeyStore for SqliteStore {
             .map_err(backend)?;
         }
         tx.commit().map_err(backend)
+    }
+}
+
+#[async_trait]
+impl RateLimits for SqliteStore {
+    async fn acquire(&self, key: &str, limit: u32, expires_at: i64) -> Result<bool, StoreError> {
+        // One statement is one atomic transaction: the upsert only counts while below the limit.
+        let changed = lock(&self.writer)
+            .prepare_cached(
+                "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?3)
+                 ON CONFLICT (key) DO UPDATE SET count = count + 1 WHERE count < ?2",
+            )
+            .and_then(|mut s| s.execute(params![key, i64::from(limit), expires_at]))
+            .map_err(backend)?;
+        Ok(changed == 1)
+    }
+
+    async fn increment(&self, key: &str, expires_at: i64) -> Result<(), StoreError> {
+        lock(&self.writer)
+            .prepare_cached(
+                "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET count = count + 1",
+            )
+            .and_then(|mut s| s.execute(params![key, expires_at]))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn count(&self, key: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = lock(&self.reader)
+            .prepare_cached("SELECT count FROM rate_counters WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 }

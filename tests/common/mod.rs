@@ -113,6 +113,20 @@ impl Stack {
             .await
     }
 
+    /// A client_secret_basic request from the source address `ip`.
+    pub async fn basic_from(&self, ip: &str, id: &str, secret: &str, body: &str) -> Reply {
+        let request = Request::post("/oauth/token")
+            .header("content-type", FORM)
+            .header("authorization", basic_header(id, secret))
+            .extension(token_service::http::RequestContext {
+                request_id: None,
+                source_ip: Some(ip.to_owned()),
+            })
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        self.send(request).await
+    }
+
     /// A client_secret_basic request.
     pub async fn basic(&self, id: &str, secret: &str, body: &str) -> Reply {
         let auth = basic_header(id, secret);
