@@ -297,6 +297,44 @@ impl Admin {
         Ok((client, stored, secret))
     }
 
+    /// Rotates a client's secret without downtime: adds a new secret and lets the current ones
+    /// expire after `grace` (at once when zero). Returns the new secret (shown once).
+    pub async fn rotate_secret(
+        &self,
+        client_id: &str,
+        grace: Duration,
+    ) -> Result<(Client, StoredSecret, ClientSecret), AdminError> {
+        let mut out = None;
+        let client = self
+            .modify(client_id, "secret.rotate", &["secrets"], |c, now| {
+                let cutoff = now + grace.max(Duration::ZERO);
+                for s in c.secrets.iter_mut().filter(|s| s.is_live(now)) {
+                    s.expires_at = Some(s.expires_at.map_or(cutoff, |e| e.min(cutoff)));
+                }
+                let live = c.secrets.iter().filter(|s| s.is_live(now)).count();
+                if live >= MAX_LIVE_SECRETS {
+                    return Err(AdminError::TooManySecrets(c.client_id.clone()));
+                }
+                let (secret, stored) = Self::new_secret(now);
+                c.secrets.push(stored.clone());
+                out = Some((stored, secret));
+                Ok(())
+            })
+            .await?;
+        let (stored, secret) = out.expect("set by a successful change");
+        Ok((client, stored, secret))
+    }
+
+    /// Deletes a client; its audit trail stays.
+    pub async fn delete_client(&self, client_id: &str) -> Result<(), AdminError> {
+        let now = self.clock.now();
+        let client = self.client(client_id).await?;
+        self.clients
+            .delete_client(client_id, client.version)
+            .await?;
+        self.record(client_id, "client.delete", &[], now).await
+    }
+
     /// Revokes one secret at once.
     pub async fn revoke_secret(
         &self,

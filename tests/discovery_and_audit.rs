@@ -221,6 +221,9 @@ impl ClientStore for FailingClients {
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
         unreachable!("not used")
     }
+    async fn delete_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
+        unreachable!("not used")
+    }
 }
 
 fn service(s: &Stack, clients: Arc<dyn ClientStore>, audit: Arc<dyn AuditLog>) -> axum::Router {

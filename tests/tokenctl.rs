@@ -352,3 +352,40 @@ fn basic(id: &str, secret: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
     )
 }
+
+#[test]
+fn secrets_rotate_and_clients_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rot.db");
+    let created = json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+        ],
+    );
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let rotated = json(&db, &["secrets", "rotate", &id, "--grace", "1h"]);
+    assert!(token_service::clients::secret::looks_like_secret(
+        rotated["client_secret"].as_str().unwrap()
+    ));
+    let secrets = rotated["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 2);
+    let old = secrets
+        .iter()
+        .find(|s| s["secret_id"] == created["secret_id"])
+        .unwrap();
+    assert!(old["expires_at"].is_string(), "the old secret now expires");
+    let cut = json(&db, &["secrets", "rotate", &id, "--grace", "0"]);
+    assert_eq!(cut["secrets"].as_array().unwrap().len(), 1);
+    assert_eq!(json(&db, &["clients", "delete", &id])["deleted"], true);
+    assert!(!tokenctl(&db, &["clients", "show", &id]).status.success());
+    let audit = json(&db, &["audit", "--client", &id, "--limit", "1"]);
+    assert_eq!(audit[0]["action"], "client.delete");
+}

@@ -116,6 +116,11 @@ enum ClientsCommand {
         #[arg(long)]
         rate_limit: Option<String>,
     },
+    /// Delete a client (its audit trail stays).
+    Delete {
+        /// Client id.
+        client_id: String,
+    },
     /// Count a client's issued, failed and rate-limited requests in a period.
     Stats {
         /// Client id.
@@ -152,6 +157,14 @@ enum SecretsCommand {
         /// Expire the new secret after this long (e.g. 30d, 12h).
         #[arg(long)]
         expires_in: Option<String>,
+    },
+    /// Add a new secret and let the current ones expire after a grace period.
+    Rotate {
+        /// Client id.
+        client_id: String,
+        /// How long the current secrets keep working (e.g. 24h; 0 cuts them off now).
+        #[arg(long, default_value = "24h")]
+        grace: String,
     },
     /// Revoke one secret at once.
     Revoke {
@@ -397,6 +410,14 @@ async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
             print_client(&c);
             Ok(())
         }
+        ClientsCommand::Delete { client_id } => {
+            admin.delete_client(&client_id).await?;
+            if json {
+                return print_json(&serde_json::json!({ "client_id": client_id, "deleted": true }));
+            }
+            println!("deleted client {client_id}");
+            Ok(())
+        }
         ClientsCommand::Stats { client_id, since } => stats(admin, json, client_id, &since).await,
         ClientsCommand::List => {
             let list = admin.list_clients().await?;
@@ -540,6 +561,36 @@ async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResult {
                     expires_at: stored.expires_at,
                 },
             )
+        }
+        SecretsCommand::Rotate { client_id, grace } => {
+            let grace = parse_duration(&grace)
+                .ok_or_else(|| format!("invalid duration {grace:?} (use e.g. 24h, 0)"))?;
+            let (client, stored, secret) = admin.rotate_secret(&client_id, grace).await?;
+            let view = NewSecretView {
+                client_id: client.client_id.clone(),
+                client_secret: secret.expose().to_owned(),
+                secret_id: stored.secret_id,
+                expires_at: None,
+            };
+            if json {
+                return print_json(&serde_json::json!({
+                    "client_id": view.client_id,
+                    "client_secret": view.client_secret,
+                    "secret_id": view.secret_id,
+                    "expires_at": null,
+                    "secrets": ClientView::from(&client).secrets,
+                }));
+            }
+            print_new_secret(false, &view)?;
+            for s in client
+                .secrets
+                .iter()
+                .filter(|s| s.secret_id != view.secret_id)
+            {
+                let until = s.expires_at.map(ts).unwrap_or_else(|| "-".to_owned());
+                println!("old secret {} works until {until}", s.secret_id);
+            }
+            Ok(())
         }
         SecretsCommand::Revoke {
             client_id,

@@ -42,6 +42,9 @@ pub trait ClientStore: Send + Sync {
     async fn update_client(&self, client: &Client) -> Result<(), StoreError>;
     /// Every client, ordered by id.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Deletes the client if its stored `version` is `version`; else `Conflict` (or
+    /// `NotFound`). Its audit records stay.
+    async fn delete_client(&self, client_id: &str, version: u64) -> Result<(), StoreError>;
 }
 
 /// The audit trail.

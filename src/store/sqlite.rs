@@ -181,6 +181,23 @@ impl SqliteStore {
     }
 }
 
+/// Why a versioned write to a client matched no row: it is gone, or it changed.
+fn missing_or_conflict(conn: &Connection, client_id: &str) -> Result<StoreError, StoreError> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = ?1)",
+            [client_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    let what = format!("client {client_id}");
+    Ok(if exists {
+        StoreError::Conflict(what)
+    } else {
+        StoreError::NotFound(what)
+    })
+}
+
 #[async_trait]
 impl ClientStore for SqliteStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
@@ -222,19 +239,21 @@ impl ClientStore for SqliteStore {
         if updated == 1 {
             return Ok(());
         }
-        let exists: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM clients WHERE client_id = ?1)",
-                [&client.client_id],
-                |r| r.get(0),
+        Err(missing_or_conflict(&conn, &client.client_id)?)
+    }
+
+    async fn delete_client(&self, client_id: &str, version: u64) -> Result<(), StoreError> {
+        let conn = lock(&self.writer);
+        let deleted = conn
+            .execute(
+                "DELETE FROM clients WHERE client_id = ?1 AND version = ?2",
+                params![client_id, version as i64],
             )
             .map_err(backend)?;
-        let what = format!("client {}", client.client_id);
-        Err(if exists {
-            StoreError::Conflict(what)
-        } else {
-            StoreError::NotFound(what)
-        })
+        if deleted == 1 {
+            return Ok(());
+        }
+        Err(missing_or_conflict(&conn, client_id)?)
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
