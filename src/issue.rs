@@ -248,6 +248,10 @@ impl TokenService {
     async fn write(&self, record: AuditRecord) -> Result<(), OAuthError> {
         match self.audit.append(&record).await {
             Ok(()) => {
+                // One counter per outcome: CloudWatch embedded metrics on Lambda (the function
+                // installs the recorder), a no-op locally where the log line carries the same.
+                metrics::counter!("token_requests", "outcome" => record.outcome.clone())
+                    .increment(1);
                 tracing::info!(
                     client_id = %record.client_id,
                     outcome = %record.outcome,
