@@ -377,6 +377,19 @@ impl Admin {
         Ok(next)
     }
 
+    /// Rotates when the newest key is at least `interval` old (or there is none): the
+    /// automatic rotation of the embedded server. Returns whether it rotated.
+    pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool, AdminError> {
+        let now = self.clock.now();
+        let set = self.keys.load_key_set().await?;
+        let newest = set.keys.iter().map(|k| k.created_at).max();
+        if newest.is_some_and(|at| now - at < interval) {
+            return Ok(false);
+        }
+        self.rotate_keys().await?;
+        Ok(true)
+    }
+
     /// Creates the first key if the set is empty. Returns whether it did.
     pub async fn ensure_signing_key(&self) -> Result<bool, AdminError> {
         if self.keys.load_key_set().await?.keys.is_empty() {

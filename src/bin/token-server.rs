@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use token_service::admin::NewClient;
+use token_service::admin::{NewClient, parse_duration};
 use token_service::clock::SystemClock;
 use token_service::config::ServiceSettings;
 use token_service::embedded::Embedded;
@@ -25,6 +25,10 @@ struct Args {
     /// client; by default the socket peer is the client and the header is ignored.
     #[arg(long, env = "TOKEN_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Rotate the signing key automatically once the newest key is this old (e.g. 30d, 12h);
+    /// off by default (rotate by hand with `tokenctl keys rotate`).
+    #[arg(long, env = "TOKEN_KEY_ROTATION_INTERVAL")]
+    key_rotation_interval: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TOKEN_LOG_JSON")]
     log_json: bool,
@@ -116,6 +120,22 @@ fn prune_expired(embedded: &Embedded) {
     });
 }
 
+/// Checks every minute whether the newest signing key is `interval` old, and rotates then.
+fn rotate_automatically(embedded: &Embedded, interval: time::Duration) {
+    let admin = embedded.admin("token-server");
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            match admin.rotate_if_due(interval).await {
+                Ok(true) => tracing::info!("rotated the signing key"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "automatic key rotation failed"),
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -136,6 +156,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?
         .with_trusted_proxies(args.trusted_proxies.clone());
     prune_expired(&embedded);
+    if let Some(text) = &args.key_rotation_interval {
+        let interval = parse_duration(text)
+            .filter(|d| d.is_positive())
+            .ok_or("TOKEN_KEY_ROTATION_INTERVAL must be a duration such as 30d or 12h")?;
+        if interval <= embedded.config.schedule.prepublication {
+            return Err("TOKEN_KEY_ROTATION_INTERVAL must exceed TOKEN_KEY_PREPUBLICATION".into());
+        }
+        rotate_automatically(&embedded, interval);
+    }
     first_start(&embedded).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
