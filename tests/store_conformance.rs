@@ -82,6 +82,25 @@ async fn create_get_list_round_trip(s: &Stores) {
     assert_eq!(s.clients.list_clients().await.unwrap(), vec![bare, full]);
 }
 
+async fn an_empty_client_id_is_simply_absent(s: &Stores) {
+    s.audit
+        .append(&record("a", T0, "r1", "issued"))
+        .await
+        .unwrap();
+    assert_eq!(s.clients.get_client("").await.unwrap(), None);
+    let err = s
+        .clients
+        .update_client(&next_version(client("")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    let q = AuditQuery {
+        client_id: Some(String::new()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(s.audit.query(&q).await.unwrap(), Vec::new());
+}
+
 async fn create_never_overwrites(s: &Stores) {
     let original = client("taken");
     s.clients.create_client(&original).await.unwrap();
@@ -484,6 +503,7 @@ macro_rules! conformance {
 
 conformance!(
     create_get_list_round_trip,
+    an_empty_client_id_is_simply_absent,
     create_never_overwrites,
     update_is_optimistically_locked,
     concurrent_updates_from_one_version_have_one_winner,

@@ -261,7 +261,8 @@ impl AuditLog for DynamoDbAuditLog {
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        if is_empty_window(q) {
+        // DynamoDB rejects an empty key value; no record can have one.
+        if is_empty_window(q) || q.client_id.as_deref() == Some("") {
             return Ok(Vec::new());
         }
         match &q.client_id {
