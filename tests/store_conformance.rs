@@ -281,6 +281,20 @@ async fn audit_query_filters_newest_first(s: &Stores) {
     }))
     .await;
     assert_eq!(ids(&a_issued), ["r5", "r1"]);
+    // The limit counts matching records, not records read.
+    let two_issued = run(q(|q| {
+        q.outcome = Some("issued".to_owned());
+        q.limit = 2;
+    }))
+    .await;
+    assert_eq!(ids(&two_issued), ["r5", "r4"]);
+    let a_scope = run(q(|q| {
+        q.client_id = Some("a".to_owned());
+        q.outcome = Some("invalid_scope".to_owned());
+        q.limit = 1;
+    }))
+    .await;
+    assert_eq!(ids(&a_scope), ["r3"]);
     let two = run(q(|q| q.limit = 2)).await;
     assert_eq!(ids(&two), ["r5", "r4"]);
     let a_one = run(q(|q| {
