@@ -15,6 +15,7 @@ use token_service::clients::{Client, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, SystemClock};
 use token_service::config::ServiceSettings;
 use token_service::embedded::Embedded;
+use token_service::store::aws::{self, AwsResources};
 
 /// Manage clients, secrets, signing keys and the audit trail of the token service.
 #[derive(Debug, Parser)]
@@ -35,6 +36,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     #[command(flatten)]
+    aws: AwsNames,
+    #[command(flatten)]
     service: ServiceSettings,
     #[command(subcommand)]
     command: Command,
@@ -44,6 +47,84 @@ struct Cli {
 enum Backend {
     /// The embedded shape's SQLite file.
     Sqlite,
+    /// DynamoDB tables and the Secrets Manager secret of a deployed stack (credentials, region
+    /// and `AWS_ENDPOINT_URL` from the usual AWS environment and profiles).
+    Aws,
+}
+
+/// Resource names for the aws backend: the stack outputs.
+#[derive(Debug, clap::Args)]
+struct AwsNames {
+    /// DynamoDB clients table (aws backend).
+    #[arg(long, env = "TOKEN_CLIENTS_TABLE", global = true)]
+    clients_table: Option<String>,
+    /// DynamoDB audit table (aws backend).
+    #[arg(long, env = "TOKEN_AUDIT_TABLE", global = true)]
+    audit_table: Option<String>,
+    /// DynamoDB public-keys table (aws backend).
+    #[arg(long, env = "TOKEN_PUBLIC_KEYS_TABLE", global = true)]
+    public_keys_table: Option<String>,
+    /// DynamoDB rate-limits table (aws backend).
+    #[arg(long, env = "TOKEN_RATE_LIMITS_TABLE", global = true)]
+    rate_limits_table: Option<String>,
+    /// Secrets Manager secret holding the signing keys, name or ARN (aws backend).
+    #[arg(long, env = "TOKEN_KEY_SECRET_ID", global = true)]
+    key_secret_id: Option<String>,
+}
+
+impl AwsNames {
+    fn resources(&self) -> Result<AwsResources, token_service::config::ConfigError> {
+        AwsResources::from_lookup(|var| {
+            match var {
+                aws::CLIENTS_TABLE_VAR => &self.clients_table,
+                aws::AUDIT_TABLE_VAR => &self.audit_table,
+                aws::PUBLIC_KEYS_TABLE_VAR => &self.public_keys_table,
+                aws::RATE_LIMITS_TABLE_VAR => &self.rate_limits_table,
+                aws::KEY_SECRET_ID_VAR => &self.key_secret_id,
+                _ => &None,
+            }
+            .clone()
+        })
+    }
+}
+
+/// The management façade over the deployed stack's resources, acting as the caller's
+/// principal (its ARN from STS, so that admin audit records name who did what).
+async fn aws_admin(
+    names: &AwsNames,
+    config: token_service::config::ServiceConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Admin, Box<dyn std::error::Error>> {
+    let names = names.resources()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let identity = aws_sdk_sts::Client::new(&sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot identify the AWS caller (check credentials and region): {}",
+                aws_sdk_sts::error::DisplayErrorContext(e)
+            )
+        })?;
+    let actor = identity.arn().unwrap_or("unknown").to_owned();
+    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    Ok(Admin {
+        clients: Arc::new(aws::DynamoDbClientStore::new(
+            db.clone(),
+            names.clients_table,
+        )),
+        audit: Arc::new(aws::DynamoDbAuditLog::new(db.clone(), names.audit_table)),
+        keys: Arc::new(aws::SecretsManagerKeyStore::new(sm, names.key_secret_id)),
+        public_keys: Arc::new(aws::DynamoDbPublicKeyStore::new(
+            db,
+            names.public_keys_table,
+        )),
+        config: Arc::new(config),
+        clock,
+        actor,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +135,7 @@ enum Command {
     /// Add and revoke client secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Rotate and list signing keys.
+    /// Create the first signing key, rotate and list keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Show the audit trail, newest first.
@@ -177,6 +258,8 @@ enum SecretsCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
+    /// Create the first signing key (signing at once) if there is none; safe to repeat.
+    Init,
     /// Add a new signing key (published now, signing after the pre-publication delay) and
     /// drop keys that are no longer published.
     Rotate,
@@ -189,9 +272,12 @@ struct AuditArgs {
     /// Only this client's records (`-` for requests that named none).
     #[arg(long)]
     client: Option<String>,
-    /// Only this outcome (`issued`, `invalid_client`, `admin`, ...).
-    #[arg(long)]
+    /// Only this outcome (`issued`, `invalid_client`, `rate_limited`, `admin`, ...).
+    #[arg(long, conflicts_with = "admin")]
     outcome: Option<String>,
+    /// Only management actions (the same as `--outcome admin`).
+    #[arg(long)]
+    admin: bool,
     /// Only records from this long ago on (e.g. 15m, 24h, 7d).
     #[arg(long)]
     since: Option<String>,
@@ -607,6 +693,16 @@ async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResult {
 }
 
 async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
+    if let KeysCommand::Init = cmd {
+        let created = admin.ensure_signing_key().await?;
+        if !json {
+            match created {
+                true => println!("created the first signing key"),
+                false => println!("a key set exists already; nothing changed"),
+            }
+            return Ok(());
+        }
+    }
     if let KeysCommand::Rotate = cmd {
         let set = admin.rotate_keys().await?;
         let newest = set.keys.last().expect("a rotated set has a key");
@@ -649,7 +745,11 @@ async fn audit(admin: &Admin, json: bool, args: AuditArgs) -> CliResult {
             client_id: args.client,
             since,
             until,
-            outcome: args.outcome,
+            outcome: if args.admin {
+                Some("admin".to_owned())
+            } else {
+                args.outcome
+            },
             limit: args.limit,
         })
         .await?;
@@ -687,6 +787,7 @@ async fn run(cli: Cli) -> CliResult {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin = match cli.backend {
         Backend::Sqlite => Embedded::open(&cli.db, config, clock)?.admin(actor()),
+        Backend::Aws => aws_admin(&cli.aws, config, clock).await?,
     };
     match cli.command {
         Command::Clients(cmd) => clients(&admin, cli.json, cmd).await,
