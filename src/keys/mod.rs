@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod jwk;
 pub mod ring;
+pub mod rotation;
 pub mod schedule;
 
 use base64::Engine as _;

@@ -105,6 +105,11 @@ impl KeyRing {
         schedule.signing_key(&self.keys, now).cloned()
     }
 
+    /// The key with this id, whatever its schedule state.
+    pub fn key(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.keys.iter().find(|k| k.kid == kid).cloned()
+    }
+
     /// The public records of all keys in the ring.
     pub fn public_records(&self) -> &[PublicKeyRecord] {
         &self.public

@@ -22,6 +22,7 @@ mod clients;
 mod public_keys;
 mod rate_limits;
 mod resources;
+mod rotation;
 mod secrets;
 
 use std::fmt::Display;
@@ -38,6 +39,7 @@ pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
 pub use resources::create_resources;
+pub use rotation::SecretsManagerVersions;
 pub use secrets::SecretsManagerKeyStore;
 
 /// Environment variable naming the clients table.

@@ -51,6 +51,9 @@ impl KeyStore for SecretsManagerKeyStore {
             .sm
             .get_secret_value()
             .secret_id(&self.secret_id)
+            // Named explicitly, though it is the default: the key set is whatever the rotation
+            // protocol last labelled current.
+            .version_stage(crate::keys::rotation::AWSCURRENT)
             .send()
             .await;
         let out = match result {
