@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use token_service::encoding::random_b64url;
+use token_service::keys::rotation::VersionedSecret;
 use token_service::store::aws::{
     AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
-    DynamoDbRateLimits, SecretsManagerKeyStore, create_resources,
+    DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
 };
 use token_service::store::{
     AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, SqliteStore,
@@ -29,6 +30,8 @@ pub struct Stores {
     pub public_keys: Arc<dyn PublicKeyStore>,
     /// Rate-limit counters.
     pub limits: Arc<dyn RateLimits>,
+    /// The key secret's versions, where keys rotate through the Secrets Manager protocol.
+    pub versions: Option<Arc<dyn VersionedSecret>>,
     /// Keeps the backend's temporary files alive.
     _dir: Option<tempfile::TempDir>,
 }
@@ -46,6 +49,7 @@ pub async fn sqlite() -> Stores {
         keys: store.clone(),
         public_keys: store.clone(),
         limits: store,
+        versions: None,
         _dir: Some(dir),
     }
 }
@@ -74,6 +78,7 @@ pub async fn aws() -> Stores {
     // A second SDK client, as another Lambda instance would have.
     let other_db = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let sm_versions = sm.clone();
     Stores {
         clients: Arc::new(DynamoDbClientStore::new(db.clone(), &names.clients_table)),
         other_clients: Arc::new(DynamoDbClientStore::new(other_db, &names.clients_table)),
@@ -84,6 +89,10 @@ pub async fn aws() -> Stores {
             &names.public_keys_table,
         )),
         limits: Arc::new(DynamoDbRateLimits::new(db, &names.rate_limits_table)),
+        versions: Some(Arc::new(SecretsManagerVersions::new(
+            sm_versions,
+            &names.key_secret_id,
+        ))),
         _dir: None,
     }
 }

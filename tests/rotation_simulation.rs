@@ -1,0 +1,196 @@
+//! Key rotation over simulated days on both backends: tokens are issued continuously while keys
+//! rotate (SQLite: `tokenctl keys rotate`'s path; AWS: the Secrets Manager rotation protocol),
+//! and a resource server that refreshes its JWKS only every `max-age` seconds never meets an
+//! unknown `kid`, and never accepts a token signed by a key past its retirement.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use time::{Duration, OffsetDateTime};
+use token_service::admin::{Admin, NewClient};
+use token_service::clock::{Clock as _, ManualClock};
+use token_service::config::ServiceConfig;
+use token_service::encoding::random_b64url;
+use token_service::issue::{RequestMeta, TokenService};
+use token_service::keys::KeyCache;
+use token_service::keys::jwk::jwks;
+use token_service::keys::rotation::{KeyRotation, Step};
+use token_service::oauth::request::RawRequest;
+
+use support::stores::Stores;
+
+/// The JWKS as the discovery route computes it: the schedule's published keys.
+async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> JwkSet {
+    jwks(
+        &s.public_keys.public_keys().await.unwrap(),
+        &config.schedule,
+        now,
+    )
+}
+
+/// A resource server's check: known kid, RS256, signature, and not expired at `now`.
+fn accepts(jwks: &JwkSet, token: &str, now: OffsetDateTime) -> Result<i64, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = jwks
+        .find(&kid)
+        .ok_or_else(|| format!("unknown kid {kid}"))?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.validate_exp = false; // checked against the simulated clock below
+    v.validate_aud = false;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| e.to_string())?;
+    let exp = data.claims["exp"].as_i64().ok_or("no exp")?;
+    if exp <= now.unix_timestamp() {
+        return Err("expired".into());
+    }
+    Ok(exp)
+}
+
+async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<ManualClock>) {
+    match &s.versions {
+        None => {
+            admin.rotate_keys().await.unwrap();
+        }
+        Some(versions) => {
+            let rotation = KeyRotation {
+                secret: versions.clone(),
+                public_keys: s.public_keys.clone(),
+                schedule: config.schedule,
+                clock,
+            };
+            let token = random_b64url(24);
+            for step in [
+                Step::CreateSecret,
+                Step::SetSecret,
+                Step::TestSecret,
+                Step::FinishSecret,
+            ] {
+                rotation.run(step, &token).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn simulate(s: &Stores) {
+    let mut config = ServiceConfig::for_tests();
+    config.limits.issue_per_client = 1_000;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let admin = Admin {
+        clients: s.clients.clone(),
+        audit: s.audit.clone(),
+        keys: s.keys.clone(),
+        public_keys: s.public_keys.clone(),
+        config: Arc::new(config.clone()),
+        clock: clock.clone(),
+        actor: "simulation".into(),
+    };
+    // The first key comes from the first rotation, as after a deployment.
+    rotate(s, &admin, &config, clock.clone()).await;
+    let (_, secret) = admin
+        .create_client(NewClient {
+            client_id: Some("svc".into()),
+            name: "svc".into(),
+            scopes: vec!["a".into()],
+            audiences: vec!["https://api.test/".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let keys = KeyCache::new(
+        s.keys.clone(),
+        clock.clone(),
+        config.schedule,
+        config.key_cache,
+        config.key_max_stale,
+    );
+    let service = TokenService::new(
+        Arc::new(config.clone()),
+        s.clients.clone(),
+        s.audit.clone(),
+        s.limits.clone(),
+        keys,
+        clock.clone(),
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", secret.expose()))
+    );
+    let max_age = Duration::seconds(config.jwks_max_age as i64);
+    let start = clock.now();
+    let mut cached = published(s, &config, start).await;
+    let mut fetched_at = start;
+    let mut next_rotation = start + Duration::hours(4);
+    let mut tokens: HashMap<String, Vec<String>> = HashMap::new();
+    let mut rotations = 1;
+    while clock.now() < start + Duration::hours(22) {
+        let now = clock.now();
+        if now >= next_rotation {
+            rotate(s, &admin, &config, clock.clone()).await;
+            rotations += 1;
+            next_rotation += Duration::hours(4);
+        }
+        if now - fetched_at >= max_age {
+            cached = published(s, &config, now).await;
+            fetched_at = now;
+        }
+        let raw = RawRequest {
+            content_type: Some("application/x-www-form-urlencoded"),
+            authorization: Some(&auth),
+            query: None,
+            body: b"grant_type=client_credentials",
+        };
+        let issued = service
+            .handle(raw, &RequestMeta::default())
+            .await
+            .unwrap_or_else(|e| panic!("at {now}: {e}"));
+        accepts(&cached, &issued.access_token, now)
+            .unwrap_or_else(|e| panic!("at {now}, JWKS cached since {fetched_at}: {e}"));
+        let kid = jsonwebtoken::decode_header(&issued.access_token)
+            .unwrap()
+            .kid
+            .unwrap();
+        tokens.entry(kid).or_default().push(issued.access_token);
+
+        // Against the JWKS of this moment: every unexpired token verifies (its key is still
+        // published), and every expired one is refused.
+        let current = published(s, &config, now).await;
+        for (kid, list) in &tokens {
+            for token in list.iter().rev().take(4) {
+                let exp = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+                    .unwrap()
+                    .claims["exp"]
+                    .as_i64()
+                    .unwrap();
+                let verdict = accepts(&current, token, now);
+                if exp > now.unix_timestamp() {
+                    verdict.unwrap_or_else(|e| {
+                        panic!("unexpired token of {kid} refused at {now}: {e}")
+                    });
+                } else {
+                    assert!(verdict.is_err(), "expired token of {kid} accepted at {now}");
+                }
+            }
+        }
+        clock.advance(Duration::minutes(5));
+    }
+    assert!(rotations >= 5, "rotated {rotations} times");
+    assert!(tokens.len() >= 5, "{} keys signed", tokens.len());
+    assert!(published(s, &config, clock.now()).await.keys.len() <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rotation_simulation() {
+    simulate(&support::stores::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_rotation_simulation() {
+    simulate(&support::stores::aws().await).await;
+}
