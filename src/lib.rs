@@ -15,5 +15,7 @@ pub mod encoding;
 pub mod http;
 pub mod issue;
 pub mod keys;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod oauth;
 pub mod store;

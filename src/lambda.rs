@@ -1,0 +1,66 @@
+//! The AWS Lambda front: reads API Gateway's request context into the shared router's
+//! [`RequestContext`], and wires the AWS adapters into the routes (see [`AwsShape`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use lambda_http::request::RequestContext as ApiGatewayContext;
+
+use crate::http::{self, Discovery, RequestContext};
+use crate::issue::TokenService;
+
+/// What the API Gateway HTTP API (payload format 2.0) context tells about a request.
+///
+/// The source address is API Gateway's `requestContext.http.sourceIp`, the TCP peer it saw;
+/// `X-Forwarded-For` is written by the client and never trusted for the audit trail.
+pub fn request_context(context: Option<&ApiGatewayContext>) -> RequestContext {
+    match context {
+        Some(ApiGatewayContext::ApiGatewayV2(c)) => RequestContext {
+            request_id: c.request_id.clone().filter(|id| !id.is_empty()),
+            source_ip: c.http.source_ip.clone().filter(|ip| !ip.is_empty()),
+        },
+        // Other event sources appear only if another crate enables their features; they
+        // are not routed to these functions, and an empty context is the safe reading.
+        #[allow(unreachable_patterns)]
+        _ => RequestContext::default(),
+    }
+}
+
+async fn api_gateway_context(request: Request, next: Next) -> Response {
+    let mut request = request;
+    let context = request_context(request.extensions().get::<ApiGatewayContext>());
+    request.extensions_mut().insert(context);
+    next.run(request).await
+}
+
+/// Adds the middleware that turns API Gateway's request context into a [`RequestContext`].
+pub fn with_api_gateway_context(router: Router) -> Router {
+    router.layer(middleware::from_fn(api_gateway_context))
+}
+
+/// What the token function serves: `POST /oauth/token` only.
+pub fn token_router(service: Arc<TokenService>) -> Router {
+    with_api_gateway_context(http::token_routes(service))
+}
+
+/// What the jwks function serves: the discovery documents only (it holds no private key).
+pub fn discovery_router(discovery: Arc<Discovery>) -> Router {
+    with_api_gateway_context(http::discovery_routes(discovery))
+}
+
+/// JSON log lines without colours, as CloudWatch Logs stores them; the level comes from
+/// `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_current_span(false)
+        .init();
+}
