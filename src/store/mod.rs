@@ -3,6 +3,7 @@
 //! Handlers depend on these traits only; each shape (embedded, AWS) chooses its adapters at
 //! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
 
+pub mod aws;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,0 +1,263 @@
+//! [`AuditLog`] on a DynamoDB table: partition key `client_id` (`-` when none), sort key
+//! `sk` = `<RFC 3339 time with ms>#<request id>`, so one client's records sort by time.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client as DynamoDb;
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::OffsetDateTime;
+
+use super::attrs::{self, Item, Reader, n, s};
+use super::sdk_error;
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::encoding::rfc3339_ms;
+use crate::store::{AuditLog, StoreError};
+
+const KEY: &str = "client_id";
+const SORT_KEY: &str = "sk";
+/// The TTL attribute: DynamoDB deletes the record some time after this epoch second.
+pub(super) const EXPIRES_AT: &str = "expires_at";
+
+/// The audit trail in a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoDbAuditLog {
+    db: DynamoDb,
+    table: String,
+}
+
+/// The sort key of a record: time first, so that a key range is a time range.
+fn sort_key(record: &AuditRecord) -> String {
+    format!("{}#{}", rfc3339_ms(record.timestamp), record.request_id)
+}
+
+fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
+    let mut item = Item::from([
+        (KEY.to_owned(), s(&record.client_id)),
+        (SORT_KEY.to_owned(), s(sort_key(record))),
+        ("timestamp".to_owned(), attrs::time(record.timestamp)?),
+        ("request_id".to_owned(), s(&record.request_id)),
+        ("outcome".to_owned(), s(&record.outcome)),
+        (EXPIRES_AT.to_owned(), n(record.expires_at)),
+    ]);
+    let optional = [
+        ("jti", &record.jti),
+        ("scope", &record.scope),
+        ("audience", &record.audience),
+        ("source_ip", &record.source_ip),
+        ("user_agent", &record.user_agent),
+        ("actor", &record.actor),
+        ("action", &record.action),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), s(value));
+        }
+    }
+    if !record.fields.is_empty() {
+        let fields = record.fields.iter().map(s).collect();
+        item.insert("fields".to_owned(), AttributeValue::L(fields));
+    }
+    Ok(item)
+}
+
+fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
+    let r = Reader::new(item, table);
+    Ok(AuditRecord {
+        client_id: r.s(KEY)?,
+        timestamp: r.time("timestamp")?,
+        request_id: r.s("request_id")?,
+        outcome: r.s("outcome")?,
+        jti: r.opt_s("jti")?,
+        scope: r.opt_s("scope")?,
+        audience: r.opt_s("audience")?,
+        source_ip: r.opt_s("source_ip")?,
+        user_agent: r.opt_s("user_agent")?,
+        actor: r.opt_s("actor")?,
+        action: r.opt_s("action")?,
+        fields: r.strings("fields")?,
+        expires_at: r.i64(EXPIRES_AT)?,
+    })
+}
+
+/// The query's conditions on the sort key and the outcome, as DynamoDB expressions.
+///
+/// `since` is inclusive and `until` exclusive, at millisecond precision like the SQLite
+/// adapter: `"<t>#id" >= "<t>"` holds and `"<t>#id" < "<t>"` does not.
+#[derive(Default)]
+struct Conditions {
+    range: Option<String>,
+    outcome: Option<String>,
+    values: Item,
+}
+
+impl Conditions {
+    fn new(q: &AuditQuery) -> Self {
+        let mut c = Self::default();
+        let bound = |t: OffsetDateTime| s(rfc3339_ms(t));
+        c.range = match (q.since, q.until) {
+            (None, None) => None,
+            (Some(since), None) => {
+                c.values.insert(":since".to_owned(), bound(since));
+                Some("#sk >= :since".to_owned())
+            }
+            (None, Some(until)) => {
+                c.values.insert(":until".to_owned(), bound(until));
+                Some("#sk < :until".to_owned())
+            }
+            // BETWEEN is inclusive, yet no key equals the bare `<t>` of `until`: still exclusive.
+            // A key condition allows only this form for two bounds.
+            (Some(since), Some(until)) => {
+                c.values.insert(":since".to_owned(), bound(since));
+                c.values.insert(":until".to_owned(), bound(until));
+                Some("#sk BETWEEN :since AND :until".to_owned())
+            }
+        };
+        if let Some(outcome) = &q.outcome {
+            c.values.insert(":outcome".to_owned(), s(outcome));
+            c.outcome = Some("#outcome = :outcome".to_owned());
+        }
+        c
+    }
+
+    fn names(&self) -> Vec<(&'static str, &'static str)> {
+        let mut names = Vec::new();
+        if self.range.is_some() {
+            names.push(("#sk", SORT_KEY));
+        }
+        if self.outcome.is_some() {
+            names.push(("#outcome", "outcome"));
+        }
+        names
+    }
+}
+
+/// An empty time window: DynamoDB rejects a reversed key range, SQLite just finds nothing.
+fn is_empty_window(q: &AuditQuery) -> bool {
+    matches!((q.since, q.until), (Some(a), Some(b)) if rfc3339_ms(a) >= rfc3339_ms(b))
+}
+
+fn limit(q: &AuditQuery) -> usize {
+    if q.limit == 0 { usize::MAX } else { q.limit }
+}
+
+impl DynamoDbAuditLog {
+    /// The audit log in `table`, through `db`.
+    pub fn new(db: DynamoDb, table: impl Into<String>) -> Self {
+        Self {
+            db,
+            table: table.into(),
+        }
+    }
+
+    /// One client's records: a Query on its partition, newest first, stopping at the limit.
+    async fn query_client(
+        &self,
+        client_id: &str,
+        q: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let c = Conditions::new(q);
+        let mut values = c.values.clone();
+        values.insert(":pk".to_owned(), s(client_id));
+        let mut request = self
+            .db
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition_for(&c))
+            .expression_attribute_names("#pk", KEY)
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(false)
+            .consistent_read(true);
+        for (alias, name) in c.names() {
+            request = request.expression_attribute_names(alias, name);
+        }
+        if let Some(filter) = &c.outcome {
+            request = request.filter_expression(filter);
+        }
+        let mut pages = request.into_paginator().items().send();
+        let (limit, mut records) = (limit(q), Vec::new());
+        while records.len() < limit {
+            let Some(item) = pages.next().await else {
+                break;
+            };
+            let item = item.map_err(|e| sdk_error("Query", &self.table, e))?;
+            records.push(from_item(&item, &self.table)?);
+        }
+        Ok(records)
+    }
+
+    /// Every client's records: a Scan of the whole table, sorted here. Fine for the admin tool
+    /// (`tokenctl audit`) on a table bounded by its retention; the request path never calls it.
+    async fn scan_all(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let c = Conditions::new(q);
+        let filter = [c.range.as_deref(), c.outcome.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut request = self.db.scan().table_name(&self.table).consistent_read(true);
+        if !filter.is_empty() {
+            request = request
+                .filter_expression(filter)
+                .set_expression_attribute_values(Some(c.values.clone()));
+            for (alias, name) in c.names() {
+                request = request.expression_attribute_names(alias, name);
+            }
+        }
+        let mut pages = request.into_paginator().items().send();
+        let mut keyed = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| sdk_error("Scan", &self.table, e))?;
+            let record = from_item(&item, &self.table)?;
+            keyed.push((sort_key(&record), record));
+        }
+        // Newest first across partitions; the sort key orders records of one millisecond.
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(keyed.into_iter().map(|(_, r)| r).take(limit(q)).collect())
+    }
+}
+
+/// The key condition of a client query: the partition plus the time range, if any.
+fn key_condition_for(c: &Conditions) -> String {
+    match &c.range {
+        Some(range) => format!("#pk = :pk AND {range}"),
+        None => "#pk = :pk".to_owned(),
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoDbAuditLog {
+    async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        // Never overwrite: a repeated (time, request id) would otherwise erase a record.
+        let result = self
+            .db
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(record)?))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::AlreadyExists(format!(
+                    "audit record {} of client {}",
+                    record.request_id, record.client_id
+                )))
+            }
+            Err(e) => Err(sdk_error("PutItem", &self.table, e)),
+        }
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        if is_empty_window(q) {
+            return Ok(Vec::new());
+        }
+        match &q.client_id {
+            Some(client_id) => self.query_client(client_id, q).await,
+            None => self.scan_all(q).await,
+        }
+    }
+}

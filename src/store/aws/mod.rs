@@ -1,0 +1,128 @@
+//! The AWS adapters of the store ports: DynamoDB tables and one Secrets Manager secret.
+//!
+//! Every adapter takes an SDK client built once per process (from
+//! `aws_config::load_defaults(BehaviorVersion::latest())`, so `AWS_ENDPOINT_URL` points them at
+//! an emulator) and the name of its own resource. The items hold the same records as the SQLite
+//! adapter, laid out as follows (`docs/aws-store.md` has the operator's view):
+//!
+//! | table / secret | key | attributes |
+//! |---|---|---|
+//! | clients | `client_id` (S) | `version` (N), `record` (S: the [`Client`](crate::clients::Client) as JSON) |
+//! | audit | `client_id` (S, `-` when none), `sk` (S: `<RFC 3339 ms>#<request id>`) | one attribute per [`AuditRecord`](crate::audit::AuditRecord) field, `expires_at` (N, TTL) |
+//! | public keys | `kid` (S) | `jwk` (S: JSON), `created_at`, `activates_at` (S: RFC 3339) |
+//! | key secret | — | `SecretString` = [`KeySet::to_json`](crate::keys::KeySet::to_json) |
+//!
+//! A client is one JSON attribute beside `version` because it is always read and written whole,
+//! and the optimistic lock needs only `version` to be a separate attribute.
+
+mod attrs;
+mod audit;
+mod clients;
+mod public_keys;
+mod resources;
+mod secrets;
+
+use std::fmt::Display;
+
+use crate::config::ConfigError;
+
+use super::StoreError;
+
+pub use audit::DynamoDbAuditLog;
+pub use clients::DynamoDbClientStore;
+pub use public_keys::DynamoDbPublicKeyStore;
+pub use resources::create_resources;
+pub use secrets::SecretsManagerKeyStore;
+
+/// Environment variable naming the clients table.
+pub const CLIENTS_TABLE_VAR: &str = "TOKEN_CLIENTS_TABLE";
+/// Environment variable naming the audit table.
+pub const AUDIT_TABLE_VAR: &str = "TOKEN_AUDIT_TABLE";
+/// Environment variable naming the public-keys table.
+pub const PUBLIC_KEYS_TABLE_VAR: &str = "TOKEN_PUBLIC_KEYS_TABLE";
+/// Environment variable naming the key set secret (name or ARN).
+pub const KEY_SECRET_ID_VAR: &str = "TOKEN_KEY_SECRET_ID";
+
+/// The names of the AWS resources the adapters use (template outputs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    /// DynamoDB table of client records.
+    pub clients_table: String,
+    /// DynamoDB table of audit records (TTL on `expires_at`).
+    pub audit_table: String,
+    /// DynamoDB table of public key records.
+    pub public_keys_table: String,
+    /// Secrets Manager secret holding the private key set (name or ARN).
+    pub key_secret_id: String,
+}
+
+impl AwsResources {
+    /// From `TOKEN_CLIENTS_TABLE`, `TOKEN_AUDIT_TABLE`, `TOKEN_PUBLIC_KEYS_TABLE` and
+    /// `TOKEN_KEY_SECRET_ID`; a missing or empty variable is an error naming it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading the variables through `lookup` (for tests,
+    /// which must not change the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ConfigError::Invalid(format!("{name} is required (not set)")))
+        };
+        Ok(Self {
+            clients_table: var(CLIENTS_TABLE_VAR)?,
+            audit_table: var(AUDIT_TABLE_VAR)?,
+            public_keys_table: var(PUBLIC_KEYS_TABLE_VAR)?,
+            key_secret_id: var(KEY_SECRET_ID_VAR)?,
+        })
+    }
+}
+
+/// A failed SDK call as a backend error: the operation, the resource and the error's display
+/// chain (which carries the service's error code and message, never the request's items).
+fn sdk_error(operation: &str, resource: &str, error: impl std::error::Error) -> StoreError {
+    StoreError::Backend(format!(
+        "{operation} on {resource}: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(error)
+    ))
+}
+
+/// A stored item that does not have the expected shape. Names the attribute, never its value.
+fn malformed(resource: &str, what: impl Display) -> StoreError {
+    StoreError::Backend(format!("malformed item in {resource}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(missing: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |name| (name != missing).then(|| format!("{name}-value"))
+    }
+
+    #[test]
+    fn resources_come_from_the_four_variables() {
+        let r = AwsResources::from_lookup(lookup("")).unwrap();
+        assert_eq!(r.clients_table, "TOKEN_CLIENTS_TABLE-value");
+        assert_eq!(r.audit_table, "TOKEN_AUDIT_TABLE-value");
+        assert_eq!(r.public_keys_table, "TOKEN_PUBLIC_KEYS_TABLE-value");
+        assert_eq!(r.key_secret_id, "TOKEN_KEY_SECRET_ID-value");
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        for var in [
+            CLIENTS_TABLE_VAR,
+            AUDIT_TABLE_VAR,
+            PUBLIC_KEYS_TABLE_VAR,
+            KEY_SECRET_ID_VAR,
+        ] {
+            let err = AwsResources::from_lookup(lookup(var)).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        let blank = AwsResources::from_lookup(|n| (n != AUDIT_TABLE_VAR).then(String::new));
+        assert!(blank.unwrap_err().to_string().contains(CLIENTS_TABLE_VAR));
+    }
+}

@@ -1,0 +1,160 @@
+//! Creates the tables and the secret the adapters use, as the SAM template declares them; for
+//! tests, the local emulator and `tokenctl` against a fresh account.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client as DynamoDb;
+use aws_sdk_dynamodb::client::Waiters as _;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use aws_sdk_secretsmanager::Client as SecretsManager;
+
+use super::audit::EXPIRES_AT;
+use super::{AwsResources, sdk_error};
+use crate::store::StoreError;
+
+/// How long a new table may take to become active.
+const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(120);
+
+fn build_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("cannot build a DynamoDB request: {e}"))
+}
+
+/// A string key attribute: its definition and its schema element.
+fn key(name: &str, kind: KeyType) -> Result<(AttributeDefinition, KeySchemaElement), StoreError> {
+    let definition = AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(build_error)?;
+    let element = KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(build_error)?;
+    Ok((definition, element))
+}
+
+/// Creates an on-demand table with point-in-time recovery unless it exists; waits until it is
+/// active.
+async fn ensure_table(
+    db: &DynamoDb,
+    table: &str,
+    keys: &[(&str, KeyType)],
+) -> Result<(), StoreError> {
+    let mut request = db
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in keys {
+        let (definition, element) = key(name, kind.clone())?;
+        request = request
+            .attribute_definitions(definition)
+            .key_schema(element);
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(sdk_error("CreateTable", table, e)),
+    }
+    db.wait_until_table_exists()
+        .table_name(table)
+        .wait(TABLE_ACTIVE_WAIT)
+        .await
+        .map_err(|e| sdk_error("DescribeTable (waiting for ACTIVE)", table, e))?;
+    let pitr = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .build()
+        .map_err(build_error)?;
+    db.update_continuous_backups()
+        .table_name(table)
+        .point_in_time_recovery_specification(pitr)
+        .send()
+        .await
+        .map_err(|e| sdk_error("UpdateContinuousBackups", table, e))?;
+    Ok(())
+}
+
+/// Turns on TTL on `expires_at` unless it is on already (enabling twice is an error).
+async fn ensure_ttl(db: &DynamoDb, table: &str) -> Result<(), StoreError> {
+    let current = db
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| sdk_error("DescribeTimeToLive", table, e))?;
+    let status = current
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status());
+    if matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
+        return Ok(());
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .attribute_name(EXPIRES_AT)
+        .enabled(true)
+        .build()
+        .map_err(build_error)?;
+    db.update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(spec)
+        .send()
+        .await
+        .map_err(|e| sdk_error("UpdateTimeToLive", table, e))?;
+    Ok(())
+}
+
+/// Creates the key secret without a value (the empty key set) unless it exists. The id may be
+/// an ARN, which only an existing secret can have.
+async fn ensure_secret(sm: &SecretsManager, secret_id: &str) -> Result<(), StoreError> {
+    match sm.describe_secret().secret_id(secret_id).send().await {
+        Ok(_) => return Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(e) => return Err(sdk_error("DescribeSecret", secret_id, e)),
+    }
+    let created = sm
+        .create_secret()
+        .name(secret_id)
+        .description("Private signing keys of the token service (JSON key set)")
+        .send()
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        // Created by someone else since the describe: that is what we wanted.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_exists_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(sdk_error("CreateSecret", secret_id, e)),
+    }
+}
+
+/// Creates the tables (on-demand, point-in-time recovery, TTL on the audit table's
+/// `expires_at`) and the empty key secret, as `template.yaml` declares them. Idempotent: what
+/// exists already is left as it is.
+pub async fn create_resources(
+    sdk: &aws_config::SdkConfig,
+    names: &AwsResources,
+) -> Result<(), StoreError> {
+    let db = DynamoDb::new(sdk);
+    ensure_table(&db, &names.clients_table, &[("client_id", KeyType::Hash)]).await?;
+    ensure_table(
+        &db,
+        &names.audit_table,
+        &[("client_id", KeyType::Hash), ("sk", KeyType::Range)],
+    )
+    .await?;
+    ensure_ttl(&db, &names.audit_table).await?;
+    ensure_table(&db, &names.public_keys_table, &[("kid", KeyType::Hash)]).await?;
+    ensure_secret(&SecretsManager::new(sdk), &names.key_secret_id).await
+}
