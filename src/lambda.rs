@@ -1,6 +1,8 @@
 //! The AWS Lambda front: reads API Gateway's request context into the shared router's
 //! [`RequestContext`], and wires the AWS adapters into the routes (see [`AwsShape`]).
 
+mod shape;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -9,8 +11,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use lambda_http::request::RequestContext as ApiGatewayContext;
 
+use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
 use crate::http::{self, Discovery, RequestContext};
 use crate::issue::TokenService;
+use crate::store::aws::AwsResources;
+
+pub use shape::AwsShape;
 
 /// What the API Gateway HTTP API (payload format 2.0) context tells about a request.
 ///
@@ -63,4 +69,11 @@ pub fn init_tracing() {
         .with_target(false)
         .with_current_span(false)
         .init();
+}
+
+/// Reads and validates the service settings and the AWS resource names from the function's
+/// environment (the template sets them all, `TOKEN_ISSUER` included).
+pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
+    let config = ServiceSettings::from_env()?.validate(None)?;
+    Ok((config, AwsResources::from_env()?))
 }
