@@ -77,3 +77,33 @@ pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
     let config = ServiceSettings::from_env()?.validate(None)?;
     Ok((config, AwsResources::from_env()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+
+    use super::*;
+
+    fn v2(request_id: Option<&str>, source_ip: Option<&str>) -> ApiGatewayContext {
+        let mut c = ApiGatewayV2httpRequestContext::default();
+        c.request_id = request_id.map(str::to_owned);
+        c.http.source_ip = source_ip.map(str::to_owned);
+        ApiGatewayContext::ApiGatewayV2(c)
+    }
+
+    #[test]
+    fn api_gateway_ids_become_the_request_context() {
+        let ctx = request_context(Some(&v2(Some("abc="), Some("203.0.113.7"))));
+        assert_eq!(ctx.request_id.as_deref(), Some("abc="));
+        assert_eq!(ctx.source_ip.as_deref(), Some("203.0.113.7"));
+    }
+
+    #[test]
+    fn missing_or_empty_ids_are_absent_not_empty() {
+        assert_eq!(request_context(None), RequestContext::default());
+        assert_eq!(
+            request_context(Some(&v2(Some(""), Some("")))),
+            RequestContext::default()
+        );
+    }
+}
