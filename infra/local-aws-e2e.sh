@@ -16,7 +16,8 @@ rm -f "$ENV_FILE"
 setsid infra/local-aws.sh > "$LOG" 2>&1 &
 MAIN=$!
 stop_main() { # on a failure: stop local-aws.sh and give it (bounded) time to stop its children
-  kill -TERM "$MAIN" 2>/dev/null || return 0
+  # Its whole process group, so that a build or seeding step in progress stops too.
+  kill -TERM -- "-$MAIN" 2>/dev/null || return 0
   for _ in $(seq 150); do kill -0 "$MAIN" 2>/dev/null || return 0; sleep 0.2; done
 }
 trap stop_main EXIT
