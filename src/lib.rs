@@ -3,7 +3,7 @@
 //!
 //! The domain (clients, keys, OAuth request rules) knows nothing of HTTP or storage; the
 //! [`http`] module is the one axum router every shape serves, and [`store`] holds the ports
-//! (traits) with their SQLite implementation.
+//! (traits) with their SQLite and AWS (DynamoDB, Secrets Manager) implementations.
 
 pub mod admin;
 pub mod audit;

@@ -135,6 +135,11 @@ fn is_empty_window(q: &AuditQuery) -> bool {
     matches!((q.since, q.until), (Some(a), Some(b)) if rfc3339_ms(a) >= rfc3339_ms(b))
 }
 
+/// A page size for a query returning at most `limit` items.
+fn page_size(limit: usize) -> i32 {
+    i32::try_from(limit.min(1000)).unwrap_or(1000)
+}
+
 fn limit(q: &AuditQuery) -> usize {
     if q.limit == 0 { usize::MAX } else { q.limit }
 }
@@ -169,8 +174,12 @@ impl DynamoDbAuditLog {
         for (alias, name) in c.names() {
             request = request.expression_attribute_names(alias, name);
         }
-        if let Some(filter) = &c.outcome {
-            request = request.filter_expression(filter);
+        match &c.outcome {
+            Some(filter) => request = request.filter_expression(filter),
+            // Without a filter every item read is returned: read no more than needed. (With
+            // one, DynamoDB applies the limit before filtering, so pages stay full size.)
+            None if q.limit > 0 => request = request.limit(page_size(q.limit)),
+            None => {}
         }
         let mut pages = request.into_paginator().items().send();
         let (limit, mut records) = (limit(q), Vec::new());
@@ -252,7 +261,8 @@ impl AuditLog for DynamoDbAuditLog {
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        if is_empty_window(q) {
+        // DynamoDB rejects an empty key value; no record can have one.
+        if is_empty_window(q) || q.client_id.as_deref() == Some("") {
             return Ok(Vec::new());
         }
         match &q.client_id {

@@ -52,6 +52,10 @@ fn what(client_id: &str) -> String {
 #[async_trait]
 impl ClientStore for DynamoDbClientStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        // DynamoDB rejects an empty key value; no client can have one, as in SQLite.
+        if client_id.is_empty() {
+            return Ok(None);
+        }
         // Strongly consistent: a client disabled a moment ago must fail its next request.
         let out = self
             .db
@@ -88,6 +92,9 @@ impl ClientStore for DynamoDbClientStore {
     }
 
     async fn update_client(&self, client: &Client) -> Result<(), StoreError> {
+        if client.client_id.is_empty() {
+            return Err(StoreError::NotFound(what("")));
+        }
         // The failed condition returns the stored item (if any) in the same call, so telling a
         // conflict from a missing client needs no second, racy read.
         let previous = i128::from(client.version) - 1;

@@ -24,6 +24,9 @@ mod secrets;
 
 use std::fmt::Display;
 
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::RequestId as _;
+
 use crate::config::ConfigError;
 
 use super::StoreError;
@@ -80,13 +83,46 @@ impl AwsResources {
     }
 }
 
-/// A failed SDK call as a backend error: the operation, the resource and the error's display
-/// chain (which carries the service's error code and message, never the request's items).
-fn sdk_error(operation: &str, resource: &str, error: impl std::error::Error) -> StoreError {
+/// A failed SDK call as a backend error: the operation, the resource, and for a service error
+/// its code, message and request id; otherwise the error's display chain.
+///
+/// The raw response is left out on purpose: an error body may echo an item (a failed
+/// condition returning the old item) or a secret's value (a response that did not parse).
+fn sdk_error<E>(operation: &str, resource: &str, error: SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let request_id = error.request_id().unwrap_or("none").to_owned();
+    let detail = match &error {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("unknown error"),
+                e.message().unwrap_or("no message")
+            )
+        }
+        SdkError::ResponseError(_) => match std::error::Error::source(&error) {
+            Some(cause) => format!("unreadable response: {}", display_chain(cause)),
+            None => "unreadable response".to_owned(),
+        },
+        other => DisplayErrorContext(other).to_string(),
+    };
     StoreError::Backend(format!(
-        "{operation} on {resource}: {}",
-        aws_sdk_dynamodb::error::DisplayErrorContext(error)
+        "{operation} on {resource}: {detail} (request id {request_id})"
     ))
+}
+
+/// The `Display` texts of an error and its sources, without any `Debug` output.
+fn display_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// A stored item that does not have the expected shape. Names the attribute, never its value.

@@ -65,7 +65,12 @@ async fn ensure_table(
         .table_name(table)
         .wait(TABLE_ACTIVE_WAIT)
         .await
-        .map_err(|e| sdk_error("DescribeTable (waiting for ACTIVE)", table, e))?;
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "waiting for table {table} to become active: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            ))
+        })?;
     let pitr = PointInTimeRecoverySpecification::builder()
         .point_in_time_recovery_enabled(true)
         .build()

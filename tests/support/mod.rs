@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // each test binary uses a different part of the support code
+
+pub mod moto;
+pub mod stores;

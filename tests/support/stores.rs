@@ -1,0 +1,79 @@
+//! Every store port on a fresh backend: SQLite in a temporary file, or DynamoDB and Secrets
+//! Manager on the shared moto server under random resource names.
+
+use std::sync::Arc;
+
+use token_service::encoding::random_b64url;
+use token_service::store::aws::{
+    AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
+    SecretsManagerKeyStore, create_resources,
+};
+use token_service::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, SqliteStore};
+
+use super::moto;
+
+/// The four ports of one backend, plus a second, independent client store on the same data
+/// (another connection, or another Lambda instance's SDK client).
+pub struct Stores {
+    /// Client records.
+    pub clients: Arc<dyn ClientStore>,
+    /// The same client records through another handle.
+    pub other_clients: Arc<dyn ClientStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// The private key set.
+    pub keys: Arc<dyn KeyStore>,
+    /// The public keys.
+    pub public_keys: Arc<dyn PublicKeyStore>,
+    /// Keeps the backend's temporary files alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh SQLite store in a temporary directory.
+pub async fn sqlite() -> Stores {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("store.db");
+    let store = Arc::new(SqliteStore::open(&path).expect("open SQLite store"));
+    let other = Arc::new(SqliteStore::open(&path).expect("reopen SQLite store"));
+    Stores {
+        clients: store.clone(),
+        other_clients: other,
+        audit: store.clone(),
+        keys: store.clone(),
+        public_keys: store,
+        _dir: Some(dir),
+    }
+}
+
+/// Random resource names, so that tests sharing one moto never see each other's data.
+pub fn random_resources() -> AwsResources {
+    // base64url characters are all valid in table and secret names.
+    let run = random_b64url(9);
+    AwsResources {
+        clients_table: format!("test-{run}-clients"),
+        audit_table: format!("test-{run}-audit"),
+        public_keys_table: format!("test-{run}-public-keys"),
+        key_secret_id: format!("test-{run}-keys"),
+    }
+}
+
+/// Fresh tables and secret on moto, created by `create_resources`.
+pub async fn aws() -> Stores {
+    let sdk = moto::sdk_config().await;
+    let names = random_resources();
+    create_resources(&sdk, &names)
+        .await
+        .expect("create the tables and the secret");
+    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    // A second SDK client, as another Lambda instance would have.
+    let other_db = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    Stores {
+        clients: Arc::new(DynamoDbClientStore::new(db.clone(), &names.clients_table)),
+        other_clients: Arc::new(DynamoDbClientStore::new(other_db, &names.clients_table)),
+        audit: Arc::new(DynamoDbAuditLog::new(db.clone(), &names.audit_table)),
+        keys: Arc::new(SecretsManagerKeyStore::new(sm, &names.key_secret_id)),
+        public_keys: Arc::new(DynamoDbPublicKeyStore::new(db, &names.public_keys_table)),
+        _dir: None,
+    }
+}
