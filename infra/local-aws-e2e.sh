@@ -48,4 +48,7 @@ for url in "$BASE_URL/" "$AWS_ENDPOINT_URL/moto-api/"; do
 done
 [[ -e $ENV_FILE ]] && fail "$ENV_FILE was left behind"
 echo "local-aws-e2e: stopped cleanly, nothing left running"
+# Logs are kept only when something failed.
+[[ $LOG_DIR == */local-aws.* ]] && rm -rf "$LOG_DIR"
+rm -f "$LOG"
 echo "local-aws-e2e: 1 passed, 0 failed"
