@@ -1,13 +1,18 @@
-# make test: formatting, lints, unit and integration tests. Installs its own tools.
+# make test: formatting, lints, unit and integration tests, template checks and the local AWS
+# end-to-end test. Installs its own tools.
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
+AARCH64 := aarch64-unknown-linux-gnu
+FUNCTIONS := TokenFunction JwksFunction
+# SAM must not phone home (telemetry, version check); validate needs a region, no credentials.
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1}
 
-.PHONY: test fmt-check clippy unit-tests venv
+.PHONY: test fmt-check clippy unit-tests venv template-check aarch64-target local-aws local-aws-e2e
 
-test: venv fmt-check clippy unit-tests
+test: venv fmt-check clippy unit-tests template-check local-aws-e2e
 
 # The moto server the AWS store tests start; rebuilt only when infra/requirements.txt changes.
 venv: $(VENV)/.installed
@@ -21,7 +26,47 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 unit-tests:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
+
+# SAM, cfn-lint, cargo-lambda and zig, pinned, in their own venv (SAM pins boto3 differently
+# from moto); installed once, again when the pins change.
+.venv-sam/.installed: infra/requirements-sam.txt infra/requirements-lambda.txt
+	test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/pip install --disable-pip-version-check -q -r infra/requirements-sam.txt
+	touch $@
+
+aarch64-target:
+	@rustup target list --installed | grep -qx '$(AARCH64)' || rustup target add $(AARCH64) || { \
+	  echo "error: the $(AARCH64) Rust target is missing and could not be downloaded;" >&2; \
+	  echo "       sam build cannot cross-build the arm64 functions. Install it with" >&2; \
+	  echo "       'rustup target add $(AARCH64)' on a machine that reaches the Rust dist server." >&2; \
+	  exit 1; }
+
+# Lints the template, checks that no IAM statement uses a wildcard, and builds the arm64
+# bootstrap of each function as a deployment would (sam build -> cargo lambda -> zig; the
+# venv's python3 comes first on PATH so that cargo lambda finds zig).
+template-check: .venv-sam/.installed aarch64-target
+	.venv-sam/bin/cfn-lint template.yaml
+	$(SAM_ENV) .venv-sam/bin/sam validate --lint
+	.venv-sam/bin/python infra/check_iam.py template.yaml
+	@! .venv-sam/bin/python infra/check_iam.py infra/testdata/wide-iam.yaml > /dev/null \
+	  || { echo "error: check_iam.py accepted infra/testdata/wide-iam.yaml" >&2; exit 1; }
+	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" $(SAM_ENV) .venv-sam/bin/sam build
+	.venv-sam/bin/python infra/check_bootstrap.py $(foreach f,$(FUNCTIONS),.aws-sam/build/$(f)/bootstrap)
+
+# cargo-lambda and PyJWT on top of moto, for the local AWS path.
+$(VENV)/.local-installed: $(VENV)/.installed infra/requirements-local.txt infra/requirements-lambda.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r infra/requirements-local.txt
+	touch $@
+
+# The AWS shape on this machine (moto + cargo lambda watch) under one base URL; Ctrl-C stops it.
+local-aws: $(VENV)/.local-installed
+	infra/local-aws.sh
+
+# Starts local-aws, gets and verifies a token from the real Lambda binaries, checks the audit
+# table, stops it and checks that nothing is left running.
+local-aws-e2e: $(VENV)/.local-installed
+	infra/local-aws-e2e.sh

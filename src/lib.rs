@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod aws_shape;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -15,5 +16,7 @@ pub mod encoding;
 pub mod http;
 pub mod issue;
 pub mod keys;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod oauth;
 pub mod store;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use token_service::admin::{Admin, AdminError, ClientUpdate, KeyStatus, NewClient, parse_duration};
 use token_service::audit::{AuditQuery, AuditRecord};
+use token_service::aws_shape::AwsShape;
 use token_service::clients::{Client, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, SystemClock};
 use token_service::config::ServiceSettings;
@@ -108,23 +109,7 @@ async fn aws_admin(
             )
         })?;
     let actor = identity.arn().unwrap_or("unknown").to_owned();
-    let db = aws_sdk_dynamodb::Client::new(&sdk);
-    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-    Ok(Admin {
-        clients: Arc::new(aws::DynamoDbClientStore::new(
-            db.clone(),
-            names.clients_table,
-        )),
-        audit: Arc::new(aws::DynamoDbAuditLog::new(db.clone(), names.audit_table)),
-        keys: Arc::new(aws::SecretsManagerKeyStore::new(sm, names.key_secret_id)),
-        public_keys: Arc::new(aws::DynamoDbPublicKeyStore::new(
-            db,
-            names.public_keys_table,
-        )),
-        config: Arc::new(config),
-        clock,
-        actor,
-    })
+    Ok(AwsShape::new(&sdk, names, config, clock).admin(actor))
 }
 
 #[derive(Debug, Subcommand)]

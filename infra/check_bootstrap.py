@@ -1,0 +1,39 @@
+"""Checks that each `sam build` output is an arm64 (aarch64) ELF executable and prints its size.
+
+Usage: python infra/check_bootstrap.py .aws-sam/build/<Function>/bootstrap ...
+"""
+
+import os
+import sys
+
+EM_AARCH64 = 183
+
+
+def check(path):
+    """An error text, or None when the file is an aarch64 ELF executable."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if header[:4] != b"\x7fELF":
+        return f"{path}: not an ELF file"
+    if header[4] != 2 or int.from_bytes(header[18:20], "little") != EM_AARCH64:
+        return f"{path}: not a 64-bit aarch64 binary"
+    if not os.access(path, os.X_OK):
+        return f"{path}: not executable"
+    return None
+
+
+def main(paths):
+    errors = [e for e in map(check, paths) if e]
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    for path in paths:
+        if os.path.exists(path):
+            print(f"{path}: aarch64 ELF, {os.path.getsize(path) / 1e6:.1f} MB")
+    return 1 if errors or not paths else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,110 @@
+"""Fails when an IAM statement in a CloudFormation/SAM template is wider than named resources.
+
+Usage: python infra/check_iam.py template.yaml   (exit 1 and one line per finding)
+
+Checks every policy statement anywhere in the template: no `*` in an Action or Resource, no
+NotAction/NotResource, and no managed policy or SAM policy template in a function's Policies
+(their statements are not in the template, so they cannot be checked here). Needs PyYAML only
+(the SAM venv has it); CloudFormation short tags such as !Ref and !GetAtt are read as data.
+"""
+
+import sys
+
+import yaml
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A YAML loader that keeps `!Tag value` as `{"Fn::Tag": value}`."""
+
+
+def _tagged(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {tag_suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _tagged)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _strings(value):
+    """Every string inside a value, including inside intrinsic functions."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _statement_findings(where, statement):
+    if not isinstance(statement, dict):
+        return [f"{where}: statement is not a mapping"]
+    findings = []
+    for key in ("NotAction", "NotResource", "NotPrincipal"):
+        if key in statement:
+            findings.append(f"{where}: {key} grants everything but a list")
+    for key in ("Action", "Resource"):
+        if key not in statement and statement.get("Effect") == "Allow":
+            findings.append(f"{where}: Allow statement without {key}")
+        for text in _strings(statement.get(key, [])):
+            if "*" in text:
+                findings.append(f"{where}: {key} {text!r} uses a wildcard")
+    return findings
+
+
+def _walk(where, node, findings):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Statement":
+                for i, statement in enumerate(_as_list(value)):
+                    findings.extend(_statement_findings(f"{where}.Statement[{i}]", statement))
+            else:
+                _walk(f"{where}.{key}", value, findings)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _walk(f"{where}[{i}]", item, findings)
+
+
+def check(template):
+    """Every finding of the template, as text lines."""
+    findings = []
+    for name, resource in (template.get("Resources") or {}).items():
+        properties = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Serverless::Function":
+            for i, policy in enumerate(_as_list(properties.get("Policies", []))):
+                if not (isinstance(policy, dict) and "Statement" in policy):
+                    findings.append(
+                        f"{name}.Policies[{i}]: only inline statements can be checked; "
+                        "write the statements out"
+                    )
+        _walk(name, resource, findings)
+    return findings
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: check_iam.py TEMPLATE", file=sys.stderr)
+        return 2
+    with open(argv[1], encoding="utf-8") as f:
+        template = yaml.load(f, Loader=CfnLoader)
+    findings = check(template)
+    for line in findings:
+        print(f"{argv[1]}: {line}")
+    if findings:
+        return 1
+    print(f"{argv[1]}: every IAM statement names its actions and resources")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

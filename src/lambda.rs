@@ -1,0 +1,119 @@
+//! The AWS Lambda front: reads API Gateway's request context into the shared router's
+//! [`RequestContext`], and wires the AWS adapters into the routes (see [`AwsShape`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use lambda_http::request::RequestContext as ApiGatewayContext;
+
+use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
+use crate::http::{self, Discovery, RequestContext};
+use crate::issue::TokenService;
+use crate::store::aws::AwsResources;
+
+pub use crate::aws_shape::AwsShape;
+
+/// What the API Gateway HTTP API (payload format 2.0) context tells about a request.
+///
+/// The source address is API Gateway's `requestContext.http.sourceIp`, the TCP peer it saw;
+/// `X-Forwarded-For` is written by the client and never trusted for the audit trail.
+pub fn request_context(context: Option<&ApiGatewayContext>) -> RequestContext {
+    match context {
+        Some(ApiGatewayContext::ApiGatewayV2(c)) => RequestContext {
+            request_id: c.request_id.clone().filter(|id| !id.is_empty()),
+            source_ip: c.http.source_ip.clone().filter(|ip| !ip.is_empty()),
+        },
+        // Other event sources appear only if another crate enables their features; they
+        // are not routed to these functions, and an empty context is the safe reading.
+        #[allow(unreachable_patterns)]
+        _ => RequestContext::default(),
+    }
+}
+
+async fn api_gateway_context(request: Request, next: Next) -> Response {
+    let mut request = request;
+    let context = request_context(request.extensions().get::<ApiGatewayContext>());
+    request.extensions_mut().insert(context);
+    next.run(request).await
+}
+
+/// Adds the middleware that turns API Gateway's request context into a [`RequestContext`].
+pub fn with_api_gateway_context(router: Router) -> Router {
+    router.layer(middleware::from_fn(api_gateway_context))
+}
+
+/// What the token function serves: `POST /oauth/token` only.
+pub fn token_router(service: Arc<TokenService>) -> Router {
+    with_api_gateway_context(http::token_routes(service))
+}
+
+/// What the jwks function serves: the discovery documents only (it holds no private key).
+pub fn discovery_router(discovery: Arc<Discovery>) -> Router {
+    with_api_gateway_context(http::discovery_routes(discovery))
+}
+
+/// JSON log lines without colours, as CloudWatch Logs stores them; the level comes from
+/// `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_current_span(false)
+        .init();
+}
+
+/// Reads and validates the service settings and the AWS resource names from the function's
+/// environment (the template sets them all, `TOKEN_ISSUER` included).
+pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
+    let config = ServiceSettings::from_env()?.validate(None)?;
+    Ok((config, AwsResources::from_env()?))
+}
+
+impl AwsShape {
+    /// The token function's router: `POST /oauth/token`.
+    pub fn token_router(&self) -> Router {
+        token_router(self.token_service())
+    }
+
+    /// The jwks function's router: the `/.well-known/` documents.
+    pub fn discovery_router(&self) -> Router {
+        discovery_router(self.discovery())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+
+    use super::*;
+
+    fn v2(request_id: Option<&str>, source_ip: Option<&str>) -> ApiGatewayContext {
+        let mut c = ApiGatewayV2httpRequestContext::default();
+        c.request_id = request_id.map(str::to_owned);
+        c.http.source_ip = source_ip.map(str::to_owned);
+        ApiGatewayContext::ApiGatewayV2(c)
+    }
+
+    #[test]
+    fn api_gateway_ids_become_the_request_context() {
+        let ctx = request_context(Some(&v2(Some("abc="), Some("203.0.113.7"))));
+        assert_eq!(ctx.request_id.as_deref(), Some("abc="));
+        assert_eq!(ctx.source_ip.as_deref(), Some("203.0.113.7"));
+    }
+
+    #[test]
+    fn missing_or_empty_ids_are_absent_not_empty() {
+        assert_eq!(request_context(None), RequestContext::default());
+        assert_eq!(
+            request_context(Some(&v2(Some(""), Some("")))),
+            RequestContext::default()
+        );
+    }
+}
