@@ -2,7 +2,9 @@
 # The AWS shape on this machine: moto (DynamoDB + Secrets Manager), the real Lambda binaries
 # under `cargo lambda watch`, and a router serving them under one base URL as API Gateway would.
 #
-# Seeds a signing key and a demo client, then writes .data/local-aws.env (BASE_URL, CLIENT_ID,
+# Creates the tables and the secret the template declares, runs the first key rotation through
+# the rotate-keys function as Secrets Manager does at deployment, creates a demo client with
+# `tokenctl --backend aws`, then writes .data/local-aws.env (BASE_URL, CLIENT_ID,
 # CLIENT_SECRET, and the emulator's settings) and stays in the foreground until Ctrl-C or
 # SIGTERM, when it stops everything it started, by PID. Run it through `make local-aws`, which
 # installs the venv first.
@@ -74,19 +76,35 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=eu-west-1 AWS_DEF
 export PATH=$VENV/bin:$PATH
 
 # Build first: the first request to watch otherwise blocks on the whole debug build.
-echo "local-aws: building the functions and the seeding tool" >&2
-$CARGO build --quiet -p token -p jwks
+echo "local-aws: building the functions, tokenctl and the resource tool" >&2
+$CARGO build --quiet -p token -p jwks -p rotate-keys
+$CARGO build --quiet --bin tokenctl
 $CARGO build --quiet --features lambda --example aws-seed
 
 start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_http "$AWS_ENDPOINT_URL/moto-api/" 60 "moto"
 
-SEED=$($CARGO run --quiet --features lambda --example aws-seed -- --create-resources)
-CLIENT_ID=$(sed -n 's/^CLIENT_ID=//p' <<< "$SEED")
-CLIENT_SECRET=$(sed -n 's/^CLIENT_SECRET=//p' <<< "$SEED")
-[[ -n $CLIENT_ID && -n $CLIENT_SECRET ]] || die "seeding printed no client"
+$CARGO run --quiet --features lambda --example aws-seed || die "creating the tables and secret failed"
 
 start watch cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT"
+wait_http "http://127.0.0.1:$WATCH_PORT/" 60 "cargo lambda watch"
+
+# The deployment's first rotation (RotateImmediatelyOnUpdate): Secrets Manager invokes the
+# rotate-keys function with each step; here cargo lambda does, with the same events.
+ROTATION_TOKEN=$("$VENV/bin/python" -c 'import uuid; print(uuid.uuid4())')
+for step in createSecret setSecret testSecret finishSecret; do
+  event="{\"Step\":\"$step\",\"SecretId\":\"$TOKEN_KEY_SECRET_ID\",\"ClientRequestToken\":\"$ROTATION_TOKEN\"}"
+  cargo lambda invoke rotate-keys --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" \
+    --data-ascii "$event" > "$LOG_DIR/rotation-$step.json" 2>&1 \
+    || die "rotation step $step failed: $(cat "$LOG_DIR/rotation-$step.json")"
+done
+echo "local-aws: the first rotation created the signing key" >&2
+
+CLIENT=$("${CARGO_TARGET_DIR:-$ROOT/target}/debug/tokenctl" --backend aws clients create --id demo --name "Demo client" \
+  --scope api.read --audience https://api.example.com --json) || die "tokenctl could not create the client"
+CLIENT_ID=$("$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<< "$CLIENT")
+CLIENT_SECRET=$("$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<< "$CLIENT")
+[[ -n $CLIENT_ID && -n $CLIENT_SECRET ]] || die "tokenctl printed no client"
 start router "$VENV/bin/python" infra/local_router.py "$ROUTER_PORT" "$WATCH_PORT"
 BASE_URL=http://127.0.0.1:$ROUTER_PORT
 wait_http "$BASE_URL/" 60 "the router"

@@ -8,6 +8,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use lambda_http::request::RequestContext as ApiGatewayContext;
+use metrics_cloudwatch_embedded::Collector;
 
 use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
 use crate::http::{self, Discovery, RequestContext};
@@ -43,6 +44,31 @@ async fn api_gateway_context(request: Request, next: Next) -> Response {
 /// Adds the middleware that turns API Gateway's request context into a [`RequestContext`].
 pub fn with_api_gateway_context(router: Router) -> Router {
     router.layer(middleware::from_fn(api_gateway_context))
+}
+
+/// Installs the CloudWatch embedded metric format recorder for the `metrics` facade, in
+/// namespace `TokenService` with a `function` dimension.
+pub fn init_metrics(function: &'static str) -> Result<&'static Collector, String> {
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace("TokenService")
+        .with_dimension("function", function)
+        .init()
+        .map_err(|e| e.to_string())
+}
+
+/// Writes the metrics counted while handling each request to stdout (CloudWatch Logs turns
+/// the documents into metrics) once the response is ready: one Lambda execution environment
+/// handles one request at a time.
+pub fn with_embedded_metrics(router: Router, collector: &'static Collector) -> Router {
+    router.layer(middleware::from_fn(
+        move |request: Request, next: Next| async move {
+            let response = next.run(request).await;
+            if let Err(e) = collector.flush(std::io::stdout().lock()) {
+                tracing::warn!(error = %e, "could not write embedded metrics");
+            }
+            response
+        },
+    ))
 }
 
 /// What the token function serves: `POST /oauth/token` only.

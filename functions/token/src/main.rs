@@ -20,8 +20,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match lambda::init_metrics("token") {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics recorder not installed");
+            return ExitCode::FAILURE;
+        }
+    };
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let router = AwsShape::new(&sdk, resources, config, Arc::new(SystemClock)).token_router();
+    let shape = AwsShape::new(&sdk, resources, config, Arc::new(SystemClock));
+    let router = lambda::with_embedded_metrics(shape.token_router(), metrics);
     let init_ms = started.elapsed().as_millis() as u64;
     tracing::info!(init_ms, "token function initialised");
     match lambda_http::run(router).await {

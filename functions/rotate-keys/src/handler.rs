@@ -1,0 +1,163 @@
+//! One invocation: the event's step for the event's secret version, with errors the runtime
+//! reports by type.
+
+use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
+use lambda_http::lambda_runtime::{Diagnostic, LambdaEvent};
+use token_service::keys::rotation::{KeyRotation, RotationError, Step};
+
+/// A failed step, as the Lambda runtime reports it: `errorType` is the failure class.
+#[derive(Debug)]
+pub struct StepFailed(pub RotationError);
+
+impl From<StepFailed> for Diagnostic {
+    fn from(StepFailed(e): StepFailed) -> Self {
+        Diagnostic {
+            error_type: e.kind().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Runs the step named by the event.
+pub async fn handle(
+    rotation: &KeyRotation,
+    event: LambdaEvent<SecretsManagerSecretRotationEvent>,
+) -> Result<(), StepFailed> {
+    let e = event.payload;
+    let step: Step = e.step.parse().map_err(StepFailed)?;
+    tracing::info!(
+        step = %e.step,
+        secret = %e.secret_id,
+        version = %e.client_request_token,
+        request_id = %event.context.request_id,
+        "rotation step"
+    );
+    rotation
+        .run(step, &e.client_request_token)
+        .await
+        .map_err(|err| {
+            tracing::error!(step = %e.step, error = %err, "rotation step failed");
+            StepFailed(err)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use lambda_http::Context;
+    use token_service::clock::SystemClock;
+    use token_service::config::ServiceConfig;
+    use token_service::store::SqliteStore;
+
+    fn event(name: &str) -> SecretsManagerSecretRotationEvent {
+        let text = match name {
+            "create" => include_str!("../tests/fixtures/rotation-create-secret.json"),
+            _ => include_str!("../tests/fixtures/rotation-unknown-step.json"),
+        };
+        serde_json::from_str(text).expect("a rotation event")
+    }
+
+    /// A rotation whose secret store refuses everything: enough to see how steps are read.
+    fn rotation() -> (KeyRotation, doubles::Dir) {
+        let dir = doubles::Dir::new();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        (
+            KeyRotation {
+                secret: Arc::new(doubles::NoVersions),
+                public_keys: store,
+                schedule: ServiceConfig::for_tests().schedule,
+                clock: Arc::new(SystemClock),
+            },
+            dir,
+        )
+    }
+
+    #[test]
+    fn the_fixture_events_parse_into_rotation_steps() {
+        let e = event("create");
+        assert_eq!(e.step, "createSecret");
+        assert!(e.secret_id.starts_with("arn:aws:secretsmanager:"));
+        assert_eq!(e.client_request_token.len(), 36);
+        assert_eq!(e.step.parse::<Step>().unwrap(), Step::CreateSecret);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_step_fails_with_its_own_error_type() {
+        let (rotation, _dir) = rotation();
+        let err = handle(
+            &rotation,
+            LambdaEvent::new(event("unknown"), Context::default()),
+        )
+        .await
+        .unwrap_err();
+        let d = Diagnostic::from(err);
+        assert_eq!(d.error_type, "UnknownStep");
+        assert!(d.error_message.contains("rotateEverything"));
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_reported_as_a_store_error() {
+        let (rotation, _dir) = rotation();
+        let err = handle(
+            &rotation,
+            LambdaEvent::new(event("create"), Context::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(Diagnostic::from(err).error_type, "StoreError");
+    }
+
+    /// Test doubles kept out of the function's code.
+    mod doubles {
+        use async_trait::async_trait;
+        use token_service::keys::rotation::VersionedSecret;
+        use token_service::store::StoreError;
+
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "rotate-keys-test-{}-{}.db",
+                    std::process::id(),
+                    token_service::encoding::random_b64url(6)
+                ));
+                Self(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+                }
+            }
+        }
+
+        pub struct NoVersions;
+        #[async_trait]
+        impl VersionedSecret for NoVersions {
+            async fn versions(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+                Err(StoreError::Backend("secrets manager unreachable".into()))
+            }
+            async fn value_at_stage(&self, _: &str) -> Result<Option<String>, StoreError> {
+                unreachable!()
+            }
+            async fn value_of_version(&self, _: &str) -> Result<Option<String>, StoreError> {
+                unreachable!()
+            }
+            async fn put_pending(&self, _: &str, _: &str) -> Result<(), StoreError> {
+                unreachable!()
+            }
+            async fn promote(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+                unreachable!()
+            }
+            async fn clear_pending(&self, _: &str) -> Result<(), StoreError> {
+                unreachable!()
+            }
+        }
+    }
+}
