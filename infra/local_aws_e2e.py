@@ -66,6 +66,10 @@ def main():
     check("token response is no-store", headers.get("Cache-Control") == "no-store")
     token = body["access_token"]
 
+    status, headers, body = http("GET", f"{base}/oauth/token")
+    check("GET on the token endpoint answers 405 with Allow: POST",
+          status == 405 and headers.get("Allow") == "POST", f"(got {status}: {body})")
+
     status, _, metadata = http("GET", f"{base}/.well-known/oauth-authorization-server")
     check("metadata answers 200", status == 200)
     check("metadata issuer is the base URL", metadata["issuer"] == base, metadata["issuer"])

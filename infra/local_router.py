@@ -3,7 +3,7 @@
 Usage: python infra/local_router.py LISTEN_PORT WATCH_PORT
 
 `cargo lambda watch` serves each function under /lambda-url/<function>/...; this forwards
-POST /oauth/token to `token` and GET /.well-known/{jwks.json,oauth-authorization-server} to
+every method on /oauth/token to `token` (the template's `ANY /oauth/token`) and GET /.well-known/{jwks.json,oauth-authorization-server} to
 `jwks`, and answers 404 for anything else (as API Gateway does for a route it lacks).
 Loopback only, standard library only.
 """
@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 ROUTES = {
-    ("POST", "/oauth/token"): "token",
+    ("ANY", "/oauth/token"): "token",
     ("GET", "/.well-known/jwks.json"): "jwks",
     ("GET", "/.well-known/oauth-authorization-server"): "jwks",
 }
@@ -30,7 +30,7 @@ class Router(http.server.BaseHTTPRequestHandler):
 
     def _forward(self):
         path, _, query = self.path.partition("?")
-        function = ROUTES.get((self.command, path))
+        function = ROUTES.get((self.command, path)) or ROUTES.get(("ANY", path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         if function is None:
