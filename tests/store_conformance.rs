@@ -701,6 +701,91 @@ async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
     );
 }
 
+async fn ask_from(
+    service: &TokenService,
+    ip: &str,
+    id: &str,
+    secret: &str,
+) -> Result<(), OAuthError> {
+    use base64::Engine as _;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    );
+    let raw = RawRequest {
+        content_type: Some("application/x-www-form-urlencoded"),
+        authorization: Some(&auth),
+        query: None,
+        body: b"grant_type=client_credentials",
+    };
+    let meta = RequestMeta {
+        request_id: token_service::encoding::random_b64url(9),
+        source_ip: Some(ip.to_owned()),
+        user_agent: Some("conformance".to_owned()),
+    };
+    service.handle(raw, &meta).await.map(|_| ())
+}
+
+async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once(s: &Stores) {
+    let now = OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(
+        now.replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap()
+            + Duration::minutes(1),
+    ));
+    let admin = admin(s, clock.clone());
+    admin.ensure_signing_key().await.unwrap();
+    let secret = new_client(&admin, "victim", None).await;
+    let service = token_service(s, clock);
+    let limit = ServiceConfig::for_tests().limits.fail_per_client_ip;
+    let attacker = "203.0.113.66";
+    let mut guesses = Vec::new();
+    for _ in 0..limit {
+        let guess = ClientSecret::generate().expose().to_owned();
+        assert_eq!(
+            ask_from(&service, attacker, "victim", &guess).await,
+            Err(OAuthError::InvalidClient)
+        );
+        guesses.push(guess);
+    }
+    // Over the limit, the attacker's address is refused before any secret is checked...
+    assert!(matches!(
+        ask_from(&service, attacker, "victim", &secret).await,
+        Err(OAuthError::RateLimited {
+            retry_after: 1..=60
+        })
+    ));
+    // ...while the client, from its own address, is not affected.
+    assert_eq!(
+        ask_from(&service, "198.51.100.7", "victim", &secret).await,
+        Ok(())
+    );
+
+    let records = s
+        .audit
+        .query(&AuditQuery {
+            client_id: Some("victim".to_owned()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let requests: Vec<_> = records.iter().filter(|r| r.action.is_none()).collect();
+    assert_eq!(requests.len(), limit as usize + 2, "one record per request");
+    let count = |o: &str| requests.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(count("invalid_client"), limit as usize);
+    assert_eq!(count("rate_limited"), 1);
+    assert_eq!(count("issued"), 1);
+    let stored = serde_json::to_string(&records).unwrap();
+    for needle in guesses.iter().chain([&secret]) {
+        assert!(
+            !stored.contains(needle.as_str()),
+            "an audit record holds a secret"
+        );
+    }
+}
+
 /// Runs each behaviour above once per backend: `sqlite::<name>` and `aws::<name>`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -739,4 +824,5 @@ conformance!(
     delete_is_optimistically_locked,
     secret_rotation_honours_the_grace_period,
     concurrent_token_requests_never_exceed_the_issuance_limit,
+    failed_logins_are_limited_per_address_and_every_request_is_audited_once,
 );

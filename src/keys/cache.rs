@@ -109,3 +109,90 @@ impl KeyCache {
             .ok_or(KeyCacheError::NoActiveKey)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keys::KeySet;
+    use crate::store::StoreError;
+
+    /// A key store that serves its set until told to fail, and counts loads.
+    struct Flaky {
+        set: KeySet,
+        failing: Mutex<bool>,
+        loads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeyStore for Flaky {
+        async fn load_key_set(&self) -> Result<KeySet, StoreError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            if *self.failing.lock().unwrap() {
+                return Err(StoreError::Backend("secret unreachable".into()));
+            }
+            Ok(self.set.clone())
+        }
+        async fn save_key_set(&self, _: &KeySet) -> Result<(), StoreError> {
+            unreachable!("the cache never writes")
+        }
+    }
+
+    const SCHEDULE: Schedule = Schedule {
+        prepublication: time::Duration::hours(1),
+        retirement: time::Duration::seconds(3660),
+    };
+
+    #[tokio::test]
+    async fn a_failing_refresh_keeps_the_cached_set_until_it_is_too_old() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let store = Arc::new(Flaky {
+            set: KeySet::default().rotated(t0, &SCHEDULE).unwrap(),
+            failing: Mutex::new(false),
+            loads: AtomicUsize::new(0),
+        });
+        let clock = Arc::new(ManualClock::new(t0));
+        let cache = KeyCache::new(
+            store.clone(),
+            clock.clone(),
+            SCHEDULE,
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(3600),
+        );
+        let kid = cache.signer().await.unwrap().kid().to_owned();
+        assert_eq!(store.loads.load(Ordering::SeqCst), 1);
+        // Within the cache lifetime: no load at all.
+        clock.advance(time::Duration::seconds(299));
+        cache.signer().await.unwrap();
+        assert_eq!(store.loads.load(Ordering::SeqCst), 1);
+
+        *store.failing.lock().unwrap() = true;
+        clock.advance(time::Duration::minutes(30));
+        // Stale: a background refresh is tried, fails, and the cached set keeps signing.
+        assert_eq!(cache.signer().await.unwrap().kid(), kid);
+        for _ in 0..100 {
+            if !cache.refreshing.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.loads.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.signer().await.unwrap().kid(), kid);
+
+        // Older than the bound: refuse rather than sign with a set that may be outdated.
+        clock.advance(time::Duration::minutes(31));
+        assert!(matches!(
+            cache.signer().await,
+            Err(KeyCacheError::Unavailable(_))
+        ));
+        // Once the store answers again, signing resumes.
+        *store.failing.lock().unwrap() = false;
+        assert_eq!(cache.signer().await.unwrap().kid(), kid);
+    }
+}
