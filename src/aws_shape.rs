@@ -83,13 +83,7 @@ impl AwsShape {
     /// The token service: clients, audit and rate-limit counters in DynamoDB, the key set
     /// cached from Secrets Manager.
     pub fn token_service(&self) -> Arc<TokenService> {
-        let keys = KeyCache::new(
-            self.private_keys(),
-            self.clock.clone(),
-            self.config.schedule,
-            self.config.key_cache,
-            self.config.key_max_stale,
-        );
+        let keys = KeyCache::from_config(self.private_keys(), self.clock.clone(), &self.config);
         Arc::new(TokenService::new(
             self.config.clone(),
             self.clients(),

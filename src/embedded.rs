@@ -65,13 +65,7 @@ impl Embedded {
 
     /// The token service over the store.
     pub fn token_service(&self) -> Arc<TokenService> {
-        let keys = KeyCache::new(
-            self.store.clone(),
-            self.clock.clone(),
-            self.config.schedule,
-            self.config.key_cache,
-            self.config.key_max_stale,
-        );
+        let keys = KeyCache::from_config(self.store.clone(), self.clock.clone(), &self.config);
         Arc::new(TokenService::new(
             self.config.clone(),
             self.store.clone(),

@@ -103,13 +103,7 @@ async fn simulate(s: &Stores) {
         })
         .await
         .unwrap();
-    let keys = KeyCache::new(
-        s.keys.clone(),
-        clock.clone(),
-        config.schedule,
-        config.key_cache,
-        config.key_max_stale,
-    );
+    let keys = KeyCache::from_config(s.keys.clone(), clock.clone(), &config);
     let service = TokenService::new(
         Arc::new(config.clone()),
         s.clients.clone(),

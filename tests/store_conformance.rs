@@ -572,23 +572,7 @@ fn admin(s: &Stores, clock: Arc<ManualClock>) -> Admin {
 }
 
 async fn ask(service: &TokenService, id: &str, secret: &str) -> Result<(), OAuthError> {
-    use base64::Engine as _;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    );
-    let raw = RawRequest {
-        content_type: Some("application/x-www-form-urlencoded"),
-        authorization: Some(&auth),
-        query: None,
-        body: b"grant_type=client_credentials",
-    };
-    let meta = RequestMeta {
-        request_id: token_service::encoding::random_b64url(9),
-        source_ip: Some("192.0.2.1".to_owned()),
-        user_agent: None,
-    };
-    service.handle(raw, &meta).await.map(|_| ())
+    ask_from(service, "192.0.2.1", id, secret).await
 }
 
 async fn new_client(admin: &Admin, id: &str, rate_limit: Option<u32>) -> String {

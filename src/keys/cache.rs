@@ -59,6 +59,22 @@ impl KeyCache {
         })
     }
 
+    /// A cache with the configured lifetime and staleness bound (`TOKEN_KEY_CACHE`, and the
+    /// pre-publication delay).
+    pub fn from_config(
+        store: Arc<dyn KeyStore>,
+        clock: Arc<dyn Clock>,
+        config: &crate::config::ServiceConfig,
+    ) -> Arc<Self> {
+        Self::new(
+            store,
+            clock,
+            config.schedule,
+            config.key_cache,
+            config.key_max_stale,
+        )
+    }
+
     fn cached(&self) -> Option<(Arc<KeyRing>, OffsetDateTime)> {
         let guard = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().map(|l| (l.ring.clone(), l.loaded_at))

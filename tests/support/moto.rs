@@ -1,7 +1,8 @@
 //! A moto server (local DynamoDB and Secrets Manager) shared by the tests of one test binary.
 //!
 //! `TOKEN_TEST_AWS_ENDPOINT` names a running emulator to use instead. Otherwise the first test
-//! that asks starts `.venv/bin/moto_server` (from `make venv`) on a free loopback port, under a
+//! that asks starts moto from `.venv` (`make venv`), through `infra/moto_serial.py`, which applies
+//! one request at a time as DynamoDB applies conditional writes atomically, on a free loopback port, under a
 //! shell watchdog that kills it once this test process is gone, so no server outlives the run.
 //! Tests share the server and keep apart by using their own random resource names.
 
@@ -26,7 +27,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The watchdog: starts moto, then waits while both this test process and moto live; when the
 /// test process is gone (finished, panicked or killed), it stops moto.
 const WATCHDOG: &str = r#"
-"$MOTO_SERVER" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+"$MOTO_PYTHON" "$MOTO_SERIAL" 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 moto=$!
 trap 'kill "$moto" 2>/dev/null' EXIT
 while kill -0 "$TEST_PID" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 0.5; done
@@ -79,7 +80,11 @@ fn start_moto() -> String {
     let child = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG)
-        .env("MOTO_SERVER", &server)
+        .env("MOTO_PYTHON", server.with_file_name("python"))
+        .env(
+            "MOTO_SERIAL",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/moto_serial.py"),
+        )
         .env("MOTO_PORT", port.to_string())
         .env("MOTO_LOG", &log)
         .env("TEST_PID", std::process::id().to_string())

@@ -49,6 +49,20 @@ fn what(client_id: &str) -> String {
     format!("client {client_id}")
 }
 
+/// A failed version condition. The call returns the stored item in the same response, which
+/// tells a conflict (the client exists at another version) from a missing client with no
+/// second, racy read.
+fn version_mismatch(
+    stored: Option<&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    client_id: &str,
+) -> StoreError {
+    if stored.is_some_and(|item| !item.is_empty()) {
+        StoreError::Conflict(what(client_id))
+    } else {
+        StoreError::NotFound(what(client_id))
+    }
+}
+
 #[async_trait]
 impl ClientStore for DynamoDbClientStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
@@ -115,11 +129,7 @@ impl ClientStore for DynamoDbClientStore {
         };
         match error.as_service_error() {
             Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
-                Err(if failed.item().is_some_and(|item| !item.is_empty()) {
-                    StoreError::Conflict(what(&client.client_id))
-                } else {
-                    StoreError::NotFound(what(&client.client_id))
-                })
+                Err(version_mismatch(failed.item(), &client.client_id))
             }
             _ => Err(sdk_error("PutItem", &self.table, error)),
         }
@@ -146,11 +156,7 @@ impl ClientStore for DynamoDbClientStore {
         };
         match error.as_service_error() {
             Some(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(failed)) => {
-                Err(if failed.item().is_some_and(|item| !item.is_empty()) {
-                    StoreError::Conflict(what(client_id))
-                } else {
-                    StoreError::NotFound(what(client_id))
-                })
+                Err(version_mismatch(failed.item(), client_id))
             }
             _ => Err(sdk_error("DeleteItem", &self.table, error)),
         }
