@@ -154,6 +154,73 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
 }
 
 #[tokio::test]
+async fn unidentified_requests_are_partitioned_per_source_address() {
+    let sdk = moto::sdk_config().await;
+    let names = random_resources();
+    create_resources(&sdk, &names).await.unwrap();
+    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
+    let record = |ip: Option<&str>, second: u8, outcome: &str| AuditRecord {
+        client_id: "-".to_owned(),
+        timestamp: datetime!(2026-05-06 07:08:00 UTC) + time::Duration::seconds(second.into()),
+        request_id: format!("req-{second}"),
+        outcome: outcome.to_owned(),
+        jti: None,
+        scope: None,
+        audience: None,
+        source_ip: ip.map(str::to_owned),
+        user_agent: None,
+        actor: None,
+        action: None,
+        fields: Vec::new(),
+        expires_at: 1_790_000_000,
+    };
+    log.append(&record(Some("203.0.113.9"), 1, "invalid_client"))
+        .await
+        .unwrap();
+    log.append(&record(Some("198.51.100.2"), 2, "invalid_request"))
+        .await
+        .unwrap();
+    log.append(&record(None, 3, "invalid_client"))
+        .await
+        .unwrap();
+    let mut named = record(Some("203.0.113.9"), 4, "issued");
+    named.client_id = "c".to_owned();
+    log.append(&named).await.unwrap();
+
+    // Each address writes to its own partition key, never to one shared by all.
+    let items = db
+        .scan()
+        .table_name(&names.audit_table)
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<&str> = items
+        .items()
+        .iter()
+        .map(|i| i["client_id"].as_s().unwrap().as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["- -", "- 198.51.100.2", "- 203.0.113.9", "c"]);
+
+    // They read back, and are queried, as client `-`, newest first, with filters.
+    let q = |outcome: Option<&str>| token_service::audit::AuditQuery {
+        client_id: Some("-".to_owned()),
+        outcome: outcome.map(str::to_owned),
+        ..Default::default()
+    };
+    let all = log.query(&q(None)).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["req-3", "req-2", "req-1"]);
+    assert!(all.iter().all(|r| r.client_id == "-"));
+    assert_eq!(
+        log.query(&q(Some("invalid_client"))).await.unwrap().len(),
+        2
+    );
+    assert_eq!(log.query(&Default::default()).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
 async fn a_missing_secret_reads_empty_and_fails_on_save_without_key_material() {
     let sdk = moto::sdk_config().await;
     let names = random_resources();

@@ -1,5 +1,10 @@
-//! [`AuditLog`] on a DynamoDB table: partition key `client_id` (`-` when none), sort key
+//! [`AuditLog`] on a DynamoDB table: partition key `client_id`, sort key
 //! `sk` = `<RFC 3339 time with ms>#<request id>`, so one client's records sort by time.
+//!
+//! Records of requests that named no client (`-`) are partitioned per source address, under
+//! `- <address>`: a flood of unidentified requests from one address can only heat its own
+//! partition key, never one shared by everybody. (A space never occurs in a client id, so these
+//! keys cannot collide with a client's.) They read back with client `-`.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client as DynamoDb;
@@ -8,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::attrs::{self, Item, Reader, n, s};
 use super::sdk_error;
-use crate::audit::{AuditQuery, AuditRecord};
+use crate::audit::{AuditQuery, AuditRecord, NO_CLIENT};
 use crate::encoding::rfc3339_ms;
 use crate::store::{AuditLog, StoreError};
 
@@ -24,6 +29,21 @@ pub struct DynamoDbAuditLog {
     table: String,
 }
 
+/// The prefix of the partition keys of records that named no client.
+const NO_CLIENT_PREFIX: &str = "- ";
+
+/// The partition key of a record: its client, or `- <source address>` when it named none.
+fn partition(record: &AuditRecord) -> String {
+    if record.client_id == NO_CLIENT {
+        format!(
+            "{NO_CLIENT_PREFIX}{}",
+            record.source_ip.as_deref().unwrap_or(NO_CLIENT)
+        )
+    } else {
+        record.client_id.clone()
+    }
+}
+
 /// The sort key of a record: time first, so that a key range is a time range.
 fn sort_key(record: &AuditRecord) -> String {
     format!("{}#{}", rfc3339_ms(record.timestamp), record.request_id)
@@ -31,7 +51,7 @@ fn sort_key(record: &AuditRecord) -> String {
 
 fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
     let mut item = Item::from([
-        (KEY.to_owned(), s(&record.client_id)),
+        (KEY.to_owned(), s(partition(record))),
         (SORT_KEY.to_owned(), s(sort_key(record))),
         ("timestamp".to_owned(), attrs::time(record.timestamp)?),
         ("request_id".to_owned(), s(&record.request_id)),
@@ -61,8 +81,13 @@ fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
 
 fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
     let r = Reader::new(item, table);
+    let key = r.s(KEY)?;
     Ok(AuditRecord {
-        client_id: r.s(KEY)?,
+        client_id: if key.starts_with(NO_CLIENT_PREFIX) {
+            NO_CLIENT.to_owned()
+        } else {
+            key
+        },
         timestamp: r.time("timestamp")?,
         request_id: r.s("request_id")?,
         outcome: r.s("outcome")?,
@@ -193,11 +218,21 @@ impl DynamoDbAuditLog {
         Ok(records)
     }
 
-    /// Every client's records: a Scan of the whole table, sorted here. Fine for the admin tool
-    /// (`tokenctl audit`) on a table bounded by its retention; the request path never calls it.
-    async fn scan_all(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let c = Conditions::new(q);
-        let filter = [c.range.as_deref(), c.outcome.as_deref()]
+    /// Every client's records (or, with `unidentified`, those of requests that named no
+    /// client, across their per-address partitions): a Scan of the whole table, sorted here.
+    /// Fine for the admin tool (`tokenctl audit`) on a table bounded by its retention; the
+    /// request path never calls it.
+    async fn scan_all(
+        &self,
+        q: &AuditQuery,
+        unidentified: bool,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut c = Conditions::new(q);
+        let prefix = unidentified.then(|| {
+            c.values.insert(":nc".to_owned(), s(NO_CLIENT_PREFIX));
+            "begins_with(#pk, :nc)"
+        });
+        let filter = [prefix, c.range.as_deref(), c.outcome.as_deref()]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
@@ -209,6 +244,9 @@ impl DynamoDbAuditLog {
                 .set_expression_attribute_values(Some(c.values.clone()));
             for (alias, name) in c.names() {
                 request = request.expression_attribute_names(alias, name);
+            }
+            if unidentified {
+                request = request.expression_attribute_names("#pk", KEY);
             }
         }
         let mut pages = request.into_paginator().items().send();
@@ -265,9 +303,10 @@ impl AuditLog for DynamoDbAuditLog {
         if is_empty_window(q) || q.client_id.as_deref() == Some("") {
             return Ok(Vec::new());
         }
-        match &q.client_id {
+        match q.client_id.as_deref() {
+            Some(NO_CLIENT) => self.scan_all(q, true).await,
             Some(client_id) => self.query_client(client_id, q).await,
-            None => self.scan_all(q).await,
+            None => self.scan_all(q, false).await,
         }
     }
 }
