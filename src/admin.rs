@@ -179,6 +179,22 @@ impl Admin {
         (secret, stored)
     }
 
+    /// Adds a new secret to `c` within the bound on live secrets.
+    fn push_secret(
+        c: &mut Client,
+        now: OffsetDateTime,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(StoredSecret, ClientSecret), AdminError> {
+        let live = c.secrets.iter().filter(|s| s.is_live(now)).count();
+        if live >= MAX_LIVE_SECRETS {
+            return Err(AdminError::TooManySecrets(c.client_id.clone()));
+        }
+        let (secret, mut stored) = Self::new_secret(now);
+        stored.expires_at = expires_at;
+        c.secrets.push(stored.clone());
+        Ok((stored, secret))
+    }
+
     /// Creates a client with one secret; returns the record and the secret (shown once).
     pub async fn create_client(
         &self,
@@ -282,14 +298,7 @@ impl Admin {
         let mut out = None;
         let client = self
             .modify(client_id, "secret.add", &["secrets"], |c, now| {
-                let live = c.secrets.iter().filter(|s| s.is_live(now)).count();
-                if live >= MAX_LIVE_SECRETS {
-                    return Err(AdminError::TooManySecrets(c.client_id.clone()));
-                }
-                let (secret, mut stored) = Self::new_secret(now);
-                stored.expires_at = expires_at;
-                c.secrets.push(stored.clone());
-                out = Some((stored, secret));
+                out = Some(Self::push_secret(c, now, expires_at)?);
                 Ok(())
             })
             .await?;
@@ -311,13 +320,7 @@ impl Admin {
                 for s in c.secrets.iter_mut().filter(|s| s.is_live(now)) {
                     s.expires_at = Some(s.expires_at.map_or(cutoff, |e| e.min(cutoff)));
                 }
-                let live = c.secrets.iter().filter(|s| s.is_live(now)).count();
-                if live >= MAX_LIVE_SECRETS {
-                    return Err(AdminError::TooManySecrets(c.client_id.clone()));
-                }
-                let (secret, stored) = Self::new_secret(now);
-                c.secrets.push(stored.clone());
-                out = Some((stored, secret));
+                out = Some(Self::push_secret(c, now, None)?);
                 Ok(())
             })
             .await?;

@@ -95,6 +95,58 @@ pub fn init_tracing() {
         .init();
 }
 
+/// What every function has once its init succeeded.
+pub struct Started {
+    /// Validated service settings.
+    pub config: ServiceConfig,
+    /// Table and secret names.
+    pub resources: AwsResources,
+    /// The SDK configuration, loaded once per execution environment.
+    pub sdk: aws_config::SdkConfig,
+    function: &'static str,
+    at: std::time::Instant,
+}
+
+impl Started {
+    /// Logs the init time (`init_ms`) once the function's own set-up is done.
+    pub fn initialised(&self) {
+        let init_ms = self.at.elapsed().as_millis() as u64;
+        tracing::info!(init_ms, "{} function initialised", self.function);
+    }
+}
+
+/// The init of every function: JSON logs, then the settings and resource names validated and
+/// the SDK configuration loaded. `None` (logged) when the environment is wrong: a bad setting
+/// stops the init, it never turns into failing requests.
+pub async fn start(function: &'static str) -> Option<Started> {
+    let at = std::time::Instant::now();
+    init_tracing();
+    match config_from_env() {
+        Ok((config, resources)) => Some(Started {
+            config,
+            resources,
+            sdk: aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+            function,
+            at,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "{function} function not started; fix its environment");
+            None
+        }
+    }
+}
+
+/// The process exit status once the Lambda runtime returns (it only does on failure).
+pub fn exit(result: Result<(), lambda_http::Error>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Lambda runtime stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Reads and validates the service settings and the AWS resource names from the function's
 /// environment (the template sets them all, `TOKEN_ISSUER` included).
 pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {

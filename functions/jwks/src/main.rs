@@ -3,33 +3,22 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
-use aws_config::BehaviorVersion;
 use token_service::clock::SystemClock;
 use token_service::lambda::{self, AwsShape};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = Instant::now();
-    lambda::init_tracing();
-    let (config, resources) = match lambda::config_from_env() {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            // Stop at init: a bad setting must not turn into failing requests.
-            tracing::error!(error = %e, "jwks function not started; fix its environment");
-            return ExitCode::FAILURE;
-        }
+    let Some(s) = lambda::start("jwks").await else {
+        return ExitCode::FAILURE;
     };
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let router = AwsShape::new(&sdk, resources, config, Arc::new(SystemClock)).discovery_router();
-    let init_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(init_ms, "jwks function initialised");
-    match lambda_http::run(router).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "Lambda runtime stopped");
-            ExitCode::FAILURE
-        }
-    }
+    let router = AwsShape::new(
+        &s.sdk,
+        s.resources.clone(),
+        s.config.clone(),
+        Arc::new(SystemClock),
+    )
+    .discovery_router();
+    s.initialised();
+    lambda::exit(lambda_http::run(router).await)
 }

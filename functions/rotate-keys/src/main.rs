@@ -5,9 +5,7 @@ mod handler;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
-use aws_config::BehaviorVersion;
 use lambda_http::lambda_runtime::{self, service_fn};
 use token_service::clock::SystemClock;
 use token_service::keys::rotation::KeyRotation;
@@ -16,43 +14,29 @@ use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = Instant::now();
-    lambda::init_tracing();
-    let (config, resources) = match lambda::config_from_env() {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            tracing::error!(error = %e, "rotate-keys function not started; fix its environment");
-            return ExitCode::FAILURE;
-        }
+    let Some(s) = lambda::start("rotate-keys").await else {
+        return ExitCode::FAILURE;
     };
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let secrets = aws_sdk_secretsmanager::Client::new(&s.sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&s.sdk);
     let rotation = Arc::new(KeyRotation {
         secret: Arc::new(SecretsManagerVersions::new(
             secrets,
-            resources.key_secret_id,
+            s.resources.key_secret_id.clone(),
         )),
         public_keys: Arc::new(DynamoDbPublicKeyStore::new(
             dynamodb,
-            resources.public_keys_table,
+            s.resources.public_keys_table.clone(),
         )),
-        schedule: config.schedule,
+        schedule: s.config.schedule,
         clock: Arc::new(SystemClock),
     });
-    tracing::info!(
-        init_ms = started.elapsed().as_millis() as u64,
-        "rotate-keys function initialised"
-    );
-    let run = lambda_runtime::run(service_fn(move |event| {
-        let rotation = rotation.clone();
-        async move { handler::handle(&rotation, event).await }
-    }));
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "Lambda runtime stopped");
-            ExitCode::FAILURE
-        }
-    }
+    s.initialised();
+    lambda::exit(
+        lambda_runtime::run(service_fn(move |event| {
+            let rotation = rotation.clone();
+            async move { handler::handle(&rotation, event).await }
+        }))
+        .await,
+    )
 }
