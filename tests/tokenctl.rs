@@ -389,3 +389,31 @@ fn secrets_rotate_and_clients_delete() {
     let audit = json(&db, &["audit", "--client", &id, "--limit", "1"]);
     assert_eq!(audit[0]["action"], "client.delete");
 }
+
+#[test]
+fn a_client_id_starting_with_a_hyphen_is_not_read_as_an_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hyphen.db");
+    json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--id=-lead",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+        ],
+    );
+    assert_eq!(
+        json(&db, &["clients", "show", "-lead"])["client_id"],
+        "-lead"
+    );
+    assert_eq!(
+        json(&db, &["clients", "disable", "-lead"])["status"],
+        "disabled"
+    );
+}

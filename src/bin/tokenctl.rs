@@ -159,6 +159,7 @@ enum ClientsCommand {
     /// Change a client's scopes, audiences, token lifetime or issuance limit.
     Update {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// New display name.
         #[arg(long)]
@@ -185,11 +186,13 @@ enum ClientsCommand {
     /// Delete a client (its audit trail stays).
     Delete {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Count a client's issued, failed and rate-limited requests in a period.
     Stats {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// The period, ending now (e.g. 15m, 24h, 7d).
         #[arg(long, default_value = "24h")]
@@ -200,16 +203,19 @@ enum ClientsCommand {
     /// Show one client.
     Show {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Disable a client: its next token request fails.
     Disable {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Enable a disabled client.
     Enable {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }
@@ -219,6 +225,7 @@ enum SecretsCommand {
     /// Add a secret to a client; prints it once.
     Add {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// Expire the new secret after this long (e.g. 30d, 12h).
         #[arg(long)]
@@ -227,6 +234,7 @@ enum SecretsCommand {
     /// Add a new secret and let the current ones expire after a grace period.
     Rotate {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// How long the current secrets keep working (e.g. 24h; 0 cuts them off now).
         #[arg(long, default_value = "24h")]
@@ -235,6 +243,7 @@ enum SecretsCommand {
     /// Revoke one secret at once.
     Revoke {
         /// Client id.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// The secret's id, as `clients show` lists it.
         secret_id: String,

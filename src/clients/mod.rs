@@ -174,9 +174,15 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     Ok(())
 }
 
-/// A fresh client id: 120 random bits, base64url (20 characters).
+/// A fresh client id: 120 random bits, base64url (20 characters), starting with a letter or a
+/// digit, so that it never reads as an option on a command line.
 pub fn generate_client_id() -> String {
-    crate::encoding::random_b64url(15)
+    loop {
+        let id = crate::encoding::random_b64url(15);
+        if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return id;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,7 +193,11 @@ mod tests {
     fn client_ids_follow_rfc6749_appendix_a() {
         assert!(validate_client_id("demo").is_ok());
         assert!(validate_client_id("a-b_c.d~e!").is_ok());
-        assert!(validate_client_id(&generate_client_id()).is_ok());
+        for _ in 0..1000 {
+            let id = generate_client_id();
+            assert!(validate_client_id(&id).is_ok());
+            assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
+        }
         assert!(validate_client_id("").is_err());
         assert!(validate_client_id("has space").is_err());
         assert!(validate_client_id("tab\t").is_err());
