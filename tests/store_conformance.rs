@@ -635,16 +635,20 @@ async fn secret_rotation_honours_the_grace_period(s: &Stores) {
     );
 }
 
-async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
+/// A manual clock at the start of the next minute, so that a test's requests share one
+/// rate-limit window.
+fn next_minute_clock() -> Arc<ManualClock> {
     let now = OffsetDateTime::now_utc();
-    // At the start of a minute, so all requests fall in one window.
-    let clock = Arc::new(ManualClock::new(
-        now.replace_second(0)
-            .unwrap()
-            .replace_nanosecond(0)
-            .unwrap()
-            + Duration::minutes(1),
-    ));
+    let floor = now
+        .replace_second(0)
+        .unwrap()
+        .replace_nanosecond(0)
+        .unwrap();
+    Arc::new(ManualClock::new(floor + Duration::minutes(1)))
+}
+
+async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
+    let clock = next_minute_clock();
     let admin = admin(s, clock.clone());
     admin.ensure_signing_key().await.unwrap();
     let secret = Arc::new(new_client(&admin, "busy", Some(10)).await);
@@ -711,14 +715,7 @@ async fn ask_from(
 }
 
 async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once(s: &Stores) {
-    let now = OffsetDateTime::now_utc();
-    let clock = Arc::new(ManualClock::new(
-        now.replace_second(0)
-            .unwrap()
-            .replace_nanosecond(0)
-            .unwrap()
-            + Duration::minutes(1),
-    ));
+    let clock = next_minute_clock();
     let admin = admin(s, clock.clone());
     admin.ensure_signing_key().await.unwrap();
     let secret = new_client(&admin, "victim", None).await;
