@@ -3,8 +3,13 @@
 //! Every request that reaches [`TokenService::handle`] leaves exactly one audit record, written
 //! before the answer; if that write fails the answer is `temporarily_unavailable` and no token
 //! leaves the service.
+//!
+//! The flow up to that audit write is bounded by [`DECISION_DEADLINE`]: a store or key set that
+//! stalls turns into `temporarily_unavailable` (audited like any other answer), never into a
+//! request that outlives the HTTP front's own timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
@@ -20,6 +25,12 @@ use crate::oauth::request::{self, RawRequest, Rejection};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, TokenRequest};
 use crate::store::{AuditLog, ClientStore, RateLimits, StoreError};
+
+/// How long a request may wait on the stores and the key set before the answer is decided:
+/// authentication, counters and signing. The audit write of the answer comes after it, with
+/// its own bound (the SDK's operation timeout on AWS). A deadline that passes while the
+/// issue counter is being written may leave that attempt counted, as a refusal would be.
+pub const DECISION_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Length of a rate-limit window, seconds.
 const WINDOW_SECS: i64 = 60;
@@ -134,7 +145,19 @@ impl TokenService {
         meta: &RequestMeta,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
-        match self.issue(raw, meta, now).await {
+        let decided = tokio::time::timeout(DECISION_DEADLINE, self.decide(raw, meta, now)).await;
+        let decided = decided.unwrap_or_else(|_| {
+            tracing::error!(
+                request_id = %meta.request_id,
+                deadline_ms = DECISION_DEADLINE.as_millis() as u64,
+                "token request not decided in time; answering temporarily_unavailable"
+            );
+            Err(Rejection {
+                error: OAuthError::TemporarilyUnavailable,
+                client_id: claimed_client_id(raw),
+            })
+        });
+        match decided {
             Ok((token, grant)) => {
                 let mut record = self.record(Some(&grant.client_id), audit::ISSUED, meta, now);
                 record.jti = Some(grant.jti);
@@ -143,13 +166,22 @@ impl TokenService {
                 self.write(record).await?;
                 Ok(token)
             }
-            Err(rejection) => {
-                let rejection = match rejection.error {
-                    OAuthError::InvalidClient => self.count_failure(rejection, meta, now).await,
-                    _ => rejection,
-                };
-                Err(self.reject(rejection, meta).await)
+            Err(rejection) => Err(self.reject(rejection, meta).await),
+        }
+    }
+
+    /// The answer to a request, failed authentications counted, before anything is audited.
+    async fn decide(
+        &self,
+        raw: RawRequest<'_>,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<(IssuedToken, Grant), Rejection> {
+        match self.issue(raw, meta, now).await {
+            Err(rejection) if rejection.error == OAuthError::InvalidClient => {
+                Err(self.count_failure(rejection, meta, now).await)
             }
+            other => other,
         }
     }
 
@@ -372,6 +404,13 @@ impl TokenService {
             OAuthError::TemporarilyUnavailable
         })
     }
+}
+
+/// The well-formed client id a request names, for the audit record of a request that ran out
+/// of time before its own flow read it.
+fn claimed_client_id(raw: RawRequest<'_>) -> Option<String> {
+    let id = request::parse(raw).ok()?.credentials.client_id;
+    validate_client_id(&id).ok().map(|()| id)
 }
 
 /// Client authentication (RFC 6749 §2.3.1): the same answer and about the same work for an
