@@ -1,19 +1,79 @@
 //! The AWS shape: DynamoDB and Secrets Manager adapters wired into the token service,
 //! discovery and management, the counterpart of [`crate::embedded::Embedded`]. The Lambda
 //! functions (feature `lambda`) serve its routers; `tokenctl --backend aws` uses its admin.
+//!
+//! Every SDK client of the shape is bounded in time ([`bounded_sdk_config`]): a stalled or
+//! failing DynamoDB or Secrets Manager turns into `503` with `Retry-After` well within API
+//! Gateway's 10 s integration timeout, never into its `504`.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 
 use crate::admin::Admin;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::http::{Discovery, ScopesSupported};
-use crate::issue::TokenService;
+use crate::issue::{DECISION_DEADLINE, TokenService};
 use crate::keys::KeyCache;
 use crate::store::aws::{
     AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
     DynamoDbRateLimits, SecretsManagerKeyStore,
 };
+
+/// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest one attempt of an SDK call may take, connection included. In-region DynamoDB and
+/// Secrets Manager calls answer in tens of milliseconds; an attempt this slow is stalled.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest one SDK call may take, its retry and backoff included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts per SDK call: the first and one retry (a dropped connection, a `500`, a timed-out
+/// attempt). More would not fit in [`OPERATION_TIMEOUT`] after a stalled attempt.
+pub const MAX_ATTEMPTS: u32 = 2;
+/// Longest backoff before the retry (the SDK's standard mode draws it at random below this).
+pub const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The longest the token function waits on its dependencies for one request: the token
+/// flow's [`DECISION_DEADLINE`], then one bounded audit write of the answer.
+pub const TOKEN_DEPENDENCY_BOUND: Duration = DECISION_DEADLINE.saturating_add(OPERATION_TIMEOUT);
+/// The longest the jwks function waits on its dependency: one bounded `Scan`.
+pub const JWKS_DEPENDENCY_BOUND: Duration = OPERATION_TIMEOUT;
+
+/// API Gateway's integration timeout and the functions' `Timeout` in `template.yaml`.
+const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(10);
+// Well below: half of it, leaving room for a cold start and signing.
+const _: () = assert!(2 * TOKEN_DEPENDENCY_BOUND.as_millis() <= INTEGRATION_TIMEOUT.as_millis());
+const _: () = assert!(ATTEMPT_TIMEOUT.as_millis() < OPERATION_TIMEOUT.as_millis());
+
+/// The per-call timeouts of every SDK client that serves requests.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// Standard-mode retries (with its retry quota, so a failing dependency is not hammered),
+/// [`MAX_ATTEMPTS`] per call.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_max_backoff(MAX_BACKOFF)
+}
+
+/// `sdk` with the shape's timeouts and retries, whatever the environment or profile set: the
+/// one place they are applied, by [`AwsShape::new`] and by the Lambda functions' start.
+pub fn bounded_sdk_config(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder()
+        .timeout_config(timeout_config())
+        .retry_config(retry_config())
+        .build()
+}
 
 /// The SDK clients and resource names every AWS adapter is built from; make it once per
 /// process (a Lambda execution environment), outside the handler.
@@ -29,19 +89,21 @@ pub struct AwsShape {
 }
 
 impl AwsShape {
-    /// Builds the SDK clients from one loaded SDK configuration.
+    /// Builds the SDK clients from one loaded SDK configuration, bounded in time by
+    /// [`bounded_sdk_config`].
     pub fn new(
-        sdk: &aws_config::SdkConfig,
+        sdk: &SdkConfig,
         resources: AwsResources,
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let sdk = bounded_sdk_config(sdk);
         Self {
             config: Arc::new(config),
             resources,
             clock,
-            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
         }
     }
 

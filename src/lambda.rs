@@ -101,7 +101,8 @@ pub struct Started {
     pub config: ServiceConfig,
     /// Table and secret names.
     pub resources: AwsResources,
-    /// The SDK configuration, loaded once per execution environment.
+    /// The SDK configuration, loaded once per execution environment, with the shape's
+    /// timeouts and retries ([`crate::aws_shape::bounded_sdk_config`]).
     pub sdk: aws_config::SdkConfig,
     function: &'static str,
     at: std::time::Instant,
@@ -125,7 +126,9 @@ pub async fn start(function: &'static str) -> Option<Started> {
         Ok((config, resources)) => Some(Started {
             config,
             resources,
-            sdk: aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+            sdk: crate::aws_shape::bounded_sdk_config(
+                &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+            ),
             function,
             at,
         }),
