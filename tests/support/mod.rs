@@ -2,5 +2,6 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
+pub mod fault_proxy;
 pub mod moto;
 pub mod stores;

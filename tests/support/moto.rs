@@ -48,8 +48,13 @@ pub fn endpoint() -> &'static str {
 /// SDK configuration aimed at the emulator, with a fixed region and dummy credentials given
 /// explicitly: tests run in parallel and must not change the process environment.
 pub async fn sdk_config() -> SdkConfig {
+    sdk_config_at(endpoint()).await
+}
+
+/// Like [`sdk_config`], aimed at `url` instead (a proxy in front of the emulator).
+pub async fn sdk_config_at(url: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(url)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
         .load()
