@@ -191,10 +191,14 @@ fn spraying(records: &[AuditRecord], window: Window, options: &ReportOptions) ->
     by_address
         .into_iter()
         .filter(|(_, (ids, _))| ids.len() >= options.spray_min_clients.max(1))
-        .map(|(address, (ids, failures))| Spraying {
-            address: address.to_owned(),
-            client_ids: ids.into_iter().map(shown_id).collect(),
-            failures,
+        .map(|(address, (ids, failures))| {
+            let mut client_ids: Vec<String> = ids.into_iter().map(shown_id).collect();
+            client_ids.sort();
+            Spraying {
+                address: address.to_owned(),
+                client_ids,
+                failures,
+            }
         })
         .collect()
 }
