@@ -37,12 +37,15 @@ pub fn analyse(
     findings.spraying = spraying(records, window, options);
     let known: BTreeSet<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
     let unknown = options.include_unknown.then(|| {
-        groups
+        let mut unknown: Vec<UnknownClient> = groups
             .iter()
             .filter(|(id, _)| !known.contains(*id))
             .map(|(id, own)| unknown_client(id, own, window))
             .filter(|u| u.counts.requests() > 0)
-            .collect()
+            .collect();
+        // Ordered as shown, like the spraying finding's ids.
+        unknown.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        unknown
     });
     Report {
         period: Span {
@@ -217,5 +220,150 @@ fn unknown_client(client_id: &str, own: &[&AuditRecord], window: Window) -> Unkn
         client_id: shown_id(client_id),
         counts: OutcomeCounts::of(period),
         addresses: addresses.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+    use time::{Duration, OffsetDateTime};
+
+    const NOW: OffsetDateTime = datetime!(2026-06-10 12:00 UTC);
+
+    fn options() -> ReportOptions {
+        ReportOptions {
+            baseline_periods: 4,
+            jump_min: 4,
+            ..ReportOptions::new(Duration::days(1))
+        }
+    }
+
+    fn client(id: &str, created_at: OffsetDateTime) -> Client {
+        Client {
+            client_id: id.to_owned(),
+            name: id.to_owned(),
+            status: ClientStatus::Active,
+            scopes: Vec::new(),
+            default_scopes: Vec::new(),
+            audiences: vec!["https://a.test/".to_owned()],
+            default_audience: "https://a.test/".to_owned(),
+            token_ttl: None,
+            rate_limit: None,
+            secrets: Vec::new(),
+            created_at,
+            updated_at: created_at,
+            version: 1,
+        }
+    }
+
+    fn record(id: &str, ago: Duration, outcome: &str, ip: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            client_id: id.to_owned(),
+            timestamp: NOW - ago,
+            request_id: "r".to_owned(),
+            outcome: outcome.to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: ip.map(str::to_owned),
+            user_agent: None,
+            actor: None,
+            action: None,
+            fields: Vec::new(),
+            expires_at: 0,
+        }
+    }
+
+    fn run(clients: &[Client], records: &[AuditRecord]) -> Report {
+        let options = options();
+        analyse(
+            clients,
+            records,
+            Window::at(NOW, &options),
+            &options,
+            Reads::default(),
+        )
+    }
+
+    #[test]
+    fn the_baseline_average_counts_only_the_periods_a_client_existed_in() {
+        // Created 36 hours before the period: two of the four baseline days, one in part.
+        let young = client("young", NOW - Duration::days(1) - Duration::hours(36));
+        let mut records = vec![record(
+            "young",
+            Duration::hours(30),
+            ISSUED,
+            Some("10.0.0.1"),
+        )];
+        records
+            .extend((0..4).map(|_| record("young", Duration::hours(2), ISSUED, Some("10.0.0.1"))));
+        let report = run(&[young], &records);
+        assert_eq!(report.clients[0].baseline_average, Some(0.5));
+        assert_eq!(
+            report.findings.volume_jumps.len(),
+            1,
+            "4 >= 3 x 0.5 and >= 4"
+        );
+        // A client created during the period has no baseline: not judged.
+        let newborn = client("newborn", NOW - Duration::hours(3));
+        let records: Vec<_> = (0..9)
+            .map(|_| record("newborn", Duration::hours(2), ISSUED, Some("10.0.0.9")))
+            .collect();
+        let report = run(&[newborn], &records);
+        assert_eq!(report.clients[0].baseline_average, None);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn records_outside_the_window_are_ignored_and_those_without_an_address_only_counted() {
+        let old = client("c", NOW - Duration::days(30));
+        let records = [
+            record("c", Duration::days(6), ISSUED, Some("10.0.0.1")),
+            record("c", -Duration::minutes(5), ISSUED, Some("10.0.0.2")),
+            record("c", Duration::hours(1), ISSUED, None),
+            record("c", Duration::hours(1), INVALID_CLIENT, None),
+        ];
+        let report = run(&[old], &records);
+        let c = &report.clients[0];
+        assert_eq!(
+            (c.counts.issued, c.counts.failed, c.baseline_requests),
+            (1, 1, 0)
+        );
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn an_id_shaped_like_a_secret_is_never_shown() {
+        let secret = crate::clients::ClientSecret::generate().expose().to_owned();
+        let records: Vec<_> = [secret.as_str(), "a", "b", NO_CLIENT]
+            .iter()
+            .map(|id| record(id, Duration::hours(1), INVALID_CLIENT, Some("192.0.2.1")))
+            .collect();
+        let report = analyse(
+            &[],
+            &records,
+            Window::at(NOW, &options()),
+            &ReportOptions {
+                include_unknown: true,
+                ..options()
+            },
+            Reads::default(),
+        );
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(&secret), "{text}");
+        let spraying = &report.findings.spraying[0];
+        assert_eq!(spraying.client_ids, ["[redacted]", "a", "b"]);
+        assert_eq!(
+            spraying.failures, 4,
+            "the request naming no client counts as a failure"
+        );
+        let unknown: Vec<_> = report
+            .unknown_clients
+            .unwrap()
+            .into_iter()
+            .map(|u| u.client_id)
+            .collect();
+        assert_eq!(unknown, [NO_CLIENT, "[redacted]", "a", "b"]);
     }
 }
