@@ -1,6 +1,9 @@
 //! Audit records: one for every token request and every management action
 //! (DESIGN.md "Audit trail"). Never a secret, a hash or a token.
 
+pub mod report;
+pub mod stats;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -12,6 +15,12 @@ pub const MAX_USER_AGENT: usize = 256;
 
 /// What happened to a token request: `issued`, or the error code returned.
 pub const ISSUED: &str = "issued";
+
+/// The outcome of a request refused by a rate limit.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// The outcome of a failed client authentication (RFC 6749 §5.2 `invalid_client`).
+pub const INVALID_CLIENT: &str = "invalid_client";
 
 /// One entry of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +60,13 @@ pub struct AuditRecord {
     pub fields: Vec<String>,
     /// When the record may be deleted, seconds since the epoch (DynamoDB TTL).
     pub expires_at: i64,
+}
+
+impl AuditRecord {
+    /// Whether this records a token request (not a management action).
+    pub fn is_token_request(&self) -> bool {
+        self.action.is_none()
+    }
 }
 
 /// Truncates a user agent to [`MAX_USER_AGENT`] bytes on a character boundary, replacing

@@ -1,0 +1,369 @@
+//! The pure part of the audit report: from clients and their records to findings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    ClientReport, DisabledTried, Findings, NewAddress, Reads, Report, ReportOptions, Span,
+    Spraying, UnknownClient, VolumeJump, Window, by_client, periods_existed, shown_id,
+};
+use crate::audit::stats::OutcomeCounts;
+use crate::audit::{AuditRecord, INVALID_CLIENT, ISSUED, NO_CLIENT};
+use crate::clients::{Client, ClientStatus};
+
+/// The management action that disables a client (see `Admin::set_status`).
+const DISABLE_ACTION: &str = "client.disable";
+
+/// The report on `records` (those of the baseline and the period; others are ignored) about
+/// `clients`. Records of ids that are no client feed the spraying finding and the unknown ids,
+/// listed only when `options.include_unknown`.
+pub fn analyse(
+    clients: &[Client],
+    records: &[AuditRecord],
+    window: Window,
+    options: &ReportOptions,
+    reads: Reads,
+) -> Report {
+    let groups = by_client(records);
+    let none = Vec::new();
+    let mut findings = Findings::default();
+    let mut reports = Vec::new();
+    for client in clients {
+        let own = groups.get(client.client_id.as_str()).unwrap_or(&none);
+        let report = client_report(client, own, window, options);
+        judge(client, own, &report, window, options, &mut findings);
+        reports.push(report);
+    }
+    reports.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    findings.spraying = spraying(records, window, options);
+    let known: BTreeSet<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
+    let unknown = options.include_unknown.then(|| {
+        let mut unknown: Vec<UnknownClient> = groups
+            .iter()
+            .filter(|(id, _)| !known.contains(*id))
+            .map(|(id, own)| unknown_client(id, own, window))
+            .filter(|u| u.counts.requests() > 0)
+            .collect();
+        // Ordered as shown, like the spraying finding's ids.
+        unknown.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        unknown
+    });
+    Report {
+        period: Span {
+            since: window.start,
+            until: window.end,
+        },
+        baseline: Span {
+            since: window.baseline_start,
+            until: window.start,
+        },
+        options: options.clone(),
+        findings,
+        clients: reports,
+        unknown_clients: unknown,
+        reads,
+    }
+}
+
+fn client_report(
+    client: &Client,
+    own: &[&AuditRecord],
+    window: Window,
+    options: &ReportOptions,
+) -> ClientReport {
+    let period = own
+        .iter()
+        .copied()
+        .filter(|r| window.in_period(r.timestamp));
+    let baseline = OutcomeCounts::of(
+        own.iter()
+            .copied()
+            .filter(|r| window.in_baseline(r.timestamp)),
+    );
+    let periods = periods_existed(client, window, options);
+    ClientReport {
+        client_id: client.client_id.clone(),
+        status: client.status,
+        counts: OutcomeCounts::of(period),
+        baseline_requests: baseline.requests(),
+        baseline_average: (periods > 0).then(|| baseline.requests() as f64 / f64::from(periods)),
+    }
+}
+
+/// Adds what is suspicious about one client to `findings`.
+fn judge(
+    client: &Client,
+    own: &[&AuditRecord],
+    report: &ClientReport,
+    window: Window,
+    options: &ReportOptions,
+    findings: &mut Findings,
+) {
+    if client.created_at < window.start {
+        findings
+            .new_addresses
+            .extend(new_addresses(&client.client_id, own, window));
+    }
+    if let Some(average) = report.baseline_average {
+        let requests = report.counts.requests();
+        if requests >= options.jump_min && requests as f64 >= options.jump_factor * average {
+            findings.volume_jumps.push(VolumeJump {
+                client_id: client.client_id.clone(),
+                requests,
+                baseline_average: average,
+            });
+        }
+    }
+    if client.status == ClientStatus::Disabled {
+        findings
+            .disabled_tried
+            .extend(disabled_tried(client, own, window));
+    }
+}
+
+/// Addresses that got the client tokens in the period and none in the baseline.
+fn new_addresses(client_id: &str, own: &[&AuditRecord], window: Window) -> Vec<NewAddress> {
+    let issued_from = |keep: &dyn Fn(&AuditRecord) -> bool| {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in own
+            .iter()
+            .filter(|r| r.is_token_request() && r.outcome == ISSUED && keep(r))
+        {
+            if let Some(address) = r.source_ip.as_deref() {
+                *counts.entry(address).or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let before = issued_from(&|r| window.in_baseline(r.timestamp));
+    issued_from(&|r| window.in_period(r.timestamp))
+        .into_iter()
+        .filter(|(address, _)| !before.contains_key(address))
+        .map(|(address, issued)| NewAddress {
+            client_id: client_id.to_owned(),
+            address: address.to_owned(),
+            issued,
+        })
+        .collect()
+}
+
+/// The requests of a disabled client in the period after its last `client.disable` (all of
+/// them when it was disabled before the records read begin).
+fn disabled_tried(client: &Client, own: &[&AuditRecord], window: Window) -> Option<DisabledTried> {
+    let disabled_at = own
+        .iter()
+        .filter(|r| r.action.as_deref() == Some(DISABLE_ACTION))
+        .map(|r| r.timestamp)
+        .max();
+    let tried: Vec<&AuditRecord> = own
+        .iter()
+        .copied()
+        .filter(|r| r.is_token_request() && window.in_period(r.timestamp))
+        .filter(|r| disabled_at.is_none_or(|at| r.timestamp > at))
+        .collect();
+    if tried.is_empty() {
+        return None;
+    }
+    let addresses: BTreeSet<&str> = tried
+        .iter()
+        .filter_map(|r| r.source_ip.as_deref())
+        .collect();
+    Some(DisabledTried {
+        client_id: client.client_id.clone(),
+        requests: tried.len(),
+        addresses: addresses.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Addresses whose failed authentications in the period named at least
+/// `options.spray_min_clients` client ids (`-`, no id, does not count as one).
+fn spraying(records: &[AuditRecord], window: Window, options: &ReportOptions) -> Vec<Spraying> {
+    let mut by_address: BTreeMap<&str, (BTreeSet<&str>, usize)> = BTreeMap::new();
+    let failures = records.iter().filter(|r| {
+        r.is_token_request() && r.outcome == INVALID_CLIENT && window.in_period(r.timestamp)
+    });
+    for r in failures {
+        let Some(address) = r.source_ip.as_deref() else {
+            continue;
+        };
+        let (ids, count) = by_address.entry(address).or_default();
+        *count += 1;
+        if r.client_id != NO_CLIENT {
+            ids.insert(&r.client_id);
+        }
+    }
+    by_address
+        .into_iter()
+        .filter(|(_, (ids, _))| ids.len() >= options.spray_min_clients.max(1))
+        .map(|(address, (ids, failures))| {
+            let mut client_ids: Vec<String> = ids.into_iter().map(shown_id).collect();
+            client_ids.sort();
+            Spraying {
+                address: address.to_owned(),
+                client_ids,
+                failures,
+            }
+        })
+        .collect()
+}
+
+fn unknown_client(client_id: &str, own: &[&AuditRecord], window: Window) -> UnknownClient {
+    let period: Vec<&AuditRecord> = own
+        .iter()
+        .copied()
+        .filter(|r| window.in_period(r.timestamp))
+        .collect();
+    let addresses: BTreeSet<&str> = period
+        .iter()
+        .filter_map(|r| r.source_ip.as_deref())
+        .collect();
+    UnknownClient {
+        client_id: shown_id(client_id),
+        counts: OutcomeCounts::of(period),
+        addresses: addresses.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+    use time::{Duration, OffsetDateTime};
+
+    const NOW: OffsetDateTime = datetime!(2026-06-10 12:00 UTC);
+
+    fn options() -> ReportOptions {
+        ReportOptions {
+            baseline_periods: 4,
+            jump_min: 4,
+            ..ReportOptions::new(Duration::days(1))
+        }
+    }
+
+    fn client(id: &str, created_at: OffsetDateTime) -> Client {
+        Client {
+            client_id: id.to_owned(),
+            name: id.to_owned(),
+            status: ClientStatus::Active,
+            scopes: Vec::new(),
+            default_scopes: Vec::new(),
+            audiences: vec!["https://a.test/".to_owned()],
+            default_audience: "https://a.test/".to_owned(),
+            token_ttl: None,
+            rate_limit: None,
+            secrets: Vec::new(),
+            created_at,
+            updated_at: created_at,
+            version: 1,
+        }
+    }
+
+    fn record(id: &str, ago: Duration, outcome: &str, ip: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            client_id: id.to_owned(),
+            timestamp: NOW - ago,
+            request_id: "r".to_owned(),
+            outcome: outcome.to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: ip.map(str::to_owned),
+            user_agent: None,
+            actor: None,
+            action: None,
+            fields: Vec::new(),
+            expires_at: 0,
+        }
+    }
+
+    fn run(clients: &[Client], records: &[AuditRecord]) -> Report {
+        let options = options();
+        analyse(
+            clients,
+            records,
+            Window::at(NOW, &options),
+            &options,
+            Reads::default(),
+        )
+    }
+
+    #[test]
+    fn the_baseline_average_counts_only_the_periods_a_client_existed_in() {
+        // Created 36 hours before the period: two of the four baseline days, one in part.
+        let young = client("young", NOW - Duration::days(1) - Duration::hours(36));
+        let mut records = vec![record(
+            "young",
+            Duration::hours(30),
+            ISSUED,
+            Some("10.0.0.1"),
+        )];
+        records
+            .extend((0..4).map(|_| record("young", Duration::hours(2), ISSUED, Some("10.0.0.1"))));
+        let report = run(&[young], &records);
+        assert_eq!(report.clients[0].baseline_average, Some(0.5));
+        assert_eq!(
+            report.findings.volume_jumps.len(),
+            1,
+            "4 >= 3 x 0.5 and >= 4"
+        );
+        // A client created during the period has no baseline: not judged.
+        let newborn = client("newborn", NOW - Duration::hours(3));
+        let records: Vec<_> = (0..9)
+            .map(|_| record("newborn", Duration::hours(2), ISSUED, Some("10.0.0.9")))
+            .collect();
+        let report = run(&[newborn], &records);
+        assert_eq!(report.clients[0].baseline_average, None);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn records_outside_the_window_are_ignored_and_those_without_an_address_only_counted() {
+        let old = client("c", NOW - Duration::days(30));
+        let records = [
+            record("c", Duration::days(6), ISSUED, Some("10.0.0.1")),
+            record("c", -Duration::minutes(5), ISSUED, Some("10.0.0.2")),
+            record("c", Duration::hours(1), ISSUED, None),
+            record("c", Duration::hours(1), INVALID_CLIENT, None),
+        ];
+        let report = run(&[old], &records);
+        let c = &report.clients[0];
+        assert_eq!(
+            (c.counts.issued, c.counts.failed, c.baseline_requests),
+            (1, 1, 0)
+        );
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn an_id_shaped_like_a_secret_is_never_shown() {
+        let secret = crate::clients::ClientSecret::generate().expose().to_owned();
+        let records: Vec<_> = [secret.as_str(), "a", "b", NO_CLIENT]
+            .iter()
+            .map(|id| record(id, Duration::hours(1), INVALID_CLIENT, Some("192.0.2.1")))
+            .collect();
+        let report = analyse(
+            &[],
+            &records,
+            Window::at(NOW, &options()),
+            &ReportOptions {
+                include_unknown: true,
+                ..options()
+            },
+            Reads::default(),
+        );
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(&secret), "{text}");
+        let spraying = &report.findings.spraying[0];
+        assert_eq!(spraying.client_ids, ["[redacted]", "a", "b"]);
+        assert_eq!(
+            spraying.failures, 4,
+            "the request naming no client counts as a failure"
+        );
+        let unknown: Vec<_> = report
+            .unknown_clients
+            .unwrap()
+            .into_iter()
+            .map(|u| u.client_id)
+            .collect();
+        assert_eq!(unknown, [NO_CLIENT, "[redacted]", "a", "b"]);
+    }
+}

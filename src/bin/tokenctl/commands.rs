@@ -1,0 +1,267 @@
+//! The client, secret and key commands.
+
+use time::OffsetDateTime;
+use token_service::admin::{Admin, ClientUpdate, KeyStatus, NewClient, parse_duration};
+use token_service::clients::ClientStatus;
+
+use crate::args::{ClientsCommand, KeysCommand, SecretsCommand};
+use crate::views::{ClientView, NewSecretView, print_client, print_json, print_new_secret, ts};
+
+/// What every command returns.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn split_words(values: Vec<String>) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResult {
+    match cmd {
+        ClientsCommand::Create {
+            name,
+            id,
+            scopes,
+            default_scopes,
+            audiences,
+            default_audience,
+            ttl,
+            rate_limit,
+        } => {
+            let spec = NewClient {
+                client_id: id,
+                name,
+                scopes: split_words(scopes),
+                default_scopes: default_scopes.map(split_words),
+                audiences: split_words(audiences),
+                default_audience,
+                token_ttl: ttl,
+                rate_limit,
+            };
+            let (client, secret) = admin.create_client(spec).await?;
+            let view = NewSecretView {
+                client_id: client.client_id.clone(),
+                client_secret: secret.expose().to_owned(),
+                secret_id: client.secrets[0].secret_id.clone(),
+                expires_at: None,
+            };
+            print_new_secret(json, &view)
+        }
+        ClientsCommand::Update {
+            client_id,
+            name,
+            scopes,
+            default_scopes,
+            audiences,
+            default_audience,
+            ttl,
+            rate_limit,
+        } => {
+            let update = ClientUpdate {
+                name,
+                scopes: scopes.map(split_words),
+                default_scopes: default_scopes.map(split_words),
+                audiences: audiences.map(split_words),
+                default_audience,
+                token_ttl: or_default(ttl, "--ttl")?,
+                rate_limit: or_default(rate_limit, "--rate-limit")?,
+            };
+            if update.field_names().is_empty() {
+                return Err("nothing to update: give at least one option".into());
+            }
+            let c = admin.update_client(&client_id, update).await?;
+            if json {
+                return print_json(&ClientView::from(&c));
+            }
+            print_client(&c);
+            Ok(())
+        }
+        ClientsCommand::Delete { client_id } => {
+            admin.delete_client(&client_id).await?;
+            if json {
+                return print_json(&serde_json::json!({ "client_id": client_id, "deleted": true }));
+            }
+            println!("deleted client {client_id}");
+            Ok(())
+        }
+        ClientsCommand::Stats { client_id, since } => {
+            crate::audit::stats(admin, json, &client_id, &since).await
+        }
+        ClientsCommand::List => {
+            let list = admin.list_clients().await?;
+            if json {
+                return print_json(&list.iter().map(ClientView::from).collect::<Vec<_>>());
+            }
+            println!("{:<24} {:<9} {:<24} NAME", "CLIENT_ID", "STATUS", "SCOPES");
+            for c in &list {
+                println!(
+                    "{:<24} {:<9} {:<24} {}",
+                    c.client_id,
+                    c.status.as_str(),
+                    c.scopes.join(" "),
+                    c.name
+                );
+            }
+            Ok(())
+        }
+        ClientsCommand::Show { client_id } => {
+            let c = admin.client(&client_id).await?;
+            if json {
+                return print_json(&ClientView::from(&c));
+            }
+            print_client(&c);
+            Ok(())
+        }
+        ClientsCommand::Disable { client_id } => {
+            set_status(admin, json, &client_id, ClientStatus::Disabled).await
+        }
+        ClientsCommand::Enable { client_id } => {
+            set_status(admin, json, &client_id, ClientStatus::Active).await
+        }
+    }
+}
+
+/// Parses `default` as `None`, anything else as a number.
+fn or_default<T: std::str::FromStr>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<Option<T>>, String> {
+    match text.as_deref() {
+        None => Ok(None),
+        Some("default") => Ok(Some(None)),
+        Some(n) => n
+            .parse()
+            .map(|v| Some(Some(v)))
+            .map_err(|_| format!("{what} must be a number or `default`")),
+    }
+}
+
+pub fn ago(admin: &Admin, text: &str) -> Result<OffsetDateTime, String> {
+    parse_duration(text)
+        .map(|d| admin.clock.now() - d)
+        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 15m, 24h, 7d)"))
+}
+
+async fn set_status(admin: &Admin, json: bool, id: &str, status: ClientStatus) -> CliResult {
+    let c = admin.set_status(id, status).await?;
+    if json {
+        return print_json(&ClientView::from(&c));
+    }
+    println!("client {} is {}", c.client_id, c.status.as_str());
+    Ok(())
+}
+
+pub async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResult {
+    match cmd {
+        SecretsCommand::Add {
+            client_id,
+            expires_in,
+        } => {
+            let expires_at = match expires_in {
+                None => None,
+                Some(text) => {
+                    let d = parse_duration(&text)
+                        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 30d, 12h)"))?;
+                    Some(admin.clock.now() + d)
+                }
+            };
+            let (client, stored, secret) = admin.add_secret(&client_id, expires_at).await?;
+            print_new_secret(
+                json,
+                &NewSecretView {
+                    client_id: client.client_id,
+                    client_secret: secret.expose().to_owned(),
+                    secret_id: stored.secret_id,
+                    expires_at: stored.expires_at,
+                },
+            )
+        }
+        SecretsCommand::Rotate { client_id, grace } => {
+            let grace = parse_duration(&grace)
+                .ok_or_else(|| format!("invalid duration {grace:?} (use e.g. 24h, 0)"))?;
+            let (client, stored, secret) = admin.rotate_secret(&client_id, grace).await?;
+            let view = NewSecretView {
+                client_id: client.client_id.clone(),
+                client_secret: secret.expose().to_owned(),
+                secret_id: stored.secret_id,
+                expires_at: None,
+            };
+            if json {
+                return print_json(&serde_json::json!({
+                    "client_id": view.client_id,
+                    "client_secret": view.client_secret,
+                    "secret_id": view.secret_id,
+                    "expires_at": null,
+                    "secrets": ClientView::from(&client).secrets,
+                }));
+            }
+            print_new_secret(false, &view)?;
+            for s in client
+                .secrets
+                .iter()
+                .filter(|s| s.secret_id != view.secret_id)
+            {
+                let until = s.expires_at.map(ts).unwrap_or_else(|| "-".to_owned());
+                println!("old secret {} works until {until}", s.secret_id);
+            }
+            Ok(())
+        }
+        SecretsCommand::Revoke {
+            client_id,
+            secret_id,
+        } => {
+            let c = admin.revoke_secret(&client_id, &secret_id).await?;
+            if json {
+                return print_json(&ClientView::from(&c));
+            }
+            println!("revoked {secret_id} of client {client_id}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
+    if let KeysCommand::Init = cmd {
+        let created = admin.ensure_signing_key().await?;
+        if !json {
+            match created {
+                true => println!("created the first signing key"),
+                false => println!("a key set exists already; nothing changed"),
+            }
+            return Ok(());
+        }
+    }
+    if let KeysCommand::Rotate = cmd {
+        let set = admin.rotate_keys().await?;
+        let newest = set.keys.last().expect("a rotated set has a key");
+        if !json {
+            println!(
+                "added key {} (signs from {}); {} key(s) in the set",
+                newest.kid,
+                ts(newest.activates_at),
+                set.keys.len()
+            );
+            return Ok(());
+        }
+    }
+    let status: Vec<KeyStatus> = admin.key_status().await?;
+    if json {
+        return print_json(&status);
+    }
+    println!(
+        "{:<44} {:<8} {:<10} ACTIVATES_AT",
+        "KID", "SIGNING", "PUBLISHED"
+    );
+    for k in &status {
+        println!(
+            "{:<44} {:<8} {:<10} {}",
+            k.kid,
+            k.signing,
+            k.published,
+            ts(k.activates_at)
+        );
+    }
+    Ok(())
+}
