@@ -12,7 +12,28 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west
 
 .PHONY: test fmt-check clippy unit-tests venv template-check aarch64-target local-aws local-aws-e2e
 
-test: venv fmt-check clippy unit-tests template-check local-aws-e2e
+test: prereqs venv fmt-check clippy unit-tests template-check local-aws-e2e
+
+# What a fresh machine must have before anything is built or installed (README "Prerequisites"):
+# one line names everything missing. Runs first for test, local-aws and local-aws-e2e. Python
+# 3.10 to 3.14: what moto, SAM and cfn-lint (infra/requirements*.txt) support.
+RUST_VERSION := $(shell sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml)
+.PHONY: prereqs
+prereqs:
+	@missing=; need() { missing="$${missing:+$$missing, }$$1"; }; \
+	rust=$$(rustc --version 2>/dev/null | cut -d' ' -f2); \
+	if [[ -z $$rust ]] || ! $(CARGO) --version > /dev/null 2>&1; then need "Rust >= $(RUST_VERSION) (cargo, rustc)"; \
+	elif [[ $$(printf '%s\n' "$(RUST_VERSION)" "$$rust" | sort -V | head -n 1) != "$(RUST_VERSION)" ]]; then \
+	  need "Rust >= $(RUST_VERSION) (found $$rust)"; \
+	else \
+	  $(CARGO) fmt --version > /dev/null 2>&1 || need "rustfmt (rustup component add rustfmt)"; \
+	  $(CARGO) clippy --version > /dev/null 2>&1 || need "clippy (rustup component add clippy)"; \
+	fi; \
+	command -v cc > /dev/null || need "a C compiler as cc (gcc or clang)"; \
+	$(PYTHON) -c 'import sys, venv, ensurepip; sys.exit(not (3, 10) <= sys.version_info[:2] < (3, 15))' \
+	  > /dev/null 2>&1 || need "Python 3.10 to 3.14 with the venv module ($(PYTHON) -m venv)"; \
+	command -v curl > /dev/null || need "curl"; \
+	[[ -z $$missing ]] || { echo "make: missing prerequisites: $$missing (see README \"Prerequisites\")" >&2; exit 1; }
 
 # The moto server the AWS store tests start; rebuilt only when infra/requirements.txt changes.
 venv: $(VENV)/.installed
@@ -63,10 +84,11 @@ $(VENV)/.local-installed: $(VENV)/.installed infra/requirements-local.txt infra/
 	touch $@
 
 # The AWS shape on this machine (moto + cargo lambda watch) under one base URL; Ctrl-C stops it.
-local-aws: $(VENV)/.local-installed
+local-aws: prereqs $(VENV)/.local-installed
 	infra/local-aws.sh
 
 # Starts local-aws, gets and verifies a token from the real Lambda binaries, checks the audit
-# table, stops it and checks that nothing is left running.
-local-aws-e2e: $(VENV)/.local-installed
+# table, sends the same raw malformed requests to it and to an embedded token-server (same
+# status and error code required), stops both and checks that nothing is left running.
+local-aws-e2e: prereqs $(VENV)/.local-installed
 	infra/local-aws-e2e.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The AWS shape on this machine: moto (DynamoDB + Secrets Manager), the real Lambda binaries
-# under `cargo lambda watch`, and a router serving them under one base URL as API Gateway would.
+# The AWS shape on this machine: moto (DynamoDB + Secrets Manager) and the real Lambda binaries
+# under `cargo lambda watch`, which serves them under one base URL with the template's routes
+# (`[workspace.metadata.lambda.watch.router]` in Cargo.toml), as the API Gateway HTTP API does.
 #
 # Creates the tables and the secret the template declares, runs the first key rotation through
 # the rotate-keys function as Secrets Manager does at deployment, creates a demo client with
@@ -23,7 +24,8 @@ die() { echo "local-aws: $*" >&2; exit 1; }
   || die "moto or cargo-lambda missing in $VENV; run 'make local-aws' (it installs them)"
 
 free_port() { "$VENV/bin/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port); WATCH_PORT=$(free_port); ROUTER_PORT=$(free_port)
+MOTO_PORT=$(free_port); WATCH_PORT=$(free_port)
+BASE_URL=http://127.0.0.1:$WATCH_PORT
 
 PIDS=()
 stop_all() {
@@ -72,7 +74,7 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=eu-west-1 AWS_DEF
   TOKEN_CLIENTS_TABLE=token-clients TOKEN_AUDIT_TABLE=token-audit \
   TOKEN_PUBLIC_KEYS_TABLE=token-public-keys TOKEN_RATE_LIMITS_TABLE=token-rate-limits \
   TOKEN_KEY_SECRET_ID=token-service/signing-keys \
-  TOKEN_ISSUER=http://127.0.0.1:$ROUTER_PORT RUST_LOG=${RUST_LOG:-info}
+  TOKEN_ISSUER=$BASE_URL RUST_LOG=${RUST_LOG:-info}
 export PATH=$VENV/bin:$PATH
 
 # Build first: the first request to watch otherwise blocks on the whole debug build.
@@ -86,8 +88,10 @@ wait_http "$AWS_ENDPOINT_URL/moto-api/" 60 "moto"
 
 $CARGO run --quiet --features lambda --example aws-seed || die "creating the tables and secret failed"
 
-start watch cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT"
-wait_http "http://127.0.0.1:$WATCH_PORT/" 60 "cargo lambda watch"
+# --disable-cors: watch would otherwise answer CORS preflights itself and add CORS headers to
+# every answer; the template's HTTP API configures no CORS, so OPTIONS reaches the function.
+start watch cargo lambda watch -A 127.0.0.1 -P "$WATCH_PORT" --disable-cors
+wait_http "$BASE_URL/" 60 "cargo lambda watch"
 
 # The deployment's first rotation (RotateImmediatelyOnUpdate): Secrets Manager invokes the
 # rotate-keys function with each step; here cargo lambda does, with the same events.
@@ -105,9 +109,6 @@ CLIENT=$("${CARGO_TARGET_DIR:-$ROOT/target}/debug/tokenctl" --backend aws client
 CLIENT_ID=$("$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<< "$CLIENT")
 CLIENT_SECRET=$("$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<< "$CLIENT")
 [[ -n $CLIENT_ID && -n $CLIENT_SECRET ]] || die "tokenctl printed no client"
-start router "$VENV/bin/python" infra/local_router.py "$ROUTER_PORT" "$WATCH_PORT"
-BASE_URL=http://127.0.0.1:$ROUTER_PORT
-wait_http "$BASE_URL/" 60 "the router"
 # Each function's first invocation starts (and if needed builds) it; wait for both.
 for path in /.well-known/jwks.json /.well-known/oauth-authorization-server; do
   deadline=$((SECONDS + 600))
