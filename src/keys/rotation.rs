@@ -262,3 +262,18 @@ impl KeyRotation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::tests::{LEAKY, MATERIAL};
+
+    #[test]
+    fn a_malformed_key_set_is_reported_without_its_content() {
+        for text in LEAKY {
+            let err = parse_set(Some((*text).to_owned())).unwrap_err();
+            assert_eq!(err.kind(), "InvalidKeySet");
+            assert!(!err.to_string().contains(MATERIAL), "{err}");
+        }
+    }
+}
