@@ -78,6 +78,9 @@ pub enum RotationError {
     /// The event named a step this function does not know.
     #[error("unknown rotation step {0:?}")]
     UnknownStep(String),
+    /// The event named a secret other than the signing-key secret.
+    #[error("secret {0:?} is not the signing-key secret; nothing was done")]
+    WrongSecret(String),
     /// The token is a version of the secret that is not being rotated in.
     #[error("version {0} is not pending rotation")]
     NotPending(String),
@@ -105,6 +108,7 @@ impl RotationError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnknownStep(_) => "UnknownStep",
+            Self::WrongSecret(_) => "WrongSecret",
             Self::NotPending(_) => "NotPending",
             Self::NoPendingValue(_) => "NoPendingValue",
             Self::KeySet(_) => "InvalidKeySet",
