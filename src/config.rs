@@ -106,6 +106,13 @@ pub struct Limits {
 
 /// Longest service maximum accepted for token lifetimes (one day).
 pub const TTL_CEILING: u64 = 86_400;
+/// Longest clock skew allowance, JWKS `max-age` and key cache lifetime (one day each).
+pub const SECONDS_CEILING: u64 = 86_400;
+/// Longest pre-publication delay of a new signing key (30 days).
+pub const PREPUBLICATION_CEILING: u64 = 30 * 86_400;
+/// Longest audit retention (ten years). Far larger values would overflow the expiry date of
+/// every record, and so fail every request, long after the start.
+pub const RETENTION_DAYS_CEILING: u64 = 3_653;
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
@@ -154,6 +161,21 @@ impl ServiceSettings {
                 "TOKEN_DEFAULT_TTL must be between 1 and TOKEN_MAX_TTL",
             ));
         }
+        // Upper bounds first: every sum and date below is then far from overflowing.
+        for (name, value, ceiling) in [
+            ("TOKEN_CLOCK_SKEW", self.clock_skew, SECONDS_CEILING),
+            ("TOKEN_KEY_CACHE", self.key_cache, SECONDS_CEILING),
+            ("TOKEN_JWKS_MAX_AGE", self.jwks_max_age, SECONDS_CEILING),
+            (
+                "TOKEN_KEY_PREPUBLICATION",
+                self.key_prepublication,
+                PREPUBLICATION_CEILING,
+            ),
+        ] {
+            if value > ceiling {
+                return Err(invalid(format!("{name} must be at most {ceiling} seconds")));
+            }
+        }
         if self.key_cache == 0 {
             return Err(invalid("TOKEN_KEY_CACHE must be at least 1 second"));
         }
@@ -168,8 +190,10 @@ impl ServiceSettings {
                 "TOKEN_RATE_LIMIT, TOKEN_FAIL_LIMIT_CLIENT_IP and TOKEN_FAIL_LIMIT_IP must be at least 1",
             ));
         }
-        if self.audit_retention_days == 0 {
-            return Err(invalid("TOKEN_AUDIT_RETENTION_DAYS must be at least 1"));
+        if self.audit_retention_days == 0 || self.audit_retention_days > RETENTION_DAYS_CEILING {
+            return Err(invalid(format!(
+                "TOKEN_AUDIT_RETENTION_DAYS must be between 1 and {RETENTION_DAYS_CEILING}"
+            )));
         }
         let scopes_supported = match &self.scopes_supported {
             None => None,
@@ -263,5 +287,42 @@ mod tests {
         assert!(parse(&["--issuer", "ftp://x"]).is_err());
         assert!(parse(&["--issuer", "https://x/?q=1"]).is_err());
         assert!(parse(&["--scopes-supported", "a \"b"]).is_err());
+    }
+
+    #[test]
+    fn every_duration_setting_has_an_upper_bound() {
+        let huge = u64::MAX.to_string();
+        for flag in [
+            "--default-ttl",
+            "--max-ttl",
+            "--clock-skew",
+            "--key-prepublication",
+            "--key-cache",
+            "--jwks-max-age",
+            "--audit-retention-days",
+        ] {
+            for value in [huge.as_str(), "1000000000000"] {
+                assert!(
+                    parse(&[flag, value]).is_err(),
+                    "{flag} {value} was accepted"
+                );
+            }
+        }
+        // The largest accepted values still give dates and sums that do not overflow.
+        let c = parse(&[
+            "--audit-retention-days",
+            &RETENTION_DAYS_CEILING.to_string(),
+            "--clock-skew",
+            &SECONDS_CEILING.to_string(),
+            "--max-ttl",
+            &TTL_CEILING.to_string(),
+        ])
+        .unwrap();
+        assert!(
+            time::OffsetDateTime::now_utc()
+                .checked_add(c.audit_retention)
+                .is_some()
+        );
+        assert!(parse(&["--audit-retention-days", "3654"]).is_err());
     }
 }
