@@ -4,6 +4,7 @@
 //! before the answer; if that write fails the answer is `temporarily_unavailable` and no token
 //! leaves the service.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -50,6 +51,20 @@ impl Window {
         OAuthError::RateLimited {
             retry_after: self.retry_after,
         }
+    }
+}
+
+/// The source a failed authentication is counted against: the address itself, or for IPv6 its
+/// /64. One host is routinely given a whole /64 (RFC 4291 §2.5.4 interface identifiers,
+/// RFC 8981 temporary addresses) and could otherwise take a fresh address for every attempt.
+fn failure_source(ip: &str) -> String {
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => {
+            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+            format!("{network}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
     }
 }
 
@@ -161,7 +176,7 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Rejection {
         let window = Window::at(now);
-        let ip = meta.source_ip.as_deref().unwrap_or("-");
+        let ip = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
         let mut keys = vec![format!("fail-ip#{ip}#{}", window.start)];
         if let Some(id) = &rejection.client_id {
             keys.push(format!("fail#{id}#{ip}#{}", window.start));
@@ -281,7 +296,8 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Grant), Rejection> {
         let window = Window::at(now);
-        let ip = meta.source_ip.as_deref().unwrap_or("-");
+        let source = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
+        let ip = source.as_str();
         self.check_failures(None, ip, window).await?;
         let request = request::parse(raw)?;
         let client_id = request.credentials.client_id.clone();
