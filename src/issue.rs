@@ -11,13 +11,14 @@ use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use crate::audit::{self, AuditRecord};
-use crate::clients::{Client, SecretHash, validate_client_id};
+use crate::clients::secret::looks_like_secret;
+use crate::clients::{Client, SecretHash};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
 use crate::oauth::claims::{AccessTokenClaims, Audience};
-use crate::oauth::request::{self, RawRequest, Rejection};
+use crate::oauth::request::{self, RawRequest, Rejection, is_recordable_client_id};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, TokenRequest};
 use crate::store::{AuditLog, ClientStore, RateLimits, StoreError};
@@ -243,6 +244,8 @@ impl TokenService {
         meta: &RequestMeta,
         now: OffsetDateTime,
     ) -> AuditRecord {
+        // A secret sent as the client id is never recorded, whichever path got it here.
+        let client_id = client_id.filter(|id| !looks_like_secret(id));
         AuditRecord {
             client_id: client_id.unwrap_or(audit::NO_CLIENT).to_owned(),
             timestamp: now,
@@ -301,9 +304,7 @@ impl TokenService {
         self.check_failures(None, ip, window).await?;
         let request = request::parse(raw)?;
         let client_id = request.credentials.client_id.clone();
-        let claimed = validate_client_id(&client_id)
-            .ok()
-            .map(|()| client_id.clone());
+        let claimed = is_recordable_client_id(&client_id).then(|| client_id.clone());
         let reject = |error: OAuthError| Rejection {
             error,
             client_id: claimed.clone(),

@@ -1,6 +1,6 @@
 //! The edges of the embedded shape: the source address behind proxies (repeated
 //! `X-Forwarded-For` lines, IPv4-mapped peers, CIDR ranges, hops with ports), failure counting
-//! per IPv6 /64, and `Host` on HTTP/1.1 over a real socket.
+//! per IPv6 /64, `Host` on HTTP/1.1 over a real socket, and client ids that are secrets.
 
 mod common;
 
@@ -192,4 +192,39 @@ async fn an_http11_request_without_exactly_one_host_is_400() {
         let answer = raw_exchange(addr, head).await;
         assert!(answer.contains(" 401 "), "{head:?}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn a_client_id_that_is_a_secret_is_recorded_as_a_dash() {
+    let s = Stack::new().await;
+    let (_, secret) = s.client("svc").await;
+    // Id and secret swapped, in either authentication method, and a request refused while
+    // it is parsed: none may leave the secret in the audit trail.
+    s.basic(&secret, "svc", GRANT)
+        .await
+        .assert_error(401, "invalid_client");
+    let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let post = format!("{GRANT}&client_id={encoded}&client_secret=svc");
+    s.token(&[("content-type", FORM)], &post)
+        .await
+        .assert_error(401, "invalid_client");
+    s.basic(&secret, "svc", "grant_type=password")
+        .await
+        .assert_error(400, "unsupported_grant_type");
+    let records: Vec<_> = s
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.action.is_none())
+        .collect();
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(r.client_id, "-");
+        assert!(!format!("{r:?}").contains(&secret), "{r:?}");
+    }
+    // An id that merely starts like a secret is a client id like any other.
+    s.basic("tks_not_a_secret", "x", GRANT)
+        .await
+        .assert_error(401, "invalid_client");
+    assert_eq!(s.audit().await[0].client_id, "tks_not_a_secret");
 }
