@@ -169,7 +169,24 @@ impl TokenService {
         }
     }
 
-    /// Counts a failed authentication per source address and per (client id, address).
+    /// The failure counter, and its limit, of a source address (`client_id` `None`) or of a
+    /// (client id, address) pair.
+    fn failure_counter(&self, client_id: Option<&str>, ip: &str, window: Window) -> (String, u32) {
+        let limits = self.config.limits;
+        match client_id {
+            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
+            Some(id) => (
+                format!("fail#{id}#{ip}#{}", window.start),
+                limits.fail_per_client_ip,
+            ),
+        }
+    }
+
+    /// Counts a failed authentication per source address and per (client id, address), each
+    /// checked against its limit and counted in one atomic step. Parallel guesses may all pass
+    /// the early [`check_failures`](Self::check_failures) before any is counted; a failure that
+    /// finds its counter full is answered `429` instead, so no more of them get
+    /// `invalid_client` than the limit allows.
     async fn count_failure(
         &self,
         rejection: Rejection,
@@ -178,17 +195,17 @@ impl TokenService {
     ) -> Rejection {
         let window = Window::at(now);
         let ip = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
-        let mut keys = vec![format!("fail-ip#{ip}#{}", window.start)];
+        let mut counters = vec![self.failure_counter(None, &ip, window)];
         if let Some(id) = &rejection.client_id {
-            keys.push(format!("fail#{id}#{ip}#{}", window.start));
+            counters.push(self.failure_counter(Some(id), &ip, window));
         }
-        for key in keys {
-            if let Err(e) = self.limits.increment(&key, window.expires_at()).await {
-                return Rejection {
-                    error: counters_unavailable(e),
-                    ..rejection
-                };
-            }
+        for (key, limit) in counters {
+            let error = match self.limits.acquire(&key, limit, window.expires_at()).await {
+                Ok(true) => continue,
+                Ok(false) => window.limited(),
+                Err(e) => counters_unavailable(e),
+            };
+            return Rejection { error, ..rejection };
         }
         rejection
     }
@@ -201,14 +218,7 @@ impl TokenService {
         ip: &str,
         window: Window,
     ) -> Result<(), OAuthError> {
-        let limits = self.config.limits;
-        let (key, limit) = match client_id {
-            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
-            Some(id) => (
-                format!("fail#{id}#{ip}#{}", window.start),
-                limits.fail_per_client_ip,
-            ),
-        };
+        let (key, limit) = self.failure_counter(client_id, ip, window);
         let count = self
             .limits
             .count(&key)
