@@ -93,7 +93,8 @@ impl Embedded {
     }
 
     /// The full router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-    /// so that the peer address reaches the audit trail.
+    /// so that the peer address reaches the audit trail (and `Host` is checked: requests
+    /// without a peer address come from in-process callers, not over HTTP/1.1).
     pub fn router(&self) -> Router {
         http::router(self.token_service(), self.discovery()).layer(middleware::from_fn_with_state(
             self.trusted_proxies.clone(),
@@ -168,7 +169,7 @@ async fn peer_context(
         .map(|ConnectInfo(addr)| addr.ip());
     if let Some(peer) = peer {
         if host_is_malformed(&request) {
-            return OAuthError::InvalidRequest("an HTTP/1.1 request needs exactly one Host header")
+            return OAuthError::InvalidRequest("the request needs exactly one Host header")
                 .into_response();
         }
         let forwarded: Vec<&str> = request
