@@ -151,10 +151,10 @@ def _required_alarms(resources):
     """What must be watched: (description, predicate over one metric)."""
 
     def token(outcome):
-        return lambda ns, m, d: (ns, m, d.get("function"), d.get("outcome")) == (
+        return lambda ns, m, d: (ns, m, _ref(d.get("function")), d.get("outcome")) == (
             "TokenService",
             "token_requests",
-            "token",
+            "TokenFunction",
             outcome,
         )
 
@@ -178,7 +178,8 @@ def _required_alarms(resources):
         ("a rate_limited spike", token("rate_limited")),
         (
             "the signing key's age",
-            lambda ns, m, d: (ns, m) == ("TokenService", "signing_key_age_seconds"),
+            lambda ns, m, d: (ns, m, _ref(d.get("function")))
+            == ("TokenService", "signing_key_age_seconds", "TokenFunction"),
         ),
         (
             "API Gateway 5xx",

@@ -49,12 +49,26 @@ pub fn with_api_gateway_context(router: Router) -> Router {
     router.layer(middleware::from_fn(api_gateway_context))
 }
 
+/// The `function` dimension of the metrics: the Lambda function's own name
+/// (`AWS_LAMBDA_FUNCTION_NAME`, `<stack>-token` from the template), so that two stacks in one
+/// account and region keep their metrics, and their alarms, apart; `function` elsewhere.
+pub fn metrics_dimension(function: &str, lambda_function_name: Option<&str>) -> String {
+    lambda_function_name
+        .filter(|name| !name.is_empty())
+        .unwrap_or(function)
+        .to_owned()
+}
+
 /// Installs the CloudWatch embedded metric format recorder for the `metrics` facade, in
-/// namespace `TokenService` with a `function` dimension.
+/// namespace `TokenService` with a `function` dimension ([`metrics_dimension`]).
 pub fn init_metrics(function: &'static str) -> Result<&'static Collector, String> {
+    let lambda_function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
     metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace("TokenService")
-        .with_dimension("function", function)
+        .with_dimension(
+            "function",
+            metrics_dimension(function, lambda_function_name.as_deref()),
+        )
         .init()
         .map_err(|e| e.to_string())
 }
@@ -275,6 +289,13 @@ mod tests {
         );
         assert_eq!(levels_logged(None, Some("TRACE")).len(), 5);
         assert_eq!(levels_logged(None, Some("LOUD")), ["INFO", "WARN", "ERROR"]);
+    }
+
+    #[test]
+    fn the_metrics_dimension_is_the_lambda_function_name_when_there_is_one() {
+        assert_eq!(metrics_dimension("token", Some("prod-token")), "prod-token");
+        assert_eq!(metrics_dimension("token", Some("")), "token");
+        assert_eq!(metrics_dimension("token", None), "token");
     }
 
     #[test]
