@@ -66,15 +66,32 @@ aarch64-target:
 	  echo "       'rustup target add $(AARCH64)' on a machine that reaches the Rust dist server." >&2; \
 	  exit 1; }
 
-# Lints the template, checks that no IAM statement uses a wildcard, and builds the arm64
-# bootstrap of each function as a deployment would (sam build -> cargo lambda -> zig; the
-# venv's python3 comes first on PATH so that cargo lambda finds zig).
+# Lints the template as it is and with a custom domain, checks that no IAM statement uses a
+# wildcard and that logs, alarms, tables, jwks isolation and the access log are as
+# docs/aws.md says (and that each broken copy of break_template.py is refused by the rule it
+# breaks), and builds the arm64 bootstrap of each function as a deployment would (sam build ->
+# cargo lambda -> zig; the venv's python3 comes first on PATH so that cargo lambda finds zig).
+CHECK_DIR := .aws-sam/template-check
 template-check: .venv-sam/.installed aarch64-target
 	.venv-sam/bin/cfn-lint template.yaml
 	$(SAM_ENV) .venv-sam/bin/sam validate --lint
+	rm -rf $(CHECK_DIR) && mkdir -p $(CHECK_DIR)
+	.venv-sam/bin/python infra/with_domain.py template.yaml $(CHECK_DIR)/with-domain.yaml
+	.venv-sam/bin/cfn-lint $(CHECK_DIR)/with-domain.yaml
+	$(SAM_ENV) .venv-sam/bin/sam validate --lint -t $(CHECK_DIR)/with-domain.yaml
 	.venv-sam/bin/python infra/check_iam.py template.yaml
 	@! .venv-sam/bin/python infra/check_iam.py infra/testdata/wide-iam.yaml > /dev/null \
 	  || { echo "error: check_iam.py accepted infra/testdata/wide-iam.yaml" >&2; exit 1; }
+	.venv-sam/bin/python infra/check_operations.py template.yaml
+	.venv-sam/bin/python infra/check_operations.py $(CHECK_DIR)/with-domain.yaml
+	.venv-sam/bin/python infra/break_template.py template.yaml $(CHECK_DIR)/broken
+	@for f in $(CHECK_DIR)/broken/*.yaml; do \
+	  rule=$$(basename "$$f" .yaml); rule=$${rule%%--*}; \
+	  if out=$$(.venv-sam/bin/python infra/check_operations.py "$$f"); then \
+	    echo "error: check_operations.py accepted $$f" >&2; exit 1; fi; \
+	  grep -qF "[$$rule]" <<< "$$out" \
+	    || { echo "error: $$f was not refused by rule [$$rule]: $$out" >&2; exit 1; }; \
+	done; echo "check_operations.py refused each broken copy by its rule"
 	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" $(SAM_ENV) .venv-sam/bin/sam build
 	.venv-sam/bin/python infra/check_bootstrap.py $(foreach f,$(FUNCTIONS),.aws-sam/build/$(f)/bootstrap)
 

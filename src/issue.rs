@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
+use crate::keys::schedule::KeyTimes as _;
 use crate::oauth::claims::{AccessTokenClaims, Audience};
 use crate::oauth::request::{self, RawRequest, Rejection, is_recordable_client_id};
 use crate::oauth::scope::ScopeSet;
@@ -115,6 +116,8 @@ struct Grant {
     jti: String,
     scope: String,
     audience: String,
+    /// Seconds since the signing key was created: a stalled rotation shows as a growing age.
+    key_age_secs: i64,
 }
 
 /// The token endpoint's logic, independent of HTTP.
@@ -180,6 +183,10 @@ impl TokenService {
                 record.scope = Some(grant.scope);
                 record.audience = Some(grant.audience);
                 self.write(record).await?;
+                // A histogram, not a gauge: it reaches the metrics document of this request
+                // only, next to the `issued` count (same dimensions, no extra document).
+                metrics::histogram!("signing_key_age_seconds", "outcome" => audit::ISSUED)
+                    .record(grant.key_age_secs as f64);
                 Ok(token)
             }
             Err(rejection) => Err(self.reject(rejection, meta).await),
@@ -312,9 +319,12 @@ impl TokenService {
                 // installs the recorder), a no-op locally where the log line carries the same.
                 metrics::counter!("token_requests", "outcome" => record.outcome.clone())
                     .increment(1);
+                // The fields CloudWatch Contributor Insights ranks by (docs/aws.md): client id,
+                // outcome and source address. Never a secret or a token.
                 tracing::info!(
                     client_id = %record.client_id,
                     outcome = %record.outcome,
+                    source_ip = record.source_ip.as_deref().unwrap_or("-"),
                     request_id = %record.request_id,
                     jti = record.jti.as_deref().unwrap_or(""),
                     "token request"
@@ -322,9 +332,13 @@ impl TokenService {
                 Ok(())
             }
             Err(e) => {
+                // Counted as what the client gets, so that the 503 alarm sees an audit outage.
+                metrics::counter!("token_requests", "outcome" => "temporarily_unavailable")
+                    .increment(1);
                 tracing::error!(
                     client_id = %record.client_id,
                     outcome = %record.outcome,
+                    source_ip = record.source_ip.as_deref().unwrap_or("-"),
                     request_id = %record.request_id,
                     error = %e,
                     "audit write failed; answering temporarily_unavailable"
@@ -409,6 +423,7 @@ impl TokenService {
             jti: claims.jti,
             scope: claims.scope.clone(),
             audience: claims.aud.joined(),
+            key_age_secs: (now - signer.created_at()).whole_seconds(),
         };
         Ok((
             IssuedToken {
@@ -437,7 +452,7 @@ impl TokenService {
 /// of time before its own flow read it.
 fn claimed_client_id(raw: RawRequest<'_>) -> Option<String> {
     let id = request::parse(raw).ok()?.credentials.client_id;
-    validate_client_id(&id).ok().map(|()| id)
+    is_recordable_client_id(&id).then_some(id)
 }
 
 /// Client authentication (RFC 6749 §2.3.1): the same answer and about the same work for an

@@ -9,6 +9,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use lambda_http::request::RequestContext as ApiGatewayContext;
 use metrics_cloudwatch_embedded::Collector;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
 use crate::http::{self, Discovery, RequestContext};
@@ -46,12 +49,26 @@ pub fn with_api_gateway_context(router: Router) -> Router {
     router.layer(middleware::from_fn(api_gateway_context))
 }
 
+/// The `function` dimension of the metrics: the Lambda function's own name
+/// (`AWS_LAMBDA_FUNCTION_NAME`, `<stack>-token` from the template), so that two stacks in one
+/// account and region keep their metrics, and their alarms, apart; `function` elsewhere.
+pub fn metrics_dimension(function: &str, lambda_function_name: Option<&str>) -> String {
+    lambda_function_name
+        .filter(|name| !name.is_empty())
+        .unwrap_or(function)
+        .to_owned()
+}
+
 /// Installs the CloudWatch embedded metric format recorder for the `metrics` facade, in
-/// namespace `TokenService` with a `function` dimension.
+/// namespace `TokenService` with a `function` dimension ([`metrics_dimension`]).
 pub fn init_metrics(function: &'static str) -> Result<&'static Collector, String> {
+    let lambda_function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
     metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace("TokenService")
-        .with_dimension("function", function)
+        .with_dimension(
+            "function",
+            metrics_dimension(function, lambda_function_name.as_deref()),
+        )
         .init()
         .map_err(|e| e.to_string())
 }
@@ -81,18 +98,56 @@ pub fn discovery_router(discovery: Arc<Discovery>) -> Router {
     with_api_gateway_context(http::discovery_routes(discovery))
 }
 
-/// JSON log lines without colours, as CloudWatch Logs stores them; the level comes from
-/// `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter of a function: `RUST_LOG` when it is set and valid (per-module
+/// directives), else the level Lambda passes from the function's `LoggingConfig`
+/// (`AWS_LAMBDA_LOG_LEVEL`: `TRACE` ... `FATAL`), else `info`.
+pub fn log_filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
+    if let Some(Ok(filter)) = rust_log
+        .filter(|directives| !directives.trim().is_empty())
+        .map(EnvFilter::try_new)
+    {
+        return filter;
+    }
+    let level = match lambda_level
+        .map(|l| l.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("TRACE") => "trace",
+        Some("DEBUG") => "debug",
+        Some("WARN") => "warn",
+        // tracing has no level above error: FATAL keeps the errors.
+        Some("ERROR" | "FATAL") => "error",
+        _ => "info",
+    };
+    EnvFilter::new(level)
+}
+
+/// The functions' log format: one JSON object per line with `timestamp`, `level` (which
+/// Lambda's JSON log format reads), the event's `fields` and the enclosing spans (the Lambda
+/// runtime's carries the Lambda request id); no colours.
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(false)
         .with_target(false)
         .with_current_span(false)
-        .init();
+        .finish()
+}
+
+/// Installs the JSON log subscriber on stdout with [`log_filter`] over the environment.
+pub fn init_tracing() {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    json_subscriber(
+        log_filter(rust_log.as_deref(), lambda_level.as_deref()),
+        std::io::stdout,
+    )
+    .init();
 }
 
 /// What every function has once its init succeeded.
@@ -187,6 +242,75 @@ mod tests {
         let ctx = request_context(Some(&v2(Some("abc="), Some("203.0.113.7"))));
         assert_eq!(ctx.request_id.as_deref(), Some("abc="));
         assert_eq!(ctx.source_ip.as_deref(), Some("203.0.113.7"));
+    }
+
+    /// A log sink the tests read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The levels that reach the log under this environment, from one event of each level.
+    fn levels_logged(rust_log: Option<&str>, lambda_level: Option<&str>) -> Vec<String> {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber =
+            json_subscriber(log_filter(rust_log, lambda_level), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!("t");
+            tracing::debug!("d");
+            tracing::info!("i");
+            tracing::warn!("w");
+            tracing::error!("e");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+                v["level"].as_str().expect("level field").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_lambda_log_level_filters_application_logs() {
+        assert_eq!(levels_logged(None, None), ["INFO", "WARN", "ERROR"]);
+        assert_eq!(levels_logged(None, Some("WARN")), ["WARN", "ERROR"]);
+        assert_eq!(levels_logged(None, Some("ERROR")), ["ERROR"]);
+        assert_eq!(levels_logged(None, Some("FATAL")), ["ERROR"]);
+        assert_eq!(
+            levels_logged(None, Some("debug")),
+            ["DEBUG", "INFO", "WARN", "ERROR"]
+        );
+        assert_eq!(levels_logged(None, Some("TRACE")).len(), 5);
+        assert_eq!(levels_logged(None, Some("LOUD")), ["INFO", "WARN", "ERROR"]);
+    }
+
+    #[test]
+    fn the_metrics_dimension_is_the_lambda_function_name_when_there_is_one() {
+        assert_eq!(metrics_dimension("token", Some("prod-token")), "prod-token");
+        assert_eq!(metrics_dimension("token", Some("")), "token");
+        assert_eq!(metrics_dimension("token", None), "token");
+    }
+
+    #[test]
+    fn rust_log_when_set_and_valid_wins_over_the_lambda_level() {
+        assert_eq!(levels_logged(Some("error"), Some("DEBUG")), ["ERROR"]);
+        assert_eq!(
+            levels_logged(Some("debug"), Some("ERROR")),
+            ["DEBUG", "INFO", "WARN", "ERROR"]
+        );
+        // Empty or unparsable: the Lambda level applies.
+        assert_eq!(levels_logged(Some(""), Some("WARN")), ["WARN", "ERROR"]);
+        assert_eq!(levels_logged(Some("=[bad"), Some("ERROR")), ["ERROR"]);
     }
 
     #[test]

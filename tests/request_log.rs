@@ -1,0 +1,150 @@
+//! What the token function writes to CloudWatch Logs per request: the JSON log line
+//! (client id, outcome, source address for Contributor Insights; never a secret or a token)
+//! and the embedded metrics document (with the signing key's age on issued tokens), together
+//! under 1 KB.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use base64::Engine as _;
+use serde_json::Value;
+use token_service::admin::NewClient;
+use token_service::clock::SystemClock;
+use token_service::config::ServiceConfig;
+use token_service::embedded::Embedded;
+use token_service::lambda::{init_metrics, json_subscriber, log_filter, token_router};
+use tower::ServiceExt as _;
+
+/// CloudWatch Logs bills ingestion per byte; the budget per token request (issue 9).
+const BUDGET_BYTES: usize = 1024;
+
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn event(client_id: &str, secret: &str) -> lambda_http::Request {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    let text = include_str!("fixtures/token-basic.json").replace("{{BASIC}}", &basic);
+    lambda_http::request::from_str(&text).expect("fixture is an API Gateway v2 event")
+}
+
+#[tokio::test]
+async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
+    // The metrics recorder is process-wide: this test binary holds this one test only.
+    let collector = init_metrics("token").expect("recorder installs");
+    let logs = Sink::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(json_subscriber(
+        log_filter(None, Some("INFO")),
+        move || writer.clone(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(
+        dir.path().join("log.db"),
+        ServiceConfig::for_tests(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let admin = embedded.admin("test");
+    admin.ensure_signing_key().await.unwrap();
+    let (_, secret) = admin
+        .create_client(NewClient {
+            client_id: Some("billing-reporter".into()),
+            name: "Billing reporter".into(),
+            scopes: vec!["api.read".into()],
+            audiences: vec!["https://api.example.com".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let router = token_router(embedded.token_service());
+    collector.flush(std::io::sink()).unwrap();
+    logs.take();
+
+    for (presented, outcome) in [
+        (secret.expose(), "issued"),
+        ("wrong-secret-value", "invalid_client"),
+    ] {
+        // What lambda_runtime wraps each invocation in (its span is in every log line).
+        let span = tracing::info_span!(
+            "Lambda runtime invoke",
+            requestId = "8f2c6f4e-7d1a-4c3b-9e5f-0a1b2c3d4e5f",
+            xrayTraceId = "Root=1-674a3c10-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=0;Lineage=1:8e4b7b9c:0"
+        );
+        let _entered = span.enter();
+        let response = router
+            .clone()
+            .oneshot(event("billing-reporter", presented))
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(Body::new(response.into_body()), 1 << 16)
+            .await
+            .unwrap();
+        let mut emf = Vec::new();
+        collector.flush(&mut emf).unwrap();
+        let emf = String::from_utf8(emf).unwrap();
+        let log = logs.take();
+
+        let lines = json_lines(&log);
+        let request_lines: Vec<_> = lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == "token request")
+            .collect();
+        assert_eq!(request_lines.len(), 1, "{log}");
+        let fields = &request_lines[0]["fields"];
+        assert_eq!(fields["client_id"], "billing-reporter", "{log}");
+        assert_eq!(fields["outcome"], outcome, "{log}");
+        assert_eq!(fields["source_ip"], "203.0.113.7", "{log}");
+        assert_eq!(fields["request_id"], "JKJaXmPLvHcESHA=", "{log}");
+        assert!(!log.contains(secret.expose()) && !log.contains("wrong-secret-value"));
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        if let Some(token) = serde_json::from_str::<Value>(&body).unwrap()["access_token"].as_str()
+        {
+            assert!(!log.contains(token) && !emf.contains(token));
+        }
+
+        let docs = json_lines(&emf);
+        let doc = docs
+            .iter()
+            .find(|d| d["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no metrics document for {outcome}: {emf}"));
+        assert_eq!(doc["token_requests"], 1.0, "{emf}");
+        if outcome == "issued" {
+            // The key was created a moment ago: its age is small, and the alarm keys on it.
+            let age = doc["signing_key_age_seconds"][0].as_f64().expect("key age");
+            assert!((0.0..60.0).contains(&age), "{emf}");
+        } else {
+            assert!(doc.get("signing_key_age_seconds").is_none(), "{emf}");
+        }
+
+        let bytes = log.len() + emf.len();
+        println!(
+            "{outcome} ({status}): {} log + {} metrics = {bytes} bytes",
+            log.len(),
+            emf.len()
+        );
+        assert!(bytes < BUDGET_BYTES, "{bytes} bytes:\n{log}{emf}");
+    }
+}
