@@ -587,6 +587,22 @@ async fn failed_assertions_count_towards_the_failure_limit(s: Stores) {
     assert_eq!(last[limit as usize], 429, "{last:?}");
 }
 
+async fn the_replay_cache_forgets_an_id_only_after_it_expired(s: Stores) {
+    let ids = &s.assertion_ids;
+    let (now, until) = (1_000_000, 1_000_100);
+    assert!(ids.first_use("3:svc:a", until, now).await.unwrap());
+    assert!(!ids.first_use("3:svc:a", until, now).await.unwrap());
+    assert!(
+        !ids.first_use("3:svc:a", until + 500, until - 1)
+            .await
+            .unwrap()
+    );
+    assert!(ids.first_use("3:svc:b", until, now).await.unwrap());
+    // Past its expiry (TTL deletion is lazy) the record no longer counts.
+    assert!(ids.first_use("3:svc:a", until + 100, until).await.unwrap());
+    assert!(!ids.first_use("3:svc:a", until + 100, until).await.unwrap());
+}
+
 /// Runs each case once per backend: `sqlite::<name>` and `aws::<name>`.
 macro_rules! matrix {
     ($($name:ident),* $(,)?) => {
@@ -617,4 +633,5 @@ matrix!(
     a_private_key_is_refused_at_registration_and_never_stored,
     methods_do_not_mix,
     failed_assertions_count_towards_the_failure_limit,
+    the_replay_cache_forgets_an_id_only_after_it_expired,
 );

@@ -197,3 +197,89 @@ fn check_key_material(jwk: &Jwk) -> Result<(), KeyInputError> {
         .map(|_| ())
         .map_err(|e| KeyInputError::NotAJwk(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EC: &str = r#"{"kty":"EC","crv":"P-256","x":"NGtiPoNjHZVpYTNDThdNa1MWYp4EsA9-WYAgsCFNffQ","y":"umRhVxz7u9gFwr6AgYn0si9Qsk5exXIArbKHZS7fz3E"}"#;
+    const ED: &str =
+        r#"{"kty":"OKP","crv":"Ed25519","x":"i5TOBqK74x3fV7S7Yvrte1HO9KH0Jm9UT4SndS8Fu2c"}"#;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH
+    }
+
+    fn with(base: &str, member: &str, value: serde_json::Value) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
+        v[member] = value;
+        v.to_string()
+    }
+
+    #[test]
+    fn a_jwk_or_a_jwks_is_read_and_named_by_its_thumbprint() {
+        let one = parse_public_keys(EC, now()).unwrap();
+        assert_eq!(one.len(), 1);
+        let jwk: Jwk = serde_json::from_str(EC).unwrap();
+        assert_eq!(one[0].kid, jwk.thumbprint(ThumbprintHash::SHA256).unwrap());
+        assert_eq!(
+            one[0].jwk.common.key_id.as_deref(),
+            Some(one[0].kid.as_str())
+        );
+        let set = format!(r#"{{"keys":[{EC},{}]}}"#, with(ED, "kid", "mine".into()));
+        let two = parse_public_keys(&set, now()).unwrap();
+        assert_eq!(two[1].kid, "mine");
+        assert_eq!(
+            parse_public_keys(r#"{"keys":[]}"#, now()),
+            Err(KeyInputError::Empty)
+        );
+    }
+
+    #[test]
+    fn private_and_symmetric_keys_are_refused_by_their_members() {
+        for member in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
+            let err = parse_public_keys(&with(EC, member, "AQAB".into()), now()).unwrap_err();
+            assert_eq!(err, KeyInputError::PrivateKey(member.to_owned()));
+        }
+        let err = parse_public_keys(r#"{"kty":"oct","k":"c2VjcmV0"}"#, now()).unwrap_err();
+        assert_eq!(err, KeyInputError::PrivateKey("k".to_owned()));
+        // Inside a set too, and the message says nothing was stored.
+        let set = format!(r#"{{"keys":[{EC},{}]}}"#, with(ED, "d", "AQAB".into()));
+        let err = parse_public_keys(&set, now()).unwrap_err();
+        assert!(err.to_string().contains("Nothing was stored"), "{err}");
+    }
+
+    #[test]
+    fn weak_or_unsupported_keys_and_mismatched_alg_are_refused() {
+        let small = URL_SAFE_NO_PAD.encode([0xc5u8; 128]);
+        let rsa = format!(r#"{{"kty":"RSA","e":"AQAB","n":"{small}"}}"#);
+        assert_eq!(
+            parse_public_keys(&rsa, now()),
+            Err(KeyInputError::WeakRsa(1024))
+        );
+        let p384 = with(EC, "crv", "P-384".into());
+        assert!(matches!(
+            parse_public_keys(&p384, now()),
+            Err(KeyInputError::Unsupported(_) | KeyInputError::NotAJwk(_))
+        ));
+        for alg in ["RS256", "HS256", "none"] {
+            assert!(
+                parse_public_keys(&with(EC, "alg", alg.into()), now()).is_err(),
+                "{alg}"
+            );
+        }
+        assert!(parse_public_keys(&with(EC, "alg", "ES256".into()), now()).is_ok());
+        assert!(parse_public_keys(&with(EC, "use", "enc".into()), now()).is_err());
+    }
+
+    #[test]
+    fn a_key_accepts_only_the_algorithms_of_its_type() {
+        let ec: Jwk = serde_json::from_str(EC).unwrap();
+        assert!(accepts(&ec, Algorithm::ES256));
+        assert!(!accepts(&ec, Algorithm::RS256));
+        assert!(!accepts(&ec, Algorithm::HS256));
+        let ed: Jwk = serde_json::from_str(ED).unwrap();
+        assert!(accepts(&ed, Algorithm::EdDSA));
+        assert!(!accepts(&ed, Algorithm::ES256));
+    }
+}

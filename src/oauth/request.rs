@@ -256,7 +256,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
     };
 
     let credentials = match (basic, body_secret) {
-        _ if assertion.is_some() && (basic_or_secret_present(raw.authorization, &seen)) => {
+        _ if assertion.is_some() && basic_or_secret_present(raw.authorization, &seen) => {
             return Err(reject(OAuthError::InvalidRequest(
                 "more than one client authentication method was used",
             )));
