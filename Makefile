@@ -49,8 +49,16 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
-unit-tests:
+unit-tests: $(VENV)/.authlib-installed
 	$(CARGO) test --workspace --all-features
+
+# Authlib for the private_key_jwt end-to-end test; again when its pins change.
+.PHONY: venv-authlib
+venv-authlib: $(VENV)/.authlib-installed
+
+$(VENV)/.authlib-installed: $(VENV)/.installed infra/requirements-authlib.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r infra/requirements-authlib.txt
+	touch $@
 
 # SAM, cfn-lint, cargo-lambda and zig, pinned, in their own venv (SAM pins boto3 differently
 # from moto); installed once, again when the pins change.

@@ -1,5 +1,6 @@
-//! Cost of issuing a token against the bare RSA-2048 signature it contains, measured in one
-//! run so that the ratios hold on a shared, noisy machine (`cargo bench --bench issue`).
+//! Cost of issuing a token against the bare RSA-2048 signature it contains, and of a
+//! `private_key_jwt` assertion check against a secret check, measured in one run so that the
+//! ratios hold on a shared, noisy machine (`cargo bench --bench issue`).
 //!
 //! Single-threaded and bounded: a fixed number of iterations per case.
 
@@ -7,17 +8,24 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine as _;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use time::OffsetDateTime;
 use token_service::admin::NewClient;
+use token_service::clients::SecretHash;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
 use token_service::embedded::Embedded;
 use token_service::issue::RequestMeta;
+use token_service::issue::TokenService;
 use token_service::keys::{KeyRing, KeySet};
+use token_service::oauth::assertion::{AssertionPolicy, JWT_BEARER, verify as verify_assertion};
 use token_service::oauth::request::RawRequest;
 
 const ITERATIONS: u32 = 400;
@@ -122,6 +130,8 @@ fn main() {
             black_box(service.handle(raw, &meta).await.unwrap());
         });
     });
+    let (secret_check, verify, issue_jwt) =
+        assertion_costs(&runtime, &embedded, &service, &meta, secret.expose());
     // Measured again last: the first case of a run often pays for a cold CPU and caches.
     let bare = bare.min(time_per_op("bare RSA-2048 signature, again", || {
         pair.sign(&RSA_PKCS1_SHA256, &rng, black_box(&message), &mut sig)
@@ -134,4 +144,125 @@ fn main() {
         "work outside the signature: {:.1} us per token",
         issue - bare
     );
+    for (alg, us) in &verify {
+        println!(
+            "{alg} assertion check / secret check: {:.1}",
+            us / secret_check
+        );
+    }
+    println!(
+        "issue with private_key_jwt / issue with a secret: {:.3}",
+        issue_jwt / issue
+    );
+}
+
+/// A client key pair for assertions: the signing key and the public JWK.
+fn client_key(alg: Algorithm) -> (EncodingKey, String) {
+    let rng = SystemRandom::new();
+    let key = match alg {
+        Algorithm::ES256 => {
+            let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            EncodingKey::from_ec_der(der.as_ref())
+        }
+        Algorithm::EdDSA => {
+            let der = Ed25519KeyPair::generate().unwrap().to_pkcs8v1().unwrap();
+            EncodingKey::from_ed_der(der.as_ref())
+        }
+        _ => {
+            let pair = KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            let der = AsDer::<Pkcs8V1Der>::as_der(&pair).unwrap();
+            // jsonwebtoken wants the PKCS#1 key that ends an RSA-2048 PKCS#8 document.
+            assert_eq!(&der.as_ref()[22..24], [0x04, 0x82]);
+            EncodingKey::from_rsa_der(&der.as_ref()[26..])
+        }
+    };
+    let jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    (key, serde_json::to_string(&jwk).unwrap())
+}
+
+fn assertion(key: &EncodingKey, alg: Algorithm, id: &str, jti: u32) -> String {
+    let iat = OffsetDateTime::now_utc().unix_timestamp();
+    let claims = serde_json::json!({
+        "iss": id, "sub": id, "aud": "https://issuer.test/oauth/token",
+        "iat": iat, "exp": iat + 300, "jti": format!("bench-{jti}"),
+    });
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+/// Per request: a secret check against assertion checks (signature and claims, no store),
+/// and a whole token request with an assertion (its jti recorded in SQLite).
+fn assertion_costs(
+    runtime: &tokio::runtime::Runtime,
+    embedded: &Embedded,
+    service: &TokenService,
+    meta: &RequestMeta,
+    secret: &str,
+) -> (f64, Vec<(&'static str, f64)>, f64) {
+    let stored = SecretHash::of(secret.as_bytes());
+    let secret_check = time_per_op("secret check: SHA-256 + constant-time compare", || {
+        black_box(stored.matches(&SecretHash::of(black_box(secret.as_bytes()))));
+    });
+    let policy = AssertionPolicy {
+        audiences: vec!["https://issuer.test/oauth/token".into()],
+        max_lifetime: 3600,
+        clock_skew: 60,
+    };
+    let admin = embedded.admin("bench");
+    let mut verify = Vec::new();
+    let mut es256 = None;
+    for (name, alg) in [
+        ("ES256", Algorithm::ES256),
+        ("EdDSA", Algorithm::EdDSA),
+        ("RS256", Algorithm::RS256),
+    ] {
+        let id = format!("jwt-{name}");
+        let (key, jwk) = client_key(alg);
+        let client = runtime.block_on(async {
+            admin
+                .create_key_client(
+                    NewClient {
+                        client_id: Some(id.clone()),
+                        name: "bench".into(),
+                        scopes: vec!["api.read".into()],
+                        audiences: vec!["https://api.example.com".into()],
+                        ..Default::default()
+                    },
+                    &jwk,
+                )
+                .await
+                .unwrap()
+        });
+        let text = assertion(&key, alg, &id, 0);
+        let now = OffsetDateTime::now_utc();
+        let label = format!("{name} assertion check (signature + claims)");
+        let us = time_per_op(&label, || {
+            black_box(
+                verify_assertion(black_box(&text), &id, Some(&client), &policy, now).unwrap(),
+            );
+        });
+        verify.push((name, us));
+        if alg == Algorithm::ES256 {
+            es256 = Some((key, id));
+        }
+    }
+    let (key, id) = es256.unwrap();
+    let bodies: Vec<String> = (0..ITERATIONS + 20)
+        .map(|n| {
+            let a = assertion(&key, Algorithm::ES256, &id, n);
+            format!("grant_type=client_credentials&client_assertion_type={JWT_BEARER}&client_assertion={a}")
+        })
+        .collect();
+    let mut next = bodies.iter();
+    let issue_jwt = time_per_op("issue with an ES256 assertion (SQLite)", || {
+        let raw = RawRequest {
+            content_type: Some("application/x-www-form-urlencoded"),
+            authorization: None,
+            query: None,
+            body: next.next().expect("one assertion per request").as_bytes(),
+        };
+        runtime.block_on(async {
+            black_box(service.handle(raw, meta).await.unwrap());
+        });
+    });
+    (secret_check, verify, issue_jwt)
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::audit::{self, AuditRecord};
+use crate::clients::keys::{KeyInputError, parse_public_keys};
 use crate::clients::secret::generate_secret_id;
 use crate::clients::{
-    Client, ClientSecret, ClientSpecError, ClientStatus, StoredSecret, generate_client_id,
-    validate_policy,
+    Client, ClientAuthMethod, ClientSecret, ClientSpecError, ClientStatus, StoredSecret,
+    generate_client_id, validate_policy,
 };
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
@@ -35,6 +36,15 @@ pub enum AdminError {
     /// The client has no such secret.
     #[error("client {0} has no secret {1}")]
     NoSuchSecret(String, String),
+    /// A public key was refused (a private key among them: nothing is stored).
+    #[error(transparent)]
+    KeyInput(#[from] KeyInputError),
+    /// The client has no key with this `kid`.
+    #[error("client {0} has no key {1}")]
+    NoSuchKey(String, String),
+    /// The operation needs a client of the other authentication method.
+    #[error("client {0} does not authenticate with {1}")]
+    WrongMethod(String, &'static str),
     /// The client already holds the most live secrets allowed.
     #[error("client {0} already has {MAX_LIVE_SECRETS} live secrets; revoke one first")]
     TooManySecrets(String),
@@ -217,6 +227,8 @@ impl Admin {
             token_ttl: spec.token_ttl,
             rate_limit: spec.rate_limit,
             secrets: vec![stored],
+            auth_method: ClientAuthMethod::ClientSecret,
+            keys: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 1,
@@ -226,6 +238,91 @@ impl Admin {
         self.record(&client.client_id, "client.create", &[], now)
             .await?;
         Ok((client, secret))
+    }
+
+    /// Creates a `private_key_jwt` client (no secret) with the public keys in `jwks` (a JWK or
+    /// a JWKS). A private key among them refuses the whole creation; nothing is stored.
+    pub async fn create_key_client(
+        &self,
+        spec: NewClient,
+        jwks: &str,
+    ) -> Result<Client, AdminError> {
+        let now = self.clock.now();
+        let keys = parse_public_keys(jwks, now)?;
+        let default_audience = spec
+            .default_audience
+            .or_else(|| spec.audiences.first().cloned())
+            .ok_or(ClientSpecError::NoAudience)?;
+        let client = Client {
+            client_id: spec.client_id.unwrap_or_else(generate_client_id),
+            name: spec.name,
+            status: ClientStatus::Active,
+            default_scopes: spec.default_scopes.unwrap_or_else(|| spec.scopes.clone()),
+            scopes: spec.scopes,
+            audiences: spec.audiences,
+            default_audience,
+            token_ttl: spec.token_ttl,
+            rate_limit: spec.rate_limit,
+            secrets: Vec::new(),
+            auth_method: ClientAuthMethod::PrivateKeyJwt,
+            keys,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        validate_policy(&client, self.config.max_ttl)?;
+        self.clients.create_client(&client).await?;
+        self.record(&client.client_id, "client.create", &["keys"], now)
+            .await?;
+        Ok(client)
+    }
+
+    /// Adds the public keys in `jwks` to a `private_key_jwt` client: how it rotates its key
+    /// (add the new one, move to it, remove the old one). Returns the added `kid`s.
+    pub async fn add_client_keys(
+        &self,
+        client_id: &str,
+        jwks: &str,
+    ) -> Result<(Client, Vec<String>), AdminError> {
+        let keys = parse_public_keys(jwks, self.clock.now())?;
+        let kids = keys.iter().map(|k| k.kid.clone()).collect();
+        let client = self
+            .modify(client_id, "key.add", &["keys"], |c, _| {
+                Self::require_key_client(c)?;
+                c.keys.extend(keys);
+                Ok(())
+            })
+            .await?;
+        Ok((client, kids))
+    }
+
+    /// Removes one public key at once; assertions under its `kid` fail from the next request.
+    pub async fn remove_client_key(
+        &self,
+        client_id: &str,
+        kid: &str,
+    ) -> Result<Client, AdminError> {
+        self.modify(client_id, "key.remove", &["keys"], |c, _| {
+            Self::require_key_client(c)?;
+            let before = c.keys.len();
+            c.keys.retain(|k| k.kid != kid);
+            if c.keys.len() == before {
+                return Err(AdminError::NoSuchKey(c.client_id.clone(), kid.to_owned()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn require_key_client(c: &Client) -> Result<(), AdminError> {
+        if c.auth_method == ClientAuthMethod::PrivateKeyJwt {
+            Ok(())
+        } else {
+            Err(AdminError::WrongMethod(
+                c.client_id.clone(),
+                ClientAuthMethod::PrivateKeyJwt.as_str(),
+            ))
+        }
     }
 
     /// The client, or `NotFound`.

@@ -20,8 +20,8 @@ use crate::http::{Discovery, ScopesSupported};
 use crate::issue::{DECISION_DEADLINE, TokenService};
 use crate::keys::KeyCache;
 use crate::store::aws::{
-    AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
-    DynamoDbRateLimits, SecretsManagerKeyStore,
+    AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
+    DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore,
 };
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
@@ -146,14 +146,20 @@ impl AwsShape {
     /// cached from Secrets Manager.
     pub fn token_service(&self) -> Arc<TokenService> {
         let keys = KeyCache::from_config(self.private_keys(), self.clock.clone(), &self.config);
-        Arc::new(TokenService::new(
-            self.config.clone(),
-            self.clients(),
-            self.audit(),
-            self.rate_limits(),
-            keys,
-            self.clock.clone(),
-        ))
+        Arc::new(
+            TokenService::new(
+                self.config.clone(),
+                self.clients(),
+                self.audit(),
+                self.rate_limits(),
+                keys,
+                self.clock.clone(),
+            )
+            .with_assertion_replay(Arc::new(DynamoDbAssertionReplay::new(
+                self.dynamodb.clone(),
+                self.resources.assertion_ids_table.clone(),
+            ))),
+        )
     }
 
     /// The discovery documents over the public-keys table only; `scopes_supported` is the

@@ -52,6 +52,10 @@ pub struct ServiceSettings {
     /// Failed authentications per minute from one source address, all client ids together.
     #[arg(long, env = "TOKEN_FAIL_LIMIT_IP", default_value_t = 100)]
     pub fail_limit_ip: u32,
+    /// Longest time, in seconds, from now to a client assertion's `exp` (`private_key_jwt`).
+    /// Client libraries such as Authlib sign with `exp = iat + 3600` by default.
+    #[arg(long, env = "TOKEN_ASSERTION_MAX_LIFETIME", default_value_t = 3600)]
+    pub assertion_max_lifetime: u64,
 }
 
 /// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
@@ -93,6 +97,10 @@ pub struct ServiceConfig {
     pub scopes_supported: Option<Vec<String>>,
     /// Abuse limits.
     pub limits: Limits,
+    /// Clock skew allowance, seconds.
+    pub clock_skew: u64,
+    /// Longest time from now to a client assertion's `exp`, seconds.
+    pub assertion_max_lifetime: u64,
 }
 
 /// Per-minute limits of the token endpoint (DESIGN.md "Abuse protection").
@@ -192,6 +200,11 @@ impl ServiceSettings {
                 "TOKEN_RATE_LIMIT, TOKEN_FAIL_LIMIT_CLIENT_IP and TOKEN_FAIL_LIMIT_IP must be at least 1",
             ));
         }
+        if self.assertion_max_lifetime == 0 || self.assertion_max_lifetime > TTL_CEILING {
+            return Err(invalid(format!(
+                "TOKEN_ASSERTION_MAX_LIFETIME must be between 1 and {TTL_CEILING} seconds"
+            )));
+        }
         if self.audit_retention_days == 0 || self.audit_retention_days > RETENTION_DAYS_CEILING {
             return Err(invalid(format!(
                 "TOKEN_AUDIT_RETENTION_DAYS must be between 1 and {RETENTION_DAYS_CEILING}"
@@ -232,6 +245,8 @@ impl ServiceSettings {
                 fail_per_client_ip: self.fail_limit_client_ip,
                 fail_per_ip: self.fail_limit_ip,
             },
+            clock_skew: self.clock_skew,
+            assertion_max_lifetime: self.assertion_max_lifetime,
         })
     }
 }

@@ -68,14 +68,17 @@ impl Embedded {
     /// The token service over the store.
     pub fn token_service(&self) -> Arc<TokenService> {
         let keys = KeyCache::from_config(self.store.clone(), self.clock.clone(), &self.config);
-        Arc::new(TokenService::new(
-            self.config.clone(),
-            self.store.clone(),
-            self.store.clone(),
-            self.store.clone(),
-            keys,
-            self.clock.clone(),
-        ))
+        Arc::new(
+            TokenService::new(
+                self.config.clone(),
+                self.store.clone(),
+                self.store.clone(),
+                self.store.clone(),
+                keys,
+                self.clock.clone(),
+            )
+            .with_assertion_replay(self.store.clone()),
+        )
     }
 
     /// The discovery documents over the store.

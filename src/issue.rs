@@ -17,17 +17,19 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, AuditRecord};
 use crate::clients::secret::looks_like_secret;
-use crate::clients::{Client, SecretHash};
+use crate::clients::{Client, ClientAuthMethod, SecretHash};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
 use crate::keys::schedule::KeyTimes as _;
+use crate::oauth::assertion::{self, AssertionPolicy};
 use crate::oauth::claims::{AccessTokenClaims, Audience};
+use crate::oauth::request::AuthMethod;
 use crate::oauth::request::{self, RawRequest, Rejection, is_recordable_client_id};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, TokenRequest};
-use crate::store::{AuditLog, ClientStore, RateLimits, StoreError};
+use crate::store::{AssertionReplay, AuditLog, ClientStore, RateLimits, StoreError};
 
 /// How long a request may wait on the stores and the key set before the answer is decided:
 /// authentication, counters and signing. The audit write of the answer comes after it, with
@@ -118,6 +120,7 @@ struct Grant {
     audience: String,
     /// Seconds since the signing key was created: a stalled rotation shows as a growing age.
     key_age_secs: i64,
+    method: AuthMethod,
 }
 
 /// The token endpoint's logic, independent of HTTP.
@@ -129,6 +132,7 @@ pub struct TokenService {
     keys: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
+    assertion_ids: Option<Arc<dyn AssertionReplay>>,
 }
 
 impl TokenService {
@@ -149,7 +153,42 @@ impl TokenService {
             keys,
             clock,
             rng: SystemRandom::new(),
+            assertion_ids: None,
         }
+    }
+
+    /// Accepts `private_key_jwt` with `replay` as the record of used assertion ids; without
+    /// one every client assertion is refused.
+    pub fn with_assertion_replay(mut self, replay: Arc<dyn AssertionReplay>) -> Self {
+        self.assertion_ids = Some(replay);
+        self
+    }
+
+    /// Authenticates by the method the request used: a secret, or a client assertion.
+    async fn authenticate(
+        &self,
+        request: &TokenRequest,
+        client: Option<Client>,
+        now: OffsetDateTime,
+    ) -> Result<Client, OAuthError> {
+        if request.credentials.method != AuthMethod::PrivateKeyJwt {
+            return authenticate(request, client, now);
+        }
+        let policy = AssertionPolicy {
+            audiences: vec![self.config.token_endpoint(), self.config.issuer.clone()],
+            max_lifetime: self.config.assertion_max_lifetime as i64,
+            clock_skew: self.config.clock_skew as i64,
+        };
+        let text = String::from_utf8_lossy(&request.credentials.secret);
+        assertion::authenticate(
+            &text,
+            &request.credentials.client_id,
+            client,
+            &policy,
+            self.assertion_ids.as_deref(),
+            now,
+        )
+        .await
     }
 
     /// The service configuration.
@@ -182,6 +221,8 @@ impl TokenService {
                 record.jti = Some(grant.jti);
                 record.scope = Some(grant.scope);
                 record.audience = Some(grant.audience);
+                // For a token request, `fields` names the authentication method that succeeded.
+                record.fields = vec![grant.method.as_str().to_owned()];
                 self.write(record).await?;
                 // A histogram, not a gauge: it reaches the metrics document of this request
                 // only, next to the `issued` count (same dimensions, no extra document).
@@ -377,7 +418,10 @@ impl TokenService {
             self.fetch_client(claimed.as_deref()),
         );
         failures.map_err(reject)?;
-        let client = authenticate(&request, stored.map_err(reject)?, now).map_err(reject)?;
+        let client = self
+            .authenticate(&request, stored.map_err(reject)?, now)
+            .await
+            .map_err(reject)?;
         let scope = granted_scope(&client, request.scope.as_ref()).map_err(reject)?;
         let audience = granted_audience(&client, request.resources).map_err(reject)?;
         let limit = client
@@ -424,6 +468,7 @@ impl TokenService {
             scope: claims.scope.clone(),
             audience: claims.aud.joined(),
             key_age_secs: (now - signer.created_at()).whole_seconds(),
+            method: request.credentials.method,
         };
         Ok((
             IssuedToken {
@@ -474,7 +519,9 @@ fn authenticate(
         }
     };
     match client {
-        Some(c) if matched && c.is_active() => Ok(c),
+        Some(c) if matched && c.is_active() && c.auth_method == ClientAuthMethod::ClientSecret => {
+            Ok(c)
+        }
         _ => Err(OAuthError::InvalidClient),
     }
 }

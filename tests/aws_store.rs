@@ -37,6 +37,8 @@ fn client_with_secret(id: &str) -> (Client, String) {
             created_at: at,
             expires_at: None,
         }],
+        auth_method: Default::default(),
+        keys: Vec::new(),
         created_at: at,
         updated_at: at,
         version: 1,

@@ -51,6 +51,8 @@ fn client(id: &str) -> Client {
             secret("s1", None),
             secret("s2", Some(T0 + Duration::days(7))),
         ],
+        auth_method: Default::default(),
+        keys: Vec::new(),
         created_at: T0,
         updated_at: T0 + Duration::seconds(1),
         version: 1,

@@ -22,6 +22,7 @@ fn tokenctl(names: &AwsResources, args: &[&str]) -> Output {
         .env("TOKEN_AUDIT_TABLE", &names.audit_table)
         .env("TOKEN_PUBLIC_KEYS_TABLE", &names.public_keys_table)
         .env("TOKEN_RATE_LIMITS_TABLE", &names.rate_limits_table)
+        .env("TOKEN_ASSERTION_IDS_TABLE", &names.assertion_ids_table)
         .env("TOKEN_KEY_SECRET_ID", &names.key_secret_id)
         .output()
         .expect("tokenctl runs")

@@ -30,6 +30,8 @@ fn client(id: &str, now: OffsetDateTime) -> Client {
         token_ttl: None,
         rate_limit: None,
         secrets: Vec::new(),
+        auth_method: Default::default(),
+        keys: Vec::new(),
         created_at: now - Duration::days(30),
         updated_at: now - Duration::days(30),
         version: 1,
@@ -226,6 +228,7 @@ fn aws_tokenctl(names: &AwsResources, args: &[&str]) -> Output {
         .env("TOKEN_AUDIT_TABLE", &names.audit_table)
         .env("TOKEN_PUBLIC_KEYS_TABLE", &names.public_keys_table)
         .env("TOKEN_RATE_LIMITS_TABLE", &names.rate_limits_table)
+        .env("TOKEN_ASSERTION_IDS_TABLE", &names.assertion_ids_table)
         .env("TOKEN_KEY_SECRET_ID", &names.key_secret_id))
 }
 

@@ -55,7 +55,9 @@ pub struct AuditRecord {
     /// The management action (`client.create`, `secret.revoke`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// Names of the fields a management action changed.
+    /// Names of the fields a management action changed; for an issued token, the client
+    /// authentication method that succeeded (`client_secret_basic`, `client_secret_post`,
+    /// `private_key_jwt`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
     /// When the record may be deleted, seconds since the epoch (DynamoDB TTL).

@@ -1,10 +1,12 @@
 //! Client records: who may ask for tokens, with which scopes, audiences and secrets.
 
+pub mod keys;
 pub mod secret;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use keys::ClientKey;
 pub use secret::{ClientSecret, SecretHash};
 
 /// Longest client id accepted (RFC 6749 sets no bound; a bound keeps keys and logs small).
@@ -26,6 +28,29 @@ impl ClientStatus {
         match self {
             Self::Active => "active",
             Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// How a client authenticates at the token endpoint, named as RFC 8414
+/// `token_endpoint_auth_methods_supported` names them (secrets by either transport).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// A shared secret, by HTTP Basic or in the body (RFC 6749 §2.3.1). Records written before
+    /// the field existed are read as this.
+    #[default]
+    ClientSecret,
+    /// A JWT signed with a registered private key (RFC 7523 §2.2, OpenID Connect Core §9).
+    PrivateKeyJwt,
+}
+
+impl ClientAuthMethod {
+    /// The method as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecret => "client_secret",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -77,6 +102,12 @@ pub struct Client {
     pub rate_limit: Option<u32>,
     /// The client's secrets, each with an optional expiry.
     pub secrets: Vec<StoredSecret>,
+    /// How the client authenticates; `client_secret` for records that predate the field.
+    #[serde(default)]
+    pub auth_method: ClientAuthMethod,
+    /// The public keys of a `private_key_jwt` client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ClientKey>,
     /// When the client was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -121,6 +152,15 @@ pub enum ClientSpecError {
     /// The lifetime is zero or longer than the service maximum.
     #[error("token lifetime must be between 1 and {0} seconds")]
     InvalidTtl(u64),
+    /// Credentials of the other authentication method are present.
+    #[error("a {0} client holds only credentials of that method")]
+    MixedCredentials(&'static str),
+    /// Too many keys, or two with one `kid`.
+    #[error(
+        "a client holds at most {} keys, each with its own kid",
+        keys::MAX_CLIENT_KEYS
+    )]
+    InvalidKeys,
 }
 
 /// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
@@ -170,6 +210,25 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     }
     if client.token_ttl.is_some_and(|t| t == 0 || t > max_ttl) {
         return Err(ClientSpecError::InvalidTtl(max_ttl));
+    }
+    validate_credentials(client)
+}
+
+/// A client holds the credentials of its own method only, within the bound on keys.
+fn validate_credentials(client: &Client) -> Result<(), ClientSpecError> {
+    let method = client.auth_method;
+    let mixed = match method {
+        ClientAuthMethod::ClientSecret => !client.keys.is_empty(),
+        ClientAuthMethod::PrivateKeyJwt => !client.secrets.is_empty(),
+    };
+    if mixed {
+        return Err(ClientSpecError::MixedCredentials(method.as_str()));
+    }
+    let mut kids: Vec<&str> = client.keys.iter().map(|k| k.kid.as_str()).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    if client.keys.len() > keys::MAX_CLIENT_KEYS || kids.len() != client.keys.len() {
+        return Err(ClientSpecError::InvalidKeys);
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::clients::keys::ASSERTION_ALGORITHMS;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::keys::jwk::jwks;
@@ -116,7 +117,12 @@ async fn metadata(State(d): State<Arc<Discovery>>) -> Response {
             "token_endpoint": c.token_endpoint(),
             "jwks_uri": c.jwks_uri(),
             "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>(),
             "scopes_supported": scopes,
             "response_types_supported": [],
         }),

@@ -22,6 +22,19 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A signed JWT in `client_assertion` (RFC 7523 §2.2); checked by [`super::assertion`].
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    /// The method's RFC 8414 name, as the audit trail records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 /// The credentials a client presented. The secret's `Debug` is redacted.
@@ -29,7 +42,7 @@ pub enum AuthMethod {
 pub struct ClientCredentials {
     /// The presented `client_id`.
     pub client_id: String,
-    /// The presented secret, byte for byte.
+    /// The presented secret, byte for byte; for `private_key_jwt`, the client assertion.
     pub secret: Vec<u8>,
     /// Where they came from.
     pub method: AuthMethod,
@@ -172,6 +185,41 @@ fn basic_credentials(header: Option<&str>) -> Result<Option<(String, Vec<u8>)>, 
     Ok(Some((id, form_decode(secret.as_bytes()))))
 }
 
+/// Whether a secret was presented, by header or in the body.
+fn basic_or_secret_present(authorization: Option<&str>, seen: &[String]) -> bool {
+    authorization.is_some() || seen.iter().any(|s| s == "client_secret")
+}
+
+/// The `private_key_jwt` credentials (RFC 7523 §2.2, RFC 7521 §4.2), if the request carries
+/// an assertion. The client is the `client_id` parameter when present (the assertion's `sub`
+/// must then match it), else the assertion's claimed `sub`.
+fn client_assertion(
+    kind: Option<String>,
+    assertion: Option<String>,
+    body_id: Option<&str>,
+) -> Result<Option<ClientCredentials>, Rejection> {
+    let assertion = match (kind.as_deref(), assertion) {
+        (None, None) => return Ok(None),
+        (Some(super::assertion::JWT_BEARER), Some(a)) => a,
+        (Some(super::assertion::JWT_BEARER), None) | (None, Some(_)) => {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion and client_assertion_type go together",
+            )
+            .into());
+        }
+        (Some(_), _) => return Err(OAuthError::InvalidClient.into()),
+    };
+    let client_id = match body_id {
+        Some(id) => id.to_owned(),
+        None => super::assertion::claimed_subject(&assertion).unwrap_or_default(),
+    };
+    Ok(Some(ClientCredentials {
+        client_id,
+        secret: assertion.into_bytes(),
+        method: AuthMethod::PrivateKeyJwt,
+    }))
+}
+
 /// Parses and checks everything about a token request that needs no stored state.
 pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
     if raw.query.is_some_and(|q| !q.is_empty()) {
@@ -190,6 +238,8 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
     let mut scope = None;
     let mut body_id = None;
     let mut body_secret = None;
+    let mut assertion_type = None;
+    let mut assertion = None;
     let mut resources: Vec<String> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in form_pairs(raw.body) {
@@ -216,6 +266,8 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
             "grant_type" => grant_type = Some(value),
             "scope" => scope = Some(value),
             "client_id" => body_id = Some(value),
+            "client_assertion_type" => assertion_type = Some(value),
+            "client_assertion" => assertion = Some(value),
             _ => {} // RFC 6749 §3.2: unknown parameters are ignored.
         }
         seen.push(name);
@@ -225,10 +277,12 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
         error,
         client_id: None,
     })?;
+    let assertion = client_assertion(assertion_type, assertion, body_id.as_deref())?;
     let claimed = basic
         .as_ref()
         .map(|(id, _)| id.clone())
         .or_else(|| body_id.clone())
+        .or_else(|| assertion.as_ref().map(|a| a.client_id.clone()))
         .filter(|id| is_recordable_client_id(id));
     let reject = |error: OAuthError| Rejection {
         error,
@@ -236,6 +290,12 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
     };
 
     let credentials = match (basic, body_secret) {
+        _ if assertion.is_some() && basic_or_secret_present(raw.authorization, &seen) => {
+            return Err(reject(OAuthError::InvalidRequest(
+                "more than one client authentication method was used",
+            )));
+        }
+        (None, None) if assertion.is_some() => assertion.expect("checked just above"),
         (Some(_), Some(_)) => {
             return Err(reject(OAuthError::InvalidRequest(
                 "more than one client authentication method was used",

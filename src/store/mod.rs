@@ -86,3 +86,11 @@ pub trait PublicKeyStore: Send + Sync {
     /// Makes the stored records exactly `records` (adds new ones, removes the others).
     async fn replace_public_keys(&self, records: &[PublicKeyRecord]) -> Result<(), StoreError>;
 }
+
+/// One-time use of client assertion ids (RFC 7523 §3 item 7): the replay cache.
+#[async_trait]
+pub trait AssertionReplay: Send + Sync {
+    /// Atomically records `key` until `expires_at` (epoch seconds) unless a record of it that
+    /// has not expired at `now` exists; whether this call recorded it (its first use).
+    async fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+}

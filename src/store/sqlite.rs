@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, StoreError};
+use super::{
+    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, StoreError,
+};
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
@@ -47,6 +49,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE rate_counters (
         key        TEXT PRIMARY KEY,
         count      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+",
+    r"
+    CREATE TABLE assertion_ids (
+        key        TEXT PRIMARY KEY,
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
 ",
@@ -185,7 +193,13 @@ impl SqliteStore {
                 [now_epoch],
             )
             .map_err(backend)?;
-        Ok(audit + counters)
+        let assertions = conn
+            .execute(
+                "DELETE FROM assertion_ids WHERE expires_at < ?1",
+                [now_epoch],
+            )
+            .map_err(backend)?;
+        Ok(audit + counters + assertions)
     }
 }
 
@@ -204,6 +218,22 @@ fn missing_or_conflict(conn: &Connection, client_id: &str) -> Result<StoreError,
     } else {
         StoreError::NotFound(what)
     })
+}
+
+#[async_trait]
+impl AssertionReplay for SqliteStore {
+    async fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        // One statement, so atomic: an expired record (not pruned yet) counts as absent.
+        let changed = lock(&self.writer)
+            .execute(
+                "INSERT INTO assertion_ids (key, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE assertion_ids.expires_at <= ?3",
+                params![key, expires_at, now],
+            )
+            .map_err(backend)?;
+        Ok(changed == 1)
+    }
 }
 
 #[async_trait]

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use token_service::encoding::random_b64url;
 use token_service::keys::rotation::VersionedSecret;
 use token_service::store::aws::{
-    AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
-    DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
+    AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
+    DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions,
+    create_resources,
 };
 use token_service::store::{
-    AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, SqliteStore,
+    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, SqliteStore,
 };
 
 use super::moto;
@@ -30,6 +31,8 @@ pub struct Stores {
     pub public_keys: Arc<dyn PublicKeyStore>,
     /// Rate-limit counters.
     pub limits: Arc<dyn RateLimits>,
+    /// Used client assertion ids.
+    pub assertion_ids: Arc<dyn AssertionReplay>,
     /// The key secret's versions, where keys rotate through the Secrets Manager protocol.
     pub versions: Option<Arc<dyn VersionedSecret>>,
     /// Keeps the backend's temporary files alive.
@@ -48,6 +51,7 @@ pub async fn sqlite() -> Stores {
         audit: store.clone(),
         keys: store.clone(),
         public_keys: store.clone(),
+        assertion_ids: store.clone(),
         limits: store,
         versions: None,
         _dir: Some(dir),
@@ -63,6 +67,7 @@ pub fn random_resources() -> AwsResources {
         audit_table: format!("test-{run}-audit"),
         public_keys_table: format!("test-{run}-public-keys"),
         rate_limits_table: format!("test-{run}-rate-limits"),
+        assertion_ids_table: format!("test-{run}-assertion-ids"),
         key_secret_id: format!("test-{run}-keys"),
     }
 }
@@ -87,6 +92,10 @@ pub async fn aws() -> Stores {
         public_keys: Arc::new(DynamoDbPublicKeyStore::new(
             db.clone(),
             &names.public_keys_table,
+        )),
+        assertion_ids: Arc::new(DynamoDbAssertionReplay::new(
+            db.clone(),
+            &names.assertion_ids_table,
         )),
         limits: Arc::new(DynamoDbRateLimits::new(db, &names.rate_limits_table)),
         versions: Some(Arc::new(SecretsManagerVersions::new(

@@ -251,6 +251,8 @@ mod tests {
             token_ttl: None,
             rate_limit: None,
             secrets: Vec::new(),
+            auth_method: Default::default(),
+            keys: Vec::new(),
             created_at,
             updated_at: created_at,
             version: 1,

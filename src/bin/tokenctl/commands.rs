@@ -4,8 +4,11 @@ use time::OffsetDateTime;
 use token_service::admin::{Admin, ClientUpdate, KeyStatus, NewClient, parse_duration};
 use token_service::clients::ClientStatus;
 
-use crate::args::{ClientsCommand, KeysCommand, SecretsCommand};
-use crate::views::{ClientView, NewSecretView, print_client, print_json, print_new_secret, ts};
+use crate::args::{AuthArg, ClientKeysCommand, ClientsCommand, KeysCommand, SecretsCommand};
+use crate::views::{
+    ClientKeyView, ClientView, NewSecretView, print_client, print_json, print_keys,
+    print_new_secret, ts,
+};
 
 /// What every command returns.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -29,6 +32,8 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
             default_audience,
             ttl,
             rate_limit,
+            auth,
+            jwk,
         } => {
             let spec = NewClient {
                 client_id: id,
@@ -40,6 +45,19 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
                 token_ttl: ttl,
                 rate_limit,
             };
+            match (auth, jwk) {
+                (AuthArg::PrivateKeyJwt, Some(path)) => {
+                    let client = admin.create_key_client(spec, &read_jwk(&path)?).await?;
+                    return print_created_key_client(json, &client);
+                }
+                (AuthArg::PrivateKeyJwt, None) => {
+                    return Err("--auth private_key_jwt needs --jwk FILE (the public key)".into());
+                }
+                (AuthArg::ClientSecret, Some(_)) => {
+                    return Err("--jwk needs --auth private_key_jwt".into());
+                }
+                (AuthArg::ClientSecret, None) => {}
+            }
             let (client, secret) = admin.create_client(spec).await?;
             let view = NewSecretView {
                 client_id: client.client_id.clone(),
@@ -78,6 +96,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
             print_client(&c);
             Ok(())
         }
+        ClientsCommand::Keys(cmd) => client_keys(admin, json, cmd).await,
         ClientsCommand::Delete { client_id } => {
             admin.delete_client(&client_id).await?;
             if json {
@@ -121,6 +140,52 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
             set_status(admin, json, &client_id, ClientStatus::Active).await
         }
     }
+}
+
+/// Reads a JWK or JWK set file (at most 64 KiB: a JWKS of a few public keys is far smaller).
+fn read_jwk(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() > 64 * 1024 {
+        return Err(format!("{} is larger than 64 KiB", path.display()));
+    }
+    Ok(text)
+}
+
+fn print_created_key_client(json: bool, client: &token_service::clients::Client) -> CliResult {
+    if json {
+        return print_json(&ClientView::from(client));
+    }
+    print_client(client);
+    eprintln!("The client authenticates with private_key_jwt: no secret was made.");
+    Ok(())
+}
+
+async fn client_keys(admin: &Admin, json: bool, cmd: ClientKeysCommand) -> CliResult {
+    let client = match cmd {
+        ClientKeysCommand::Add { client_id, jwk } => {
+            let (client, kids) = admin.add_client_keys(&client_id, &read_jwk(&jwk)?).await?;
+            if !json {
+                eprintln!("added key(s): {}", kids.join(" "));
+            }
+            client
+        }
+        ClientKeysCommand::Remove { client_id, kid } => {
+            admin.remove_client_key(&client_id, &kid).await?
+        }
+        ClientKeysCommand::List { client_id } => admin.client(&client_id).await?,
+    };
+    if json {
+        return print_json(
+            &client
+                .keys
+                .iter()
+                .map(ClientKeyView::from)
+                .collect::<Vec<_>>(),
+        );
+    }
+    print_keys(&client);
+    Ok(())
 }
 
 /// Parses `default` as `None`, anything else as a number.

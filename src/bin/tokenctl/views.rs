@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use token_service::audit::AuditRecord;
 use token_service::audit::report::{Findings, Report};
 use token_service::audit::stats::ClientStats;
-use token_service::clients::{Client, ClientStatus, StoredSecret};
+use token_service::clients::{Client, ClientAuthMethod, ClientKey, ClientStatus, StoredSecret};
 
 use crate::commands::CliResult;
 
@@ -22,6 +22,8 @@ pub struct ClientView {
     token_ttl: Option<u64>,
     rate_limit: Option<u32>,
     pub secrets: Vec<SecretView>,
+    auth_method: ClientAuthMethod,
+    keys: Vec<ClientKeyView>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -48,6 +50,40 @@ impl From<&StoredSecret> for SecretView {
     }
 }
 
+/// A registered public key of a client: its kid and the public JWK.
+#[derive(Debug, Serialize)]
+pub struct ClientKeyView {
+    kid: String,
+    jwk: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    added_at: OffsetDateTime,
+}
+
+impl From<&ClientKey> for ClientKeyView {
+    fn from(k: &ClientKey) -> Self {
+        Self {
+            kid: k.kid.clone(),
+            jwk: serde_json::to_value(&k.jwk).unwrap_or_default(),
+            added_at: k.added_at,
+        }
+    }
+}
+
+/// The key type of a JWK as printed (`RSA`, `EC`, `OKP`).
+fn key_type(k: &ClientKey) -> String {
+    serde_json::to_value(&k.jwk)
+        .ok()
+        .and_then(|v| v.get("kty").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub fn print_keys(c: &Client) {
+    println!("{:<45} {:<4} ADDED", "KID", "KTY");
+    for k in &c.keys {
+        println!("{:<45} {:<4} {}", k.kid, key_type(k), ts(k.added_at));
+    }
+}
+
 impl From<&Client> for ClientView {
     fn from(c: &Client) -> Self {
         Self {
@@ -61,6 +97,8 @@ impl From<&Client> for ClientView {
             token_ttl: c.token_ttl,
             rate_limit: c.rate_limit,
             secrets: c.secrets.iter().map(SecretView::from).collect(),
+            auth_method: c.auth_method,
+            keys: c.keys.iter().map(ClientKeyView::from).collect(),
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -104,6 +142,15 @@ pub fn print_client(c: &Client) {
         None => println!("rate limit:       service default"),
     }
     println!("version:          {}", c.version);
+    println!("auth method:      {}", c.auth_method.as_str());
+    for k in &c.keys {
+        println!(
+            "key:              {} ({}, added {})",
+            k.kid,
+            key_type(k),
+            ts(k.added_at)
+        );
+    }
     for s in &c.secrets {
         let expiry = s
             .expires_at

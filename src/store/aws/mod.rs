@@ -11,11 +11,13 @@
 //! | audit | `client_id` (S, `-` when none), `sk` (S: `<RFC 3339 ms>#<request id>`) | one attribute per [`AuditRecord`](crate::audit::AuditRecord) field, `expires_at` (N, TTL) |
 //! | public keys | `kid` (S) | `jwk` (S: JSON), `created_at`, `activates_at` (S: RFC 3339) |
 //! | rate limits | `key` (S: e.g. `issue#<client>#<window>`) | `count` (N), `expires_at` (N, TTL) |
+//! | assertion ids | `key` (S: `<client id length>:<client id>:<jti>`) | `expires_at` (N, TTL) |
 //! | key secret | — | `SecretString` = [`KeySet::to_json`](crate::keys::KeySet::to_json) |
 //!
 //! A client is one JSON attribute beside `version` because it is always read and written whole,
 //! and the optimistic lock needs only `version` to be a separate attribute.
 
+mod assertion_ids;
 mod attrs;
 mod audit;
 mod clients;
@@ -34,6 +36,7 @@ use crate::config::ConfigError;
 
 use super::StoreError;
 
+pub use assertion_ids::DynamoDbAssertionReplay;
 pub use audit::DynamoDbAuditLog;
 pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
@@ -50,6 +53,8 @@ pub const AUDIT_TABLE_VAR: &str = "TOKEN_AUDIT_TABLE";
 pub const PUBLIC_KEYS_TABLE_VAR: &str = "TOKEN_PUBLIC_KEYS_TABLE";
 /// Environment variable naming the rate-limits table.
 pub const RATE_LIMITS_TABLE_VAR: &str = "TOKEN_RATE_LIMITS_TABLE";
+/// Environment variable naming the table of used client assertion ids.
+pub const ASSERTION_IDS_TABLE_VAR: &str = "TOKEN_ASSERTION_IDS_TABLE";
 /// Environment variable naming the key set secret (name or ARN).
 pub const KEY_SECRET_ID_VAR: &str = "TOKEN_KEY_SECRET_ID";
 
@@ -64,13 +69,15 @@ pub struct AwsResources {
     pub public_keys_table: String,
     /// DynamoDB table of rate-limit counters (TTL on `expires_at`).
     pub rate_limits_table: String,
+    /// DynamoDB table of used client assertion ids (TTL on `expires_at`).
+    pub assertion_ids_table: String,
     /// Secrets Manager secret holding the private key set (name or ARN).
     pub key_secret_id: String,
 }
 
 impl AwsResources {
     /// From `TOKEN_CLIENTS_TABLE`, `TOKEN_AUDIT_TABLE`, `TOKEN_PUBLIC_KEYS_TABLE`,
-    /// `TOKEN_RATE_LIMITS_TABLE` and `TOKEN_KEY_SECRET_ID`; a missing or empty variable is an
+    /// `TOKEN_RATE_LIMITS_TABLE`, `TOKEN_ASSERTION_IDS_TABLE` and `TOKEN_KEY_SECRET_ID`; a missing or empty variable is an
     /// error naming it.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -89,6 +96,7 @@ impl AwsResources {
             audit_table: var(AUDIT_TABLE_VAR)?,
             public_keys_table: var(PUBLIC_KEYS_TABLE_VAR)?,
             rate_limits_table: var(RATE_LIMITS_TABLE_VAR)?,
+            assertion_ids_table: var(ASSERTION_IDS_TABLE_VAR)?,
             key_secret_id: var(KEY_SECRET_ID_VAR)?,
         })
     }
@@ -150,12 +158,13 @@ mod tests {
     }
 
     #[test]
-    fn resources_come_from_the_five_variables() {
+    fn resources_come_from_the_six_variables() {
         let r = AwsResources::from_lookup(lookup("")).unwrap();
         assert_eq!(r.clients_table, "TOKEN_CLIENTS_TABLE-value");
         assert_eq!(r.audit_table, "TOKEN_AUDIT_TABLE-value");
         assert_eq!(r.public_keys_table, "TOKEN_PUBLIC_KEYS_TABLE-value");
         assert_eq!(r.rate_limits_table, "TOKEN_RATE_LIMITS_TABLE-value");
+        assert_eq!(r.assertion_ids_table, "TOKEN_ASSERTION_IDS_TABLE-value");
         assert_eq!(r.key_secret_id, "TOKEN_KEY_SECRET_ID-value");
     }
 
@@ -166,6 +175,7 @@ mod tests {
             AUDIT_TABLE_VAR,
             PUBLIC_KEYS_TABLE_VAR,
             RATE_LIMITS_TABLE_VAR,
+            ASSERTION_IDS_TABLE_VAR,
             KEY_SECRET_ID_VAR,
         ] {
             let err = AwsResources::from_lookup(lookup(var)).unwrap_err();

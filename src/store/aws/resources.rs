@@ -144,8 +144,8 @@ async fn ensure_secret(sm: &SecretsManager, secret_id: &str) -> Result<(), Store
     }
 }
 
-/// Creates the tables (on-demand, point-in-time recovery, TTL on the audit and rate-limit
-/// tables' `expires_at`) and the empty key secret, as `template.yaml` declares them. Idempotent: what
+/// Creates the tables (on-demand, point-in-time recovery, TTL on the audit, rate-limit and
+/// assertion-id tables' `expires_at`) and the empty key secret, as `template.yaml` declares them. Idempotent: what
 /// exists already is left as it is.
 pub async fn create_resources(
     sdk: &aws_config::SdkConfig,
@@ -163,5 +163,7 @@ pub async fn create_resources(
     ensure_table(&db, &names.public_keys_table, &[("kid", KeyType::Hash)]).await?;
     ensure_table(&db, &names.rate_limits_table, &[("key", KeyType::Hash)]).await?;
     ensure_ttl(&db, &names.rate_limits_table).await?;
+    ensure_table(&db, &names.assertion_ids_table, &[("key", KeyType::Hash)]).await?;
+    ensure_ttl(&db, &names.assertion_ids_table).await?;
     ensure_secret(&SecretsManager::new(sdk), &names.key_secret_id).await
 }
