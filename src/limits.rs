@@ -164,7 +164,98 @@ impl<'a> RefusalBudget<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
     use super::*;
+
+    /// In-memory counters that count their writes.
+    #[derive(Default)]
+    struct Counters {
+        values: Mutex<HashMap<String, u64>>,
+        writes: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl RateLimits for Counters {
+        async fn acquire(&self, key: &str, limit: u32, _: i64) -> Result<bool, StoreError> {
+            *self.writes.lock().unwrap() += 1;
+            let mut values = self.values.lock().unwrap();
+            let value = values.entry(key.to_owned()).or_default();
+            let acquired = *value < u64::from(limit);
+            *value += u64::from(acquired);
+            Ok(acquired)
+        }
+
+        async fn increment(&self, key: &str, _: i64) -> Result<(), StoreError> {
+            *self.writes.lock().unwrap() += 1;
+            *self
+                .values
+                .lock()
+                .unwrap()
+                .entry(key.to_owned())
+                .or_default() += 1;
+            Ok(())
+        }
+
+        async fn count(&self, key: &str) -> Result<u64, StoreError> {
+            Ok(self.values.lock().unwrap().get(key).copied().unwrap_or(0))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_spent_then_cut_off_once_then_costs_no_write() {
+        let counters = Counters::default();
+        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
+        let budget = RefusalBudget::new(&counters, "192.0.2.1", 2, window);
+        for _ in 0..2 {
+            assert_eq!(budget.check().await.unwrap(), Standing::Within);
+            assert_eq!(budget.charge().await.unwrap(), Standing::Within);
+        }
+        assert_eq!(
+            budget.check().await.unwrap(),
+            Standing::Over { audited: true }
+        );
+        let writes = *counters.writes.lock().unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                budget.check().await.unwrap(),
+                Standing::Over { audited: false }
+            );
+        }
+        assert_eq!(*counters.writes.lock().unwrap(), writes, "no write past it");
+        let key = refusals_of_source_key("192.0.2.1", window);
+        assert_eq!(counters.count(&key).await.unwrap(), 3);
+        // Another source, and the next window, have their own budget.
+        let other = RefusalBudget::new(&counters, "192.0.2.2", 2, window);
+        assert_eq!(other.check().await.unwrap(), Standing::Within);
+        let next = Window::at(OffsetDateTime::from_unix_timestamp(660).unwrap());
+        let later = RefusalBudget::new(&counters, "192.0.2.1", 2, next);
+        assert_eq!(later.check().await.unwrap(), Standing::Within);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_finds_the_budget_spent_is_over_it_and_only_one_is_audited() {
+        let counters = Counters::default();
+        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
+        let budget = RefusalBudget::new(&counters, "192.0.2.1", 1, window);
+        // Three parallel requests all passed `check` before any was charged.
+        let charged = [
+            budget.charge().await.unwrap(),
+            budget.charge().await.unwrap(),
+            budget.charge().await.unwrap(),
+        ];
+        assert_eq!(
+            charged,
+            [
+                Standing::Within,
+                Standing::Over { audited: true },
+                Standing::Over { audited: false }
+            ]
+        );
+    }
 
     #[test]
     fn windows_are_whole_minutes_and_retry_after_counts_to_the_end() {
