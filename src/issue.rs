@@ -6,7 +6,7 @@
 //! every refused request (each 4xx answer) counts against its source's budget
 //! ([`RefusalBudget`], `TOKEN_FAIL_BUDGET_IP` a minute); the first request over it is answered
 //! `429` and audited as the cut-off, and the source's further requests in that window are
-//! answered `429` after one counter read, counted in the `token_requests_unaudited` metric and
+//! answered `429` after the counter reads, counted in the `token_requests_unaudited` metric and
 //! not written. A flood then costs no audit write per request, and the trail still shows when
 //! and from where it was cut off.
 //!
