@@ -326,3 +326,17 @@ fn an_event_whose_query_is_no_uri_is_refused_before_the_router() {
     let read = std::panic::catch_unwind(|| lambda_http::request::from_str(&event).is_ok());
     assert!(read.is_err(), "lambda_http no longer panics here: {read:?}");
 }
+
+/// Found by `structured_events_through_the_token_function_keep_every_promise`: an event for
+/// another route got axum's empty `404`; the token function now answers with a JSON error
+/// body too (API Gateway routes no such event to it, but the answer stays well-formed).
+#[test]
+fn an_event_for_another_route_gets_a_json_404() {
+    let h = Harness::new();
+    let event = fixture_with(r#""rawPath": "/oauth/token""#, r#""rawPath": "/elsewhere""#);
+    let request = read_event(&event).expect("a valid event");
+    let answer = h.rt.block_on(h.call(request));
+    assert_eq!(answer.status, axum::http::StatusCode::NOT_FOUND);
+    let body = fuzz_support::error_body(&answer).expect("a JSON error body");
+    assert_eq!(body["error"], "invalid_request");
+}

@@ -308,3 +308,32 @@ fn arbitrary_bytes_on_a_socket_never_break_the_server() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+/// Found by `structured_requests_through_the_router_keep_every_promise`: a path the router
+/// does not know got axum's `404` with an empty body. Now a JSON error body, like every other
+/// refusal, and no audit record (it is no token request).
+#[tokio::test]
+async fn an_unknown_path_gets_a_json_404_and_no_audit_record() {
+    let stack = Stack::new().await;
+    for path in [
+        "/",
+        "/oauth/token/",
+        "/OAUTH/TOKEN",
+        "/.well-known/",
+        "/x%2F",
+    ] {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, common::FORM)
+            .body(Body::from("grant_type=client_credentials"))
+            .unwrap();
+        let reply = stack.send(request).await;
+        reply.assert_error(404, "invalid_request");
+        assert_eq!(reply.json["error_description"], "no such endpoint");
+    }
+    let requests = stack
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.action.is_none());
+    assert_eq!(requests.count(), 0);
+}
