@@ -56,6 +56,10 @@ pub struct ServiceSettings {
     /// Client libraries such as Authlib sign with `exp = iat + 3600` by default.
     #[arg(long, env = "TOKEN_ASSERTION_MAX_LIFETIME", default_value_t = 3600)]
     pub assertion_max_lifetime: u64,
+    /// Refused requests (every 4xx answer) per minute from one source address; past it the
+    /// address gets `429`, and only the first of those is audited, until the minute ends.
+    #[arg(long, env = "TOKEN_FAIL_BUDGET_IP", default_value_t = 100)]
+    pub fail_budget_ip: u32,
 }
 
 /// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
@@ -112,6 +116,8 @@ pub struct Limits {
     pub fail_per_client_ip: u32,
     /// Failed authentications per source address per minute.
     pub fail_per_ip: u32,
+    /// Refused requests (4xx answers) per source address per minute.
+    pub refusals_per_ip: u32,
 }
 
 /// Longest service maximum accepted for token lifetimes (one day).
@@ -123,6 +129,9 @@ pub const PREPUBLICATION_CEILING: u64 = 30 * 86_400;
 /// Longest audit retention (ten years). Far larger values would overflow the expiry date of
 /// every record, and so fail every request, long after the start.
 pub const RETENTION_DAYS_CEILING: u64 = 3_653;
+/// Largest per-minute limit or budget: beyond it a limit no longer protects anything, and a
+/// typo (an extra digit or two) should stop the start rather than switch a limit off.
+pub const LIMIT_CEILING: u32 = 1_000_000;
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
@@ -195,10 +204,17 @@ impl ServiceSettings {
                  so that verifiers and token signers see a key before it signs",
             ));
         }
-        if self.rate_limit == 0 || self.fail_limit_client_ip == 0 || self.fail_limit_ip == 0 {
-            return Err(invalid(
-                "TOKEN_RATE_LIMIT, TOKEN_FAIL_LIMIT_CLIENT_IP and TOKEN_FAIL_LIMIT_IP must be at least 1",
-            ));
+        for (name, value) in [
+            ("TOKEN_RATE_LIMIT", self.rate_limit),
+            ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip),
+            ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip),
+            ("TOKEN_FAIL_BUDGET_IP", self.fail_budget_ip),
+        ] {
+            if value == 0 || value > LIMIT_CEILING {
+                return Err(invalid(format!(
+                    "{name} must be between 1 and {LIMIT_CEILING} a minute"
+                )));
+            }
         }
         if self.assertion_max_lifetime == 0 || self.assertion_max_lifetime > TTL_CEILING {
             return Err(invalid(format!(
@@ -244,6 +260,7 @@ impl ServiceSettings {
                 issue_per_client: self.rate_limit,
                 fail_per_client_ip: self.fail_limit_client_ip,
                 fail_per_ip: self.fail_limit_ip,
+                refusals_per_ip: self.fail_budget_ip,
             },
             clock_skew: self.clock_skew,
             assertion_max_lifetime: self.assertion_max_lifetime,
@@ -412,6 +429,32 @@ mod tests {
                 .is_some()
         );
         assert!(parse(&["--audit-retention-days", "3654"]).is_err());
+    }
+
+    #[test]
+    fn every_limit_is_between_one_and_its_ceiling() {
+        let over = (LIMIT_CEILING + 1).to_string();
+        let top = LIMIT_CEILING.to_string();
+        for flag in [
+            "--rate-limit",
+            "--fail-limit-client-ip",
+            "--fail-limit-ip",
+            "--fail-budget-ip",
+        ] {
+            for value in ["0", over.as_str()] {
+                let refused = parse(&[flag, value]).expect_err(flag);
+                assert!(refused.to_string().contains("TOKEN_"), "{refused}");
+            }
+            assert!(parse(&[flag, &top]).is_ok(), "{flag} {top}");
+        }
+        assert_eq!(parse(&[]).unwrap().limits.refusals_per_ip, 100);
+        assert_eq!(
+            parse(&["--fail-budget-ip", "7"])
+                .unwrap()
+                .limits
+                .refusals_per_ip,
+            7
+        );
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! Issuing access tokens: authenticate the client, check scope and resources, sign, audit.
 //!
-//! Every request that reaches [`TokenService::handle`] leaves exactly one audit record, written
-//! before the answer; if that write fails the answer is `temporarily_unavailable` and no token
-//! leaves the service.
+//! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
+//! exactly one audit record, written before the answer; if that write fails the answer is
+//! `temporarily_unavailable` and no token leaves the service. The one exception is a flood:
+//! every refused request (each 4xx answer) counts against its source's budget
+//! ([`RefusalBudget`], `TOKEN_FAIL_BUDGET_IP` a minute); the first request over it is answered
+//! `429` and audited as the cut-off, and the source's further requests in that window are
+//! answered `429` after the counter reads, counted in the `token_requests_unaudited` metric and
+//! not written. A flood then costs no audit write per request, and the trail still shows when
+//! and from where it was cut off.
 //!
 //! The flow up to that audit write is bounded by [`DECISION_DEADLINE`]: a store or key set that
 //! stalls turns into `temporarily_unavailable` (audited like any other answer), never into a
 //! request that outlives the HTTP front's own timeout.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +30,7 @@ use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
 use crate::keys::schedule::KeyTimes as _;
+use crate::limits::{self, RefusalBudget, Standing, Window};
 use crate::oauth::assertion::{self, AssertionPolicy};
 use crate::oauth::claims::{AccessTokenClaims, Audience};
 use crate::oauth::request::AuthMethod;
@@ -37,55 +45,65 @@ use crate::store::{AssertionReplay, AuditLog, ClientStore, RateLimits, StoreErro
 /// issue counter is being written may leave that attempt counted, as a refusal would be.
 pub const DECISION_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Length of a rate-limit window, seconds.
-const WINDOW_SECS: i64 = 60;
-
-/// The fixed one-minute window an instant falls in.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: i64,
-    retry_after: u64,
-}
-
-impl Window {
-    fn at(now: OffsetDateTime) -> Self {
-        let ts = now.unix_timestamp();
-        let start = ts - ts.rem_euclid(WINDOW_SECS);
-        Self {
-            start,
-            retry_after: (start + WINDOW_SECS - ts).max(1) as u64,
-        }
-    }
-
-    /// Counters outlive their window a little, then the backend drops them.
-    fn expires_at(self) -> i64 {
-        self.start + 2 * WINDOW_SECS
-    }
-
-    fn limited(self) -> OAuthError {
-        OAuthError::RateLimited {
-            retry_after: self.retry_after,
-        }
-    }
-}
-
-/// The source a failed authentication is counted against: the address itself, or for IPv6 its
-/// /64. One host is routinely given a whole /64 (RFC 4291 §2.5.4 interface identifiers,
-/// RFC 8981 temporary addresses) and could otherwise take a fresh address for every attempt.
-fn failure_source(ip: &str) -> String {
-    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
-        Ok(IpAddr::V6(v6)) => {
-            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
-            format!("{network}/64")
-        }
-        Ok(v4) => v4.to_string(),
-        Err(_) => ip.to_owned(),
-    }
-}
-
 fn counters_unavailable(e: StoreError) -> OAuthError {
     tracing::error!(error = %e, "rate-limit counters unavailable");
     OAuthError::TemporarilyUnavailable
+}
+
+/// Whether a refusal is written to the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// Recorded, like every request within its source's budget.
+    Write,
+    /// Recorded: the first `429` of a source over its budget, the cut-off mark.
+    CutOff,
+    /// Not recorded: a `429` of a source past its cut-off, counted in a metric only.
+    Skip,
+}
+
+/// A refused request: what is answered and whether it is audited.
+struct Refusal {
+    rejection: Rejection,
+    audit: Audit,
+}
+
+impl Refusal {
+    fn over_budget(rejection: Rejection, audited: bool) -> Self {
+        let audit = if audited { Audit::CutOff } else { Audit::Skip };
+        Self { rejection, audit }
+    }
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            audit: Audit::Write,
+        }
+    }
+}
+
+/// `work`, or `temporarily_unavailable` (with the client id `claimed` names) once
+/// [`DECISION_DEADLINE`] has passed.
+async fn in_time<T>(
+    work: impl Future<Output = Result<T, Refusal>>,
+    meta: &RequestMeta,
+    claimed: impl FnOnce() -> Option<String>,
+) -> Result<T, Refusal> {
+    tokio::time::timeout(DECISION_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(
+                request_id = %meta.request_id,
+                deadline_ms = DECISION_DEADLINE.as_millis() as u64,
+                "token request not decided in time; answering temporarily_unavailable"
+            );
+            Err(Rejection {
+                error: OAuthError::TemporarilyUnavailable,
+                client_id: claimed(),
+            }
+            .into())
+        })
 }
 
 /// Where a request came from, as the HTTP front knows it.
@@ -203,18 +221,7 @@ impl TokenService {
         meta: &RequestMeta,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
-        let decided = tokio::time::timeout(DECISION_DEADLINE, self.decide(raw, meta, now)).await;
-        let decided = decided.unwrap_or_else(|_| {
-            tracing::error!(
-                request_id = %meta.request_id,
-                deadline_ms = DECISION_DEADLINE.as_millis() as u64,
-                "token request not decided in time; answering temporarily_unavailable"
-            );
-            Err(Rejection {
-                error: OAuthError::TemporarilyUnavailable,
-                client_id: claimed_client_id(raw),
-            })
-        });
+        let decided = in_time(self.decide(raw, meta, now), meta, || claimed_client_id(raw)).await;
         match decided {
             Ok((token, grant)) => {
                 let mut record = self.record(Some(&grant.client_id), audit::ISSUED, meta, now);
@@ -230,54 +237,109 @@ impl TokenService {
                     .record(grant.key_age_secs as f64);
                 Ok(token)
             }
-            Err(rejection) => Err(self.reject(rejection, meta).await),
+            Err(refusal) => Err(self.answer(refusal, meta, now).await),
         }
     }
 
-    /// The answer to a request, failed authentications counted, before anything is audited.
+    /// The answer to a request, every refusal counted, before anything is audited.
     async fn decide(
         &self,
         raw: RawRequest<'_>,
         meta: &RequestMeta,
         now: OffsetDateTime,
-    ) -> Result<(IssuedToken, Grant), Rejection> {
-        match self.issue(raw, meta, now).await {
-            Err(rejection) if rejection.error == OAuthError::InvalidClient => {
-                Err(self.count_failure(rejection, meta, now).await)
+    ) -> Result<(IssuedToken, Grant), Refusal> {
+        let window = Window::at(now);
+        let source = limits::source(meta.source_ip.as_deref());
+        let budget = self.budget(&source, window);
+        // Both per-source counters are read at once: one round trip on DynamoDB.
+        let (standing, failures) = tokio::join!(
+            self.check_budget(&budget),
+            self.check_failures(None, &source, window)
+        );
+        standing?;
+        let issued = match failures {
+            Ok(()) => self.issue(raw, &source, now).await,
+            Err(error) => Err(error.into()),
+        };
+        let rejection = match issued {
+            Ok(issued) => return Ok(issued),
+            Err(r) if r.error == OAuthError::InvalidClient => {
+                self.count_failure(r, &source, window).await
             }
-            other => other,
+            Err(r) => r,
+        };
+        Err(self.charge(rejection, &budget).await)
+    }
+
+    /// The refusal budget of a source in a window.
+    fn budget<'a>(&'a self, source: &str, window: Window) -> RefusalBudget<'a> {
+        let per_source = self.config.limits.refusals_per_ip;
+        RefusalBudget::new(self.limits.as_ref(), source, per_source, window)
+    }
+
+    /// Refuses a request whose source is over its refusal budget, before the request is read.
+    async fn check_budget(&self, budget: &RefusalBudget<'_>) -> Result<(), Refusal> {
+        match budget.check().await {
+            Ok(Standing::Within) => Ok(()),
+            Ok(Standing::Over { audited }) => Err(Refusal::over_budget(
+                Rejection::from(budget.limited()),
+                audited,
+            )),
+            Err(e) => Err(Rejection::from(counters_unavailable(e)).into()),
         }
     }
 
-    /// The failure counter, and its limit, of a source address (`client_id` `None`) or of a
-    /// (client id, address) pair.
-    fn failure_counter(&self, client_id: Option<&str>, ip: &str, window: Window) -> (String, u32) {
-        let limits = self.config.limits;
+    /// Counts a refusal (any 4xx answer) against its source's budget. A refusal that finds
+    /// the budget spent (parallel requests passed [`check_budget`](Self::check_budget)
+    /// together) is answered `429` instead.
+    async fn charge(&self, rejection: Rejection, budget: &RefusalBudget<'_>) -> Refusal {
+        if rejection.error == OAuthError::TemporarilyUnavailable {
+            return rejection.into();
+        }
+        match budget.charge().await {
+            Ok(Standing::Within) => rejection.into(),
+            Ok(Standing::Over { audited }) => {
+                let error = budget.limited();
+                Refusal::over_budget(Rejection { error, ..rejection }, audited)
+            }
+            Err(e) => Rejection {
+                error: counters_unavailable(e),
+                ..rejection
+            }
+            .into(),
+        }
+    }
+
+    /// The failure counter, and its limit, of a source (`client_id` `None`) or of a
+    /// (client id, source) pair.
+    fn failure_counter(
+        &self,
+        client_id: Option<&str>,
+        source: &str,
+        window: Window,
+    ) -> (String, u32) {
+        let configured = self.config.limits;
         match client_id {
-            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
+            None => (
+                limits::failures_of_source_key(source, window),
+                configured.fail_per_ip,
+            ),
             Some(id) => (
-                format!("fail#{id}#{ip}#{}", window.start),
-                limits.fail_per_client_ip,
+                limits::failures_of_client_key(id, source, window),
+                configured.fail_per_client_ip,
             ),
         }
     }
 
-    /// Counts a failed authentication per source address and per (client id, address), each
-    /// checked against its limit and counted in one atomic step. Parallel guesses may all pass
-    /// the early [`check_failures`](Self::check_failures) before any is counted; a failure that
+    /// Counts a failed authentication per source and per (client id, source), each checked
+    /// against its limit and counted in one atomic step. Parallel guesses may all pass the
+    /// early [`check_failures`](Self::check_failures) before any is counted; a failure that
     /// finds its counter full is answered `429` instead, so no more of them get
     /// `invalid_client` than the limit allows.
-    async fn count_failure(
-        &self,
-        rejection: Rejection,
-        meta: &RequestMeta,
-        now: OffsetDateTime,
-    ) -> Rejection {
-        let window = Window::at(now);
-        let ip = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
-        let mut counters = vec![self.failure_counter(None, &ip, window)];
+    async fn count_failure(&self, rejection: Rejection, source: &str, window: Window) -> Rejection {
+        let mut counters = vec![self.failure_counter(None, source, window)];
         if let Some(id) = &rejection.client_id {
-            counters.push(self.failure_counter(Some(id), &ip, window));
+            counters.push(self.failure_counter(Some(id), source, window));
         }
         for (key, limit) in counters {
             let error = match self.limits.acquire(&key, limit, window.expires_at()).await {
@@ -290,15 +352,15 @@ impl TokenService {
         rejection
     }
 
-    /// Refuses the request, before any secret is checked, when its source address (and the
-    /// client id it names) failed authentication too often in this window.
+    /// Refuses the request, before any secret is checked, when its source (and the client id
+    /// it names) failed authentication too often in this window.
     async fn check_failures(
         &self,
         client_id: Option<&str>,
-        ip: &str,
+        source: &str,
         window: Window,
     ) -> Result<(), OAuthError> {
-        let (key, limit) = self.failure_counter(client_id, ip, window);
+        let (key, limit) = self.failure_counter(client_id, source, window);
         let count = self
             .limits
             .count(&key)
@@ -310,11 +372,53 @@ impl TokenService {
         Ok(())
     }
 
-    /// Records a request refused before it could be parsed (size, method) or after, and returns
-    /// the error to answer with: the original one, or `temporarily_unavailable` if the record
-    /// could not be written.
+    /// Refuses a request the HTTP front turned away before it could be parsed (size, method,
+    /// a repeated `Authorization`): counted against its source's budget and recorded like any
+    /// other refusal. Returns the error to answer with: the original one, `429` past the
+    /// budget, or `temporarily_unavailable` if the counters or the record could not be written.
     pub async fn reject(&self, rejection: Rejection, meta: &RequestMeta) -> OAuthError {
         let now = self.clock.now();
+        let source = limits::source(meta.source_ip.as_deref());
+        let budget = self.budget(&source, Window::at(now));
+        let claimed = rejection.client_id.clone();
+        let counted = async {
+            self.check_budget(&budget).await?;
+            Err::<Infallible, _>(self.charge(rejection, &budget).await)
+        };
+        let Err(refusal) = in_time(counted, meta, || claimed).await;
+        self.answer(refusal, meta, now).await
+    }
+
+    /// Records a refusal, unless its source is past the cut-off, and returns the error to
+    /// answer with: the refusal's own, or `temporarily_unavailable` if the record could not be
+    /// written.
+    async fn answer(
+        &self,
+        refusal: Refusal,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> OAuthError {
+        let Refusal { rejection, audit } = refusal;
+        match audit {
+            Audit::Skip => {
+                // Counted, not written: see `RefusalBudget`. The metric carries the volume.
+                metrics::counter!("token_requests_unaudited", "outcome" => rejection.error.outcome())
+                    .increment(1);
+                tracing::debug!(
+                    request_id = %meta.request_id,
+                    source_ip = meta.source_ip.as_deref().unwrap_or("-"),
+                    "refused past the source's budget; not audited"
+                );
+                return rejection.error;
+            }
+            Audit::CutOff => tracing::warn!(
+                request_id = %meta.request_id,
+                source_ip = meta.source_ip.as_deref().unwrap_or("-"),
+                budget = self.config.limits.refusals_per_ip,
+                "source over its refusal budget; its further refusals this window are not audited"
+            ),
+            Audit::Write => {}
+        }
         let record = self.record(
             rejection.client_id.as_deref(),
             rejection.error.outcome(),
@@ -392,13 +496,11 @@ impl TokenService {
     async fn issue(
         &self,
         raw: RawRequest<'_>,
-        meta: &RequestMeta,
+        source: &str,
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Grant), Rejection> {
         let window = Window::at(now);
-        let source = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
-        let ip = source.as_str();
-        self.check_failures(None, ip, window).await?;
+        let ip = source;
         let request = request::parse(raw)?;
         let client_id = request.credentials.client_id.clone();
         let claimed = is_recordable_client_id(&client_id).then(|| client_id.clone());
@@ -427,7 +529,7 @@ impl TokenService {
         let limit = client
             .rate_limit
             .unwrap_or(self.config.limits.issue_per_client);
-        let issue_key = format!("issue#{}#{}", client.client_id, window.start);
+        let issue_key = limits::issue_key(&client.client_id, window);
         let acquired = self
             .limits
             .acquire(&issue_key, limit, window.expires_at())

@@ -18,5 +18,6 @@ pub mod issue;
 pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod limits;
 pub mod oauth;
 pub mod store;

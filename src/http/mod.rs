@@ -10,6 +10,8 @@ mod token;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 pub use discovery::{Discovery, ScopesSupported};
 
@@ -26,16 +28,30 @@ pub struct RequestContext {
 
 /// The token endpoint route: `POST /oauth/token`.
 pub fn token_routes(service: Arc<TokenService>) -> Router {
-    token::routes(service)
+    token::routes(service).fallback(not_found)
 }
 
 /// The discovery routes: `GET /.well-known/jwks.json` and
 /// `GET /.well-known/oauth-authorization-server`.
 pub fn discovery_routes(discovery: Arc<Discovery>) -> Router {
-    discovery::routes(discovery)
+    discovery::routes(discovery).fallback(not_found)
 }
 
 /// Every route, as the embedded server serves them.
 pub fn router(service: Arc<TokenService>, discovery: Arc<Discovery>) -> Router {
-    token_routes(service).merge(discovery_routes(discovery))
+    token::routes(service)
+        .merge(discovery::routes(discovery))
+        .fallback(not_found)
+}
+
+/// Any other path: `404` with a JSON error body like every other refusal, not axum's empty
+/// one. Not a token request, so not audited (API Gateway answers these itself on AWS).
+async fn not_found() -> Response {
+    let body = serde_json::json!({
+        "error": "invalid_request",
+        "error_description": "no such endpoint",
+    });
+    let mut response = (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    error::no_store(&mut response);
+    response
 }

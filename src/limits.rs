@@ -1,0 +1,295 @@
+//! Rate-limit windows, the source a request is counted against, and the counter keys: the one
+//! place that spells a key (DESIGN.md "Abuse protection", "Data model").
+//!
+//! Also the per-address budget of refused requests ([`RefusalBudget`]): how a flood of bad
+//! requests from one address stops costing an audit write each.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use time::OffsetDateTime;
+
+use crate::oauth::OAuthError;
+use crate::store::{RateLimits, StoreError};
+
+/// Length of a rate-limit window, seconds.
+pub const WINDOW_SECS: i64 = 60;
+
+/// The fixed one-minute window an instant falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    start: i64,
+    retry_after: u64,
+}
+
+impl Window {
+    /// The window `now` falls in.
+    pub fn at(now: OffsetDateTime) -> Self {
+        let ts = now.unix_timestamp();
+        let start = ts - ts.rem_euclid(WINDOW_SECS);
+        Self {
+            start,
+            retry_after: (start + WINDOW_SECS - ts).max(1) as u64,
+        }
+    }
+
+    /// Counters outlive their window a little, then the backend drops them (TTL).
+    pub fn expires_at(self) -> i64 {
+        self.start + 2 * WINDOW_SECS
+    }
+
+    /// The `429` answer until the window ends (`Retry-After`, RFC 9110 §10.2.3).
+    pub fn limited(self) -> OAuthError {
+        OAuthError::RateLimited {
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+/// The source a request is counted against: the address itself, or for IPv6 its /64. One
+/// host is routinely given a whole /64 (RFC 4291 §2.5.4 interface identifiers, RFC 8981
+/// temporary addresses) and could otherwise take a fresh address for every attempt. Requests
+/// without a known address (in-process callers) share the source `-`.
+pub fn source(ip: Option<&str>) -> String {
+    let ip = ip.unwrap_or("-");
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => {
+            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+            format!("{network}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
+/// Tokens issued to a client in a window.
+pub fn issue_key(client_id: &str, window: Window) -> String {
+    format!("issue#{client_id}#{}", window.start)
+}
+
+/// Failed authentications from a source, all client ids together.
+pub fn failures_of_source_key(source: &str, window: Window) -> String {
+    format!("fail-ip#{source}#{}", window.start)
+}
+
+/// Failed authentications from a source for one client id. The source never holds `#`, so
+/// reading from the right tells every (client id, source) pair apart.
+pub fn failures_of_client_key(client_id: &str, source: &str, window: Window) -> String {
+    format!("fail#{client_id}#{source}#{}", window.start)
+}
+
+/// Refused requests (every 4xx answer) from a source.
+pub fn refusals_of_source_key(source: &str, window: Window) -> String {
+    format!("refused#{source}#{}", window.start)
+}
+
+/// Where a source stands with its budget of refused requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Under the budget: the request is answered and audited as usual.
+    Within,
+    /// Over the budget: the request is answered `429`. `audited` is true for exactly one
+    /// request per source and window, the one that marks the cut-off in the audit trail.
+    Over {
+        /// Whether this request's answer is written to the audit trail.
+        audited: bool,
+    },
+}
+
+/// The per-source budget of refused requests in one window.
+///
+/// The counter runs from 0 to `budget + 1`: each refusal within the budget adds one; the step
+/// from `budget` to `budget + 1` is taken by exactly one request (an atomic conditional
+/// increment), the audited cut-off. Past it, a request costs one consistent read and no write
+/// at all: it is answered `429` and counted in the `token_requests_unaudited` metric only.
+pub struct RefusalBudget<'a> {
+    counters: &'a dyn RateLimits,
+    key: String,
+    budget: u32,
+    window: Window,
+}
+
+impl<'a> RefusalBudget<'a> {
+    /// The budget of `source` in `window`.
+    pub fn new(counters: &'a dyn RateLimits, source: &str, budget: u32, window: Window) -> Self {
+        Self {
+            counters,
+            key: refusals_of_source_key(source, window),
+            budget,
+            window,
+        }
+    }
+
+    /// The answer to every request of a source over its budget.
+    pub fn limited(&self) -> OAuthError {
+        self.window.limited()
+    }
+
+    /// Before a request is looked at: whether its source is already over the budget.
+    pub async fn check(&self) -> Result<Standing, StoreError> {
+        let count = self.counters.count(&self.key).await?;
+        match count.cmp(&u64::from(self.budget)) {
+            std::cmp::Ordering::Less => Ok(Standing::Within),
+            std::cmp::Ordering::Equal => self.cut_off().await,
+            std::cmp::Ordering::Greater => Ok(Standing::Over { audited: false }),
+        }
+    }
+
+    /// After a request was refused: counts it. `Over` when the budget ran out meanwhile
+    /// (parallel requests), so that no more refusals than the budget get their own answer.
+    pub async fn charge(&self) -> Result<Standing, StoreError> {
+        let expires_at = self.window.expires_at();
+        if self
+            .counters
+            .acquire(&self.key, self.budget, expires_at)
+            .await?
+        {
+            return Ok(Standing::Within);
+        }
+        self.cut_off().await
+    }
+
+    /// The one step past the budget: only the request that takes it is audited.
+    async fn cut_off(&self) -> Result<Standing, StoreError> {
+        let audited = self
+            .counters
+            .acquire(
+                &self.key,
+                self.budget.saturating_add(1),
+                self.window.expires_at(),
+            )
+            .await?;
+        Ok(Standing::Over { audited })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// In-memory counters that count their writes.
+    #[derive(Default)]
+    struct Counters {
+        values: Mutex<HashMap<String, u64>>,
+        writes: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl RateLimits for Counters {
+        async fn acquire(&self, key: &str, limit: u32, _: i64) -> Result<bool, StoreError> {
+            *self.writes.lock().unwrap() += 1;
+            let mut values = self.values.lock().unwrap();
+            let value = values.entry(key.to_owned()).or_default();
+            let acquired = *value < u64::from(limit);
+            *value += u64::from(acquired);
+            Ok(acquired)
+        }
+
+        async fn increment(&self, key: &str, _: i64) -> Result<(), StoreError> {
+            *self.writes.lock().unwrap() += 1;
+            *self
+                .values
+                .lock()
+                .unwrap()
+                .entry(key.to_owned())
+                .or_default() += 1;
+            Ok(())
+        }
+
+        async fn count(&self, key: &str) -> Result<u64, StoreError> {
+            Ok(self.values.lock().unwrap().get(key).copied().unwrap_or(0))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_spent_then_cut_off_once_then_costs_no_write() {
+        let counters = Counters::default();
+        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
+        let budget = RefusalBudget::new(&counters, "192.0.2.1", 2, window);
+        for _ in 0..2 {
+            assert_eq!(budget.check().await.unwrap(), Standing::Within);
+            assert_eq!(budget.charge().await.unwrap(), Standing::Within);
+        }
+        assert_eq!(
+            budget.check().await.unwrap(),
+            Standing::Over { audited: true }
+        );
+        let writes = *counters.writes.lock().unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                budget.check().await.unwrap(),
+                Standing::Over { audited: false }
+            );
+        }
+        assert_eq!(*counters.writes.lock().unwrap(), writes, "no write past it");
+        let key = refusals_of_source_key("192.0.2.1", window);
+        assert_eq!(counters.count(&key).await.unwrap(), 3);
+        // Another source, and the next window, have their own budget.
+        let other = RefusalBudget::new(&counters, "192.0.2.2", 2, window);
+        assert_eq!(other.check().await.unwrap(), Standing::Within);
+        let next = Window::at(OffsetDateTime::from_unix_timestamp(660).unwrap());
+        let later = RefusalBudget::new(&counters, "192.0.2.1", 2, next);
+        assert_eq!(later.check().await.unwrap(), Standing::Within);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_finds_the_budget_spent_is_over_it_and_only_one_is_audited() {
+        let counters = Counters::default();
+        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
+        let budget = RefusalBudget::new(&counters, "192.0.2.1", 1, window);
+        // Three parallel requests all passed `check` before any was charged.
+        let charged = [
+            budget.charge().await.unwrap(),
+            budget.charge().await.unwrap(),
+            budget.charge().await.unwrap(),
+        ];
+        assert_eq!(
+            charged,
+            [
+                Standing::Within,
+                Standing::Over { audited: true },
+                Standing::Over { audited: false }
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_are_whole_minutes_and_retry_after_counts_to_the_end() {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_015).unwrap();
+        let w = Window::at(t);
+        assert_eq!(w.start % WINDOW_SECS, 0);
+        assert_eq!(w.start, 1_700_000_015 - 1_700_000_015 % 60);
+        assert_eq!(w.retry_after, (w.start + 60 - 1_700_000_015) as u64);
+        assert_eq!(w.expires_at(), w.start + 120);
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_per_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(source(Some("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(source(Some("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(source(Some("192.0.2.1")), "192.0.2.1");
+        assert_eq!(source(None), "-");
+    }
+
+    #[test]
+    fn every_key_names_its_kind_source_and_window() {
+        let w = Window::at(OffsetDateTime::from_unix_timestamp(120).unwrap());
+        assert_eq!(issue_key("svc", w), "issue#svc#120");
+        assert_eq!(
+            failures_of_source_key("192.0.2.1", w),
+            "fail-ip#192.0.2.1#120"
+        );
+        assert_eq!(
+            failures_of_client_key("svc", "192.0.2.1", w),
+            "fail#svc#192.0.2.1#120"
+        );
+        assert_eq!(
+            refusals_of_source_key("192.0.2.1", w),
+            "refused#192.0.2.1#120"
+        );
+    }
+}
