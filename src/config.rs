@@ -1,6 +1,8 @@
 //! Service settings, read once at start-up (flags or environment) and validated into a
 //! [`ServiceConfig`]; a bad value stops the start with a clear message.
 
+use std::net::IpAddr;
+
 use clap::{Args, Parser};
 use time::Duration;
 
@@ -106,6 +108,13 @@ pub struct Limits {
 
 /// Longest service maximum accepted for token lifetimes (one day).
 pub const TTL_CEILING: u64 = 86_400;
+/// Longest clock skew allowance, JWKS `max-age` and key cache lifetime (one day each).
+pub const SECONDS_CEILING: u64 = 86_400;
+/// Longest pre-publication delay of a new signing key (30 days).
+pub const PREPUBLICATION_CEILING: u64 = 30 * 86_400;
+/// Longest audit retention (ten years). Far larger values would overflow the expiry date of
+/// every record, and so fail every request, long after the start.
+pub const RETENTION_DAYS_CEILING: u64 = 3_653;
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
@@ -154,6 +163,21 @@ impl ServiceSettings {
                 "TOKEN_DEFAULT_TTL must be between 1 and TOKEN_MAX_TTL",
             ));
         }
+        // Upper bounds first: every sum and date below is then far from overflowing.
+        for (name, value, ceiling) in [
+            ("TOKEN_CLOCK_SKEW", self.clock_skew, SECONDS_CEILING),
+            ("TOKEN_KEY_CACHE", self.key_cache, SECONDS_CEILING),
+            ("TOKEN_JWKS_MAX_AGE", self.jwks_max_age, SECONDS_CEILING),
+            (
+                "TOKEN_KEY_PREPUBLICATION",
+                self.key_prepublication,
+                PREPUBLICATION_CEILING,
+            ),
+        ] {
+            if value > ceiling {
+                return Err(invalid(format!("{name} must be at most {ceiling} seconds")));
+            }
+        }
         if self.key_cache == 0 {
             return Err(invalid("TOKEN_KEY_CACHE must be at least 1 second"));
         }
@@ -168,8 +192,10 @@ impl ServiceSettings {
                 "TOKEN_RATE_LIMIT, TOKEN_FAIL_LIMIT_CLIENT_IP and TOKEN_FAIL_LIMIT_IP must be at least 1",
             ));
         }
-        if self.audit_retention_days == 0 {
-            return Err(invalid("TOKEN_AUDIT_RETENTION_DAYS must be at least 1"));
+        if self.audit_retention_days == 0 || self.audit_retention_days > RETENTION_DAYS_CEILING {
+            return Err(invalid(format!(
+                "TOKEN_AUDIT_RETENTION_DAYS must be between 1 and {RETENTION_DAYS_CEILING}"
+            )));
         }
         let scopes_supported = match &self.scopes_supported {
             None => None,
@@ -206,6 +232,77 @@ impl ServiceSettings {
                 fail_per_client_ip: self.fail_limit_client_ip,
                 fail_per_ip: self.fail_limit_ip,
             },
+        })
+    }
+}
+
+/// A reverse proxy whose `X-Forwarded-For` is believed: one address (`10.0.0.1`) or a CIDR
+/// range (`10.0.0.0/8`, `2001:db8::/32`). IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, as
+/// a dual-stack listener reports IPv4 peers) are read as the IPv4 address they carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy {
+    /// The range's first address (every bit past the prefix is zero).
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// `ip` with every bit past the first `prefix` cleared.
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    let p = u32::from(prefix);
+    match ip {
+        IpAddr::V4(a) => {
+            IpAddr::V4((u32::from(a) & u32::MAX.checked_shl(32 - p).unwrap_or(0)).into())
+        }
+        IpAddr::V6(a) => {
+            IpAddr::V6((u128::from(a) & u128::MAX.checked_shl(128 - p).unwrap_or(0)).into())
+        }
+    }
+}
+
+impl TrustedProxy {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && masked(ip, self.prefix) == self.network
+    }
+}
+
+impl From<IpAddr> for TrustedProxy {
+    fn from(ip: IpAddr) -> Self {
+        let network = ip.to_canonical();
+        let prefix = if network.is_ipv4() { 32 } else { 128 };
+        Self { network, prefix }
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| invalid(format!("TOKEN_TRUSTED_PROXIES: {s:?} {why}"));
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| bad("is not an address or CIDR range"))?;
+        let whole = Self::from(ip);
+        let Some(prefix) = prefix else {
+            return Ok(whole);
+        };
+        let prefix = prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= whole.prefix && ip == whole.network)
+            .ok_or_else(|| bad("has no valid prefix length"))?;
+        // Bits set past the prefix (`10.0.0.1/8`) are most likely a typo: refuse, never guess.
+        if masked(ip, prefix) != ip {
+            return Err(bad("has bits set past its prefix length"));
+        }
+        Ok(Self {
+            network: ip,
+            prefix,
         })
     }
 }
@@ -263,5 +360,76 @@ mod tests {
         assert!(parse(&["--issuer", "ftp://x"]).is_err());
         assert!(parse(&["--issuer", "https://x/?q=1"]).is_err());
         assert!(parse(&["--scopes-supported", "a \"b"]).is_err());
+    }
+
+    #[test]
+    fn every_duration_setting_has_an_upper_bound() {
+        let huge = u64::MAX.to_string();
+        for flag in [
+            "--default-ttl",
+            "--max-ttl",
+            "--clock-skew",
+            "--key-prepublication",
+            "--key-cache",
+            "--jwks-max-age",
+            "--audit-retention-days",
+        ] {
+            for value in [huge.as_str(), "1000000000000"] {
+                assert!(
+                    parse(&[flag, value]).is_err(),
+                    "{flag} {value} was accepted"
+                );
+            }
+        }
+        // The largest accepted values still give dates and sums that do not overflow.
+        let c = parse(&[
+            "--audit-retention-days",
+            &RETENTION_DAYS_CEILING.to_string(),
+            "--clock-skew",
+            &SECONDS_CEILING.to_string(),
+            "--max-ttl",
+            &TTL_CEILING.to_string(),
+        ])
+        .unwrap();
+        assert!(
+            time::OffsetDateTime::now_utc()
+                .checked_add(c.audit_retention)
+                .is_some()
+        );
+        assert!(parse(&["--audit-retention-days", "3654"]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_ranges() {
+        let p = |s: &str| s.parse::<TrustedProxy>();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let one = p("10.0.0.1").unwrap();
+        assert!(one.contains(ip("10.0.0.1")));
+        assert!(one.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped peer");
+        assert!(!one.contains(ip("10.0.0.2")));
+        let range = p("10.0.0.0/8").unwrap();
+        assert!(range.contains(ip("10.255.1.2")));
+        assert!(range.contains(ip("::ffff:10.9.9.9")));
+        assert!(!range.contains(ip("11.0.0.1")));
+        assert!(
+            !range.contains(ip("::a00:1")),
+            "an IPv6 address is never in an IPv4 range"
+        );
+        let v6 = p("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        assert!(p("0.0.0.0/0").unwrap().contains(ip("192.0.2.1")));
+        assert!(p("::ffff:10.0.0.1").unwrap().contains(ip("10.0.0.1")));
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "host",
+            "::/129",
+            "",
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -1,20 +1,22 @@
 //! The embedded shape: every port served by one SQLite file, wired into the shared router.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Version, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::admin::Admin;
 use crate::clock::Clock;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, TrustedProxy};
 use crate::http::{self, Discovery, RequestContext, ScopesSupported};
 use crate::issue::TokenService;
 use crate::keys::KeyCache;
+use crate::oauth::OAuthError;
 use crate::store::{SqliteStore, StoreError};
 
 /// Everything the embedded shape runs on.
@@ -26,7 +28,7 @@ pub struct Embedded {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
-    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    pub trusted_proxies: Arc<Vec<TrustedProxy>>,
 }
 
 impl Embedded {
@@ -44,8 +46,8 @@ impl Embedded {
         })
     }
 
-    /// Believes `X-Forwarded-For` on connections from these addresses only.
-    pub fn with_trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Self {
+    /// Believes `X-Forwarded-For` on connections from these addresses or ranges only.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<TrustedProxy>) -> Self {
         self.trusted_proxies = Arc::new(proxies);
         self
     }
@@ -91,7 +93,8 @@ impl Embedded {
     }
 
     /// The full router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-    /// so that the peer address reaches the audit trail.
+    /// so that the peer address reaches the audit trail (and `Host` is checked: requests
+    /// without a peer address come from in-process callers, not over HTTP/1.1).
     pub fn router(&self) -> Router {
         http::router(self.token_service(), self.discovery()).layer(middleware::from_fn_with_state(
             self.trusted_proxies.clone(),
@@ -103,41 +106,80 @@ impl Embedded {
 /// The client's address: the socket peer, or, when the peer is a trusted proxy, the nearest
 /// address in `X-Forwarded-For` that is not a trusted proxy itself. A client-supplied header is
 /// never believed otherwise.
-pub fn source_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
+///
+/// `forwarded_for` holds every `X-Forwarded-For` line in the order received: repeated lines
+/// form one list (RFC 9110 §5.3), so a line a client forged before the proxy appended its own
+/// is only the far end of that list. The walk goes from the nearest hop outwards; a hop that
+/// is not an address (`unknown`, an obfuscated identifier) stops it at the last trusted hop.
+/// IPv4-mapped IPv6 addresses are read as the IPv4 address they carry.
+pub fn source_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[TrustedProxy]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
+    let mut nearest = peer.to_canonical();
+    if !is_trusted(nearest) {
+        return nearest;
     }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
-    let mut nearest = peer;
-    for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => nearest = ip,
-            Ok(ip) => return ip,
-            Err(_) => return nearest,
+    let hops: Vec<&str> = forwarded_for
+        .iter()
+        .flat_map(|line| line.split(','))
+        .collect();
+    for hop in hops.into_iter().rev() {
+        match hop_address(hop) {
+            Some(ip) if is_trusted(ip) => nearest = ip,
+            Some(ip) => return ip,
+            None => return nearest,
         }
     }
     nearest
 }
 
-/// Puts the client's address into the [`RequestContext`] when the connection's peer address is
-/// known (requests that already carry a context keep it).
+/// One `X-Forwarded-For` hop as an address: plain, bracketed IPv6, or with a port
+/// (`192.0.2.1:443`, `[2001:db8::1]:443`), as some proxies write it; `None` for anything else.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(ip.to_canonical())
+}
+
+/// Whether an HTTP/1.x request lacks the one `Host` line RFC 9112 §3.2 requires (a server
+/// MUST answer `400` to an HTTP/1.1 request without one and to any with more than one).
+fn host_is_malformed(request: &Request) -> bool {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    match request.version() {
+        Version::HTTP_11 => hosts != 1,
+        Version::HTTP_10 | Version::HTTP_09 => hosts > 1,
+        _ => false,
+    }
+}
+
+/// For requests that came over a socket (the connection's peer address is known): refuses an
+/// HTTP/1.x request whose `Host` is missing or repeated, and puts the client's address into
+/// the [`RequestContext`].
 async fn peer_context(
-    State(trusted): State<Arc<Vec<IpAddr>>>,
+    State(trusted): State<Arc<Vec<TrustedProxy>>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     if let Some(peer) = peer {
-        let forwarded = request
+        if host_is_malformed(&request) {
+            return OAuthError::InvalidRequest("the request needs exactly one Host header")
+                .into_response();
+        }
+        let forwarded: Vec<&str> = request
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = source_address(peer, forwarded, &trusted);
+            .get_all("x-forwarded-for")
+            .iter()
+            // A line that is not visible ASCII is no address: it stops the walk.
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        let ip = source_address(peer, &forwarded, &trusted);
         request.extensions_mut().insert(RequestContext {
             request_id: None,
             source_ip: Some(ip.to_string()),
@@ -149,32 +191,97 @@ async fn peer_context(
 #[cfg(test)]
 mod tests {
     use super::source_address;
+    use crate::config::TrustedProxy;
     use std::net::IpAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    fn trust(list: &[&str]) -> Vec<TrustedProxy> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxy = ip("10.0.0.1");
-        let trusted = [proxy, ip("10.0.0.2")];
+        let trusted = trust(&["10.0.0.1", "10.0.0.2"]);
         let client = ip("203.0.113.7");
+        assert_eq!(source_address(client, &["198.51.100.1"], &trusted), client);
         assert_eq!(
-            source_address(client, Some("198.51.100.1"), &trusted),
-            client
-        );
-        assert_eq!(
-            source_address(proxy, Some("198.51.100.1"), &trusted),
+            source_address(proxy, &["198.51.100.1"], &trusted),
             ip("198.51.100.1")
         );
         assert_eq!(
-            source_address(proxy, Some("6.6.6.6, 198.51.100.1, 10.0.0.2"), &trusted),
+            source_address(proxy, &["6.6.6.6, 198.51.100.1, 10.0.0.2"], &trusted),
             ip("198.51.100.1"),
             "a client-prepended hop is ignored"
         );
-        assert_eq!(source_address(proxy, Some("garbage"), &trusted), proxy);
-        assert_eq!(source_address(proxy, None, &trusted), proxy);
-        assert_eq!(source_address(client, Some("1.2.3.4"), &[]), client);
+        assert_eq!(source_address(proxy, &["garbage"], &trusted), proxy);
+        assert_eq!(source_address(proxy, &[], &trusted), proxy);
+        assert_eq!(source_address(client, &["1.2.3.4"], &[]), client);
+    }
+
+    #[test]
+    fn repeated_header_lines_are_one_list_in_order() {
+        let trusted = trust(&["10.0.0.1"]);
+        // The client forged the first line; the proxy appended the second.
+        assert_eq!(
+            source_address(ip("10.0.0.1"), &["6.6.6.6", "198.51.100.1"], &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            source_address(ip("10.0.0.1"), &["6.6.6.6, 7.7.7.7", "10.0.0.1"], &trusted),
+            ip("7.7.7.7")
+        );
+    }
+
+    #[test]
+    fn mapped_peers_and_ranges_are_trusted() {
+        let trusted = trust(&["10.0.0.1", "192.168.0.0/16"]);
+        assert_eq!(
+            source_address(ip("::ffff:10.0.0.1"), &["198.51.100.1"], &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            source_address(ip("192.168.7.9"), &["198.51.100.1, 192.168.1.1"], &trusted),
+            ip("198.51.100.1")
+        );
+        // An untrusted mapped peer is reported in its IPv4 form.
+        assert_eq!(
+            source_address(ip("::ffff:203.0.113.7"), &["1.1.1.1"], &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            source_address(ip("10.0.0.1"), &["::ffff:198.51.100.1"], &trusted),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn hops_with_ports_are_addresses_and_unknown_hops_stop_the_walk() {
+        let trusted = trust(&["10.0.0.1", "10.0.0.2"]);
+        let proxy = ip("10.0.0.1");
+        assert_eq!(
+            source_address(proxy, &["198.51.100.1:4711"], &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            source_address(proxy, &["[2001:db8::7]:443"], &trusted),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            source_address(proxy, &["[2001:db8::7]"], &trusted),
+            ip("2001:db8::7")
+        );
+        // `unknown` (RFC 7239 §6) names no address: the walk ends at the last trusted hop.
+        assert_eq!(
+            source_address(proxy, &["6.6.6.6, unknown, 10.0.0.2"], &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            source_address(proxy, &["6.6.6.6, 10.0.0.2:80, ::ffff:10.0.0.1"], &trusted),
+            ip("6.6.6.6")
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! stalls turns into `temporarily_unavailable` (audited like any other answer), never into a
 //! request that outlives the HTTP front's own timeout.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use crate::audit::{self, AuditRecord};
-use crate::clients::{Client, SecretHash, validate_client_id};
+use crate::clients::secret::looks_like_secret;
+use crate::clients::{Client, SecretHash};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
 use crate::oauth::claims::{AccessTokenClaims, Audience};
-use crate::oauth::request::{self, RawRequest, Rejection};
+use crate::oauth::request::{self, RawRequest, Rejection, is_recordable_client_id};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, TokenRequest};
 use crate::store::{AuditLog, ClientStore, RateLimits, StoreError};
@@ -61,6 +63,20 @@ impl Window {
         OAuthError::RateLimited {
             retry_after: self.retry_after,
         }
+    }
+}
+
+/// The source a failed authentication is counted against: the address itself, or for IPv6 its
+/// /64. One host is routinely given a whole /64 (RFC 4291 §2.5.4 interface identifiers,
+/// RFC 8981 temporary addresses) and could otherwise take a fresh address for every attempt.
+fn failure_source(ip: &str) -> String {
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => {
+            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+            format!("{network}/64")
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
     }
 }
 
@@ -185,7 +201,24 @@ impl TokenService {
         }
     }
 
-    /// Counts a failed authentication per source address and per (client id, address).
+    /// The failure counter, and its limit, of a source address (`client_id` `None`) or of a
+    /// (client id, address) pair.
+    fn failure_counter(&self, client_id: Option<&str>, ip: &str, window: Window) -> (String, u32) {
+        let limits = self.config.limits;
+        match client_id {
+            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
+            Some(id) => (
+                format!("fail#{id}#{ip}#{}", window.start),
+                limits.fail_per_client_ip,
+            ),
+        }
+    }
+
+    /// Counts a failed authentication per source address and per (client id, address), each
+    /// checked against its limit and counted in one atomic step. Parallel guesses may all pass
+    /// the early [`check_failures`](Self::check_failures) before any is counted; a failure that
+    /// finds its counter full is answered `429` instead, so no more of them get
+    /// `invalid_client` than the limit allows.
     async fn count_failure(
         &self,
         rejection: Rejection,
@@ -193,18 +226,18 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Rejection {
         let window = Window::at(now);
-        let ip = meta.source_ip.as_deref().unwrap_or("-");
-        let mut keys = vec![format!("fail-ip#{ip}#{}", window.start)];
+        let ip = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
+        let mut counters = vec![self.failure_counter(None, &ip, window)];
         if let Some(id) = &rejection.client_id {
-            keys.push(format!("fail#{id}#{ip}#{}", window.start));
+            counters.push(self.failure_counter(Some(id), &ip, window));
         }
-        for key in keys {
-            if let Err(e) = self.limits.increment(&key, window.expires_at()).await {
-                return Rejection {
-                    error: counters_unavailable(e),
-                    ..rejection
-                };
-            }
+        for (key, limit) in counters {
+            let error = match self.limits.acquire(&key, limit, window.expires_at()).await {
+                Ok(true) => continue,
+                Ok(false) => window.limited(),
+                Err(e) => counters_unavailable(e),
+            };
+            return Rejection { error, ..rejection };
         }
         rejection
     }
@@ -217,14 +250,7 @@ impl TokenService {
         ip: &str,
         window: Window,
     ) -> Result<(), OAuthError> {
-        let limits = self.config.limits;
-        let (key, limit) = match client_id {
-            None => (format!("fail-ip#{ip}#{}", window.start), limits.fail_per_ip),
-            Some(id) => (
-                format!("fail#{id}#{ip}#{}", window.start),
-                limits.fail_per_client_ip,
-            ),
-        };
+        let (key, limit) = self.failure_counter(client_id, ip, window);
         let count = self
             .limits
             .count(&key)
@@ -260,6 +286,8 @@ impl TokenService {
         meta: &RequestMeta,
         now: OffsetDateTime,
     ) -> AuditRecord {
+        // A secret sent as the client id is never recorded, whichever path got it here.
+        let client_id = client_id.filter(|id| !looks_like_secret(id));
         AuditRecord {
             client_id: client_id.unwrap_or(audit::NO_CLIENT).to_owned(),
             timestamp: now,
@@ -313,13 +341,12 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Grant), Rejection> {
         let window = Window::at(now);
-        let ip = meta.source_ip.as_deref().unwrap_or("-");
+        let source = failure_source(meta.source_ip.as_deref().unwrap_or("-"));
+        let ip = source.as_str();
         self.check_failures(None, ip, window).await?;
         let request = request::parse(raw)?;
         let client_id = request.credentials.client_id.clone();
-        let claimed = validate_client_id(&client_id)
-            .ok()
-            .map(|()| client_id.clone());
+        let claimed = is_recordable_client_id(&client_id).then(|| client_id.clone());
         let reject = |error: OAuthError| Rejection {
             error,
             client_id: claimed.clone(),

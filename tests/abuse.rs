@@ -115,6 +115,35 @@ async fn sixty_four_concurrent_requests_never_exceed_the_limit() {
     assert_eq!(issued, 10);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s() {
+    let s = Arc::new(Stack::new().await);
+    start_of_minute(&s);
+    s.client("svc").await;
+    let limit = ServiceConfig::for_tests().limits.fail_per_client_ip as usize;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let guess = format!("tks_guess_{i}");
+            s.basic_from("203.0.113.9", "svc", &guess, GRANT)
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let count = |code: u16| statuses.iter().filter(|&&c| c == code).count();
+    assert_eq!(
+        (count(401), count(429)),
+        (limit, 64 - limit),
+        "{statuses:?}"
+    );
+}
+
 #[tokio::test]
 async fn wrong_secrets_from_one_address_do_not_lock_out_the_client_elsewhere() {
     let mut config = ServiceConfig::for_tests();

@@ -767,6 +767,51 @@ async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once
     }
 }
 
+/// Wrong secrets sent in parallel: the failure limit is checked and counted in one atomic step,
+/// so no more of them reach `invalid_client` than the limit allows, however they interleave.
+async fn concurrent_wrong_secrets_never_exceed_the_failure_limit(s: &Stores) {
+    let clock = next_minute_clock();
+    let admin = admin(s, clock.clone());
+    admin.ensure_signing_key().await.unwrap();
+    new_client(&admin, "victim", None).await;
+    let service = Arc::new(token_service(s, clock));
+    let limit = ServiceConfig::for_tests().limits.fail_per_client_ip as usize;
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let guess = ClientSecret::generate();
+            ask_from(&service, "203.0.113.66", "victim", guess.expose()).await
+        }));
+    }
+    let (mut rejected, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(OAuthError::InvalidClient) => rejected += 1,
+            Err(OAuthError::RateLimited { retry_after }) => {
+                assert!((1..=60).contains(&retry_after));
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((rejected, limited), (limit, 64 - limit));
+    let records = s
+        .audit
+        .query(&AuditQuery {
+            client_id: Some("victim".to_owned()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let count = |o: &str| records.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(
+        (count("invalid_client"), count("rate_limited")),
+        (limit, 64 - limit),
+        "one record each"
+    );
+}
+
 /// Runs each behaviour above once per backend: `sqlite::<name>` and `aws::<name>`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -806,4 +851,5 @@ conformance!(
     secret_rotation_honours_the_grace_period,
     concurrent_token_requests_never_exceed_the_issuance_limit,
     failed_logins_are_limited_per_address_and_every_request_is_audited_once,
+    concurrent_wrong_secrets_never_exceed_the_failure_limit,
 );

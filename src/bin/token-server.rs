@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use token_service::admin::{NewClient, parse_duration};
 use token_service::clock::SystemClock;
-use token_service::config::ServiceSettings;
+use token_service::config::{ServiceSettings, TrustedProxy};
 use token_service::embedded::Embedded;
 
 /// Serves the OAuth 2.0 token endpoint, JWKS and metadata from a local SQLite file.
@@ -21,10 +21,11 @@ struct Args {
     /// SQLite database file (created with mode 0600).
     #[arg(long, env = "TOKEN_DB", default_value = ".data/token-service.db")]
     db: PathBuf,
-    /// Reverse proxies (comma-separated addresses) whose `X-Forwarded-For` header names the
-    /// client; by default the socket peer is the client and the header is ignored.
+    /// Reverse proxies (comma-separated addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// header names the client; by default the socket peer is the client and the header is
+    /// ignored.
     #[arg(long, env = "TOKEN_TRUSTED_PROXIES", value_delimiter = ',')]
-    trusted_proxies: Vec<std::net::IpAddr>,
+    trusted_proxies: Vec<TrustedProxy>,
     /// Rotate the signing key automatically once the newest key is this old (e.g. 30d, 12h);
     /// off by default (rotate by hand with `tokenctl keys rotate`).
     #[arg(long, env = "TOKEN_KEY_ROTATION_INTERVAL")]

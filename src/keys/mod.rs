@@ -71,6 +71,25 @@ pub enum KeyError {
     /// The key set uses a version or algorithm this build does not know.
     #[error("unsupported key set: {0}")]
     Unsupported(String),
+    /// The text is not a key set. Only the position is kept: serde's message may quote the
+    /// value it failed on, and that value may be a private key.
+    #[error("not a key set (JSON line {line} column {column})")]
+    Malformed {
+        /// Line of the error, from 1.
+        line: usize,
+        /// Column of the error, from 1.
+        column: usize,
+    },
+}
+
+impl KeyError {
+    /// A parse error reduced to its position.
+    pub fn malformed(e: &serde_json::Error) -> Self {
+        Self::Malformed {
+            line: e.line(),
+            column: e.column(),
+        }
+    }
 }
 
 impl KeyEntry {
@@ -119,8 +138,7 @@ impl Default for KeySet {
 impl KeySet {
     /// Parses the JSON form and checks version and algorithms.
     pub fn from_json(text: &str) -> Result<Self, KeyError> {
-        let set: Self =
-            serde_json::from_str(text).map_err(|e| KeyError::Unsupported(e.to_string()))?;
+        let set: Self = serde_json::from_str(text).map_err(|e| KeyError::malformed(&e))?;
         if set.version != 1 {
             return Err(KeyError::Unsupported(format!("version {}", set.version)));
         }
@@ -159,5 +177,33 @@ impl KeySet {
     /// The public records of every key in the set.
     pub fn public_records(&self) -> Result<Vec<PublicKeyRecord>, KeyError> {
         self.keys.iter().map(PublicKeyRecord::from_entry).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Key sets whose shape is wrong right where key material sits; serde would quote it.
+    pub(crate) const LEAKY: &[&str] = &[
+        r#"{"version":1,"keys":"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ"}"#,
+        r#"{"version":"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ","keys":[]}"#,
+        r#"{"version":1,"keys":["MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ"]}"#,
+        r#"{"version":1,"keys":[{"kid":"k","alg":"RS256","created_at":"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ",
+            "activates_at":"2026-01-01T00:00:00Z","private_key":"x"}]}"#,
+    ];
+
+    /// The part of [`LEAKY`] that must never show in an error.
+    pub(crate) const MATERIAL: &str = "MIIEvQIBADANBgkq";
+
+    #[test]
+    fn parse_errors_never_carry_key_material() {
+        for text in LEAKY {
+            let err = KeySet::from_json(text).unwrap_err().to_string();
+            assert!(!err.contains(MATERIAL), "{err}");
+            assert!(err.contains("line"), "the position is reported: {err}");
+        }
+        let err = KeySet::from_json(r#"{"version":2,"keys":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
     }
 }

@@ -78,6 +78,9 @@ pub enum RotationError {
     /// The event named a step this function does not know.
     #[error("unknown rotation step {0:?}")]
     UnknownStep(String),
+    /// The event named a secret other than the signing-key secret.
+    #[error("secret {0:?} is not the signing-key secret; nothing was done")]
+    WrongSecret(String),
     /// The token is a version of the secret that is not being rotated in.
     #[error("version {0} is not pending rotation")]
     NotPending(String),
@@ -105,6 +108,7 @@ impl RotationError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnknownStep(_) => "UnknownStep",
+            Self::WrongSecret(_) => "WrongSecret",
             Self::NotPending(_) => "NotPending",
             Self::NoPendingValue(_) => "NoPendingValue",
             Self::KeySet(_) => "InvalidKeySet",
@@ -260,5 +264,20 @@ impl KeyRotation {
             "rotation finished"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::tests::{LEAKY, MATERIAL};
+
+    #[test]
+    fn a_malformed_key_set_is_reported_without_its_content() {
+        for text in LEAKY {
+            let err = parse_set(Some((*text).to_owned())).unwrap_err();
+            assert_eq!(err.kind(), "InvalidKeySet");
+            assert!(!err.to_string().contains(MATERIAL), "{err}");
+        }
     }
 }

@@ -2,10 +2,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use percent_encoding::percent_decode_str;
+use percent_encoding::percent_decode;
 
 use super::error::OAuthError;
 use super::scope::ScopeSet;
+use crate::clients::secret::looks_like_secret;
 use crate::clients::validate_client_id;
 
 /// Largest accepted request body, in bytes.
@@ -117,9 +118,37 @@ fn is_form_content_type(value: &str) -> bool {
     })
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
-fn form_decode(component: &str) -> Vec<u8> {
-    percent_decode_str(&component.replace('+', " ")).collect()
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space) to bytes.
+fn form_decode(component: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = component
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&spaced).collect()
+}
+
+/// The body's `name=value` pairs, split as the URL Standard's form parser splits them, with
+/// each value kept as bytes. `form_urlencoded::parse` decodes values to UTF-8 lossily, which
+/// would make `%FF` and `%FE` the same secret; a secret is compared as the exact bytes sent
+/// (RFC 6749 §2.3.1). Names are only compared with ASCII ones, so a lossy name is harmless.
+fn form_pairs(body: &[u8]) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let name = String::from_utf8_lossy(&form_decode(name)).into_owned();
+            (name, form_decode(value))
+        })
+}
+
+/// Whether a presented client id may be kept for the audit trail, logs and failure counters:
+/// it has a valid form and is not one of the service's secrets (a client that swapped id and
+/// secret must not have its secret recorded).
+pub fn is_recordable_client_id(id: &str) -> bool {
+    validate_client_id(id).is_ok() && !looks_like_secret(id)
 }
 
 /// Reads `Authorization: Basic` credentials (RFC 6749 §2.3.1, RFC 7617).
@@ -139,8 +168,8 @@ fn basic_credentials(header: Option<&str>) -> Result<Option<(String, Vec<u8>)>, 
         .map_err(|_| malformed.clone())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed.clone())?;
     let (id, secret) = decoded.split_once(':').ok_or(malformed.clone())?;
-    let id = String::from_utf8(form_decode(id)).map_err(|_| malformed)?;
-    Ok(Some((id, form_decode(secret))))
+    let id = String::from_utf8(form_decode(id.as_bytes())).map_err(|_| malformed)?;
+    Ok(Some((id, form_decode(secret.as_bytes()))))
 }
 
 /// Parses and checks everything about a token request that needs no stored state.
@@ -163,28 +192,33 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
     let mut body_secret = None;
     let mut resources: Vec<String> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
-    for (name, value) in form_urlencoded::parse(raw.body) {
+    for (name, value) in form_pairs(raw.body) {
         // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
         if value.is_empty() {
             continue;
         }
+        if name == "client_secret" && seen.iter().all(|s| *s != name) {
+            seen.push(name);
+            body_secret = Some(value);
+            continue;
+        }
+        let value = String::from_utf8_lossy(&value).into_owned();
         if name == "resource" {
-            if !resources.iter().any(|r| *r == value) {
-                resources.push(value.into_owned());
+            if !resources.contains(&value) {
+                resources.push(value);
             }
             continue;
         }
-        if seen.iter().any(|s| *s == name) {
+        if seen.contains(&name) {
             return Err(OAuthError::InvalidRequest("a request parameter is repeated").into());
         }
-        seen.push(name.clone().into_owned());
-        match name.as_ref() {
-            "grant_type" => grant_type = Some(value.into_owned()),
-            "scope" => scope = Some(value.into_owned()),
-            "client_id" => body_id = Some(value.into_owned()),
-            "client_secret" => body_secret = Some(value.into_owned()),
+        match name.as_str() {
+            "grant_type" => grant_type = Some(value),
+            "scope" => scope = Some(value),
+            "client_id" => body_id = Some(value),
             _ => {} // RFC 6749 §3.2: unknown parameters are ignored.
         }
+        seen.push(name);
     }
 
     let basic = basic_credentials(raw.authorization).map_err(|error| Rejection {
@@ -195,7 +229,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
         .as_ref()
         .map(|(id, _)| id.clone())
         .or_else(|| body_id.clone())
-        .filter(|id| validate_client_id(id).is_ok());
+        .filter(|id| is_recordable_client_id(id));
     let reject = |error: OAuthError| Rejection {
         error,
         client_id: claimed.clone(),
@@ -222,7 +256,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
         (None, Some(secret)) => match body_id {
             Some(id) => ClientCredentials {
                 client_id: id,
-                secret: secret.into_bytes(),
+                secret,
                 method: AuthMethod::ClientSecretPost,
             },
             None => return Err(reject(OAuthError::InvalidClient)),
@@ -341,6 +375,41 @@ mod tests {
         assert_eq!(e.client_id.as_deref(), Some("abc"));
         let e = parse(body("grant_type=password&client_id=a%20b&client_secret=s")).unwrap_err();
         assert_eq!(e.client_id, None);
+    }
+
+    #[test]
+    fn post_secrets_are_the_exact_bytes_sent() {
+        // Lossy UTF-8 would read both as U+FFFD, one secret for many byte strings.
+        let ff = parse(body(
+            "grant_type=client_credentials&client_id=a&client_secret=%FF",
+        ))
+        .unwrap();
+        let fe = parse(body(
+            "grant_type=client_credentials&client_id=a&client_secret=%FE",
+        ))
+        .unwrap();
+        assert_eq!(ff.credentials.secret, [0xff]);
+        assert_eq!(fe.credentials.secret, [0xfe]);
+        let raw = parse(RawRequest {
+            body: b"grant_type=client_credentials&client_id=a&client_secret=s\xff+%2B",
+            ..body("")
+        })
+        .unwrap();
+        assert_eq!(raw.credentials.secret, b"s\xff +");
+        assert_eq!(raw.credentials.client_id, "a");
+    }
+
+    #[test]
+    fn a_client_id_that_is_a_secret_is_never_kept() {
+        let secret = crate::clients::ClientSecret::generate();
+        let text = format!(
+            "grant_type=password&client_id={}&client_secret=s",
+            secret.expose()
+        );
+        let e = parse(body(&text)).unwrap_err();
+        assert_eq!(e.client_id, None);
+        assert!(is_recordable_client_id("tks_short"));
+        assert!(!is_recordable_client_id(secret.expose()));
     }
 
     #[test]

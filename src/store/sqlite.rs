@@ -81,8 +81,16 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(backend)
 }
 
+/// Parses a stored record. serde's messages may quote the value they failed on (a secret's
+/// digest, a private key), so only the position is reported.
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(backend)
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Backend(format!(
+            "stored record is malformed (JSON line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 #[cfg(unix)]
@@ -410,5 +418,42 @@ impl RateLimits for SqliteStore {
             .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
             .map_err(backend)?;
         Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MATERIAL: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ";
+
+    /// A store whose key set and client record were damaged outside the service.
+    fn damaged() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO key_set (id, json) VALUES (1, ?1)",
+            [format!(r#"{{"version":1,"keys":["{MATERIAL}"]}}"#)],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO clients (client_id, version, record) VALUES ('c', 1, ?1)",
+            [format!(r#"{{"client_id":"c","secrets":"{MATERIAL}"}}"#)],
+        )
+        .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn parse_errors_never_carry_stored_material() {
+        let (_dir, store) = damaged();
+        let err = store.load_key_set().await.unwrap_err().to_string();
+        assert!(!err.contains(MATERIAL), "{err}");
+        assert!(err.contains("line"), "{err}");
+        let err = store.get_client("c").await.unwrap_err().to_string();
+        assert!(!err.contains(MATERIAL), "{err}");
+        assert!(err.contains("line"), "{err}");
     }
 }

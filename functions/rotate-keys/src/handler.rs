@@ -18,12 +18,38 @@ impl From<StepFailed> for Diagnostic {
     }
 }
 
-/// Runs the step named by the event.
+/// Whether the event's `SecretId` (Secrets Manager sends the secret's ARN) is the key secret
+/// `configured` by ARN or by name. The ARN of a secret named `n` ends in `:secret:n-` and six
+/// random characters; secret names hold no `:`.
+pub fn is_key_secret(event_secret_id: &str, configured: &str) -> bool {
+    if event_secret_id == configured {
+        return true;
+    }
+    if configured.starts_with("arn:") || !event_secret_id.starts_with("arn:") {
+        return false;
+    }
+    event_secret_id
+        .rsplit_once(":secret:")
+        .and_then(|(_, name)| name.strip_prefix(configured)?.strip_prefix('-'))
+        .is_some_and(|suffix| {
+            suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// Runs the step named by the event, for the key secret `key_secret_id` only: an event for
+/// any other secret fails before anything is read or written (whoever may invoke the function
+/// must not make it rotate, or publish keys from, a secret of their choosing).
 pub async fn handle(
     rotation: &KeyRotation,
+    key_secret_id: &str,
     event: LambdaEvent<SecretsManagerSecretRotationEvent>,
 ) -> Result<(), StepFailed> {
     let e = event.payload;
+    if !is_key_secret(&e.secret_id, key_secret_id) {
+        let err = RotationError::WrongSecret(e.secret_id.clone());
+        tracing::error!(secret = %e.secret_id, error = %err, "rotation event refused");
+        return Err(StepFailed(err));
+    }
     let step: Step = e.step.parse().map_err(StepFailed)?;
     tracing::info!(
         step = %e.step,
@@ -50,6 +76,10 @@ mod tests {
     use token_service::clock::SystemClock;
     use token_service::config::ServiceConfig;
     use token_service::store::SqliteStore;
+
+    /// The secret the fixture events name.
+    const KEY_SECRET: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-service/signing-keys-AbCdEf";
 
     fn event(name: &str) -> SecretsManagerSecretRotationEvent {
         let text = match name {
@@ -88,6 +118,7 @@ mod tests {
         let (rotation, _dir) = rotation();
         let err = handle(
             &rotation,
+            KEY_SECRET,
             LambdaEvent::new(event("unknown"), Context::default()),
         )
         .await
@@ -98,10 +129,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_event_for_another_secret_fails_without_touching_anything() {
+        let rotation = KeyRotation {
+            secret: Arc::new(doubles::Untouchable),
+            public_keys: Arc::new(doubles::Untouchable),
+            schedule: ServiceConfig::for_tests().schedule,
+            clock: Arc::new(SystemClock),
+        };
+        let mut other = event("create");
+        other.secret_id =
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:someone-else-XyZ123".into();
+        let err = handle(
+            &rotation,
+            KEY_SECRET,
+            LambdaEvent::new(other, Context::default()),
+        )
+        .await
+        .unwrap_err();
+        let d = Diagnostic::from(err);
+        assert_eq!(d.error_type, "WrongSecret");
+        assert!(
+            d.error_message.contains("someone-else"),
+            "{}",
+            d.error_message
+        );
+    }
+
+    #[test]
+    fn the_key_secret_is_matched_by_arn_or_by_name() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:svc/signing-keys-AbCdEf";
+        assert!(is_key_secret(arn, arn));
+        assert!(is_key_secret(arn, "svc/signing-keys"));
+        for other in [
+            "svc/signing-key",
+            "signing-keys",
+            "svc/signing-keys-AbCdEf",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:svc/signing-keys-AbCdEg",
+        ] {
+            assert!(!is_key_secret(arn, other), "{other}");
+        }
+        assert!(!is_key_secret(
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:svc/signing-keys-x-AbCdEf",
+            "svc/signing-keys"
+        ));
+        assert!(!is_key_secret("svc/signing-keys", arn));
+    }
+
+    #[tokio::test]
     async fn a_store_failure_is_reported_as_a_store_error() {
         let (rotation, _dir) = rotation();
         let err = handle(
             &rotation,
+            KEY_SECRET,
             LambdaEvent::new(event("create"), Context::default()),
         )
         .await
@@ -112,8 +191,9 @@ mod tests {
     /// Test doubles kept out of the function's code.
     mod doubles {
         use async_trait::async_trait;
+        use token_service::keys::PublicKeyRecord;
         use token_service::keys::rotation::VersionedSecret;
-        use token_service::store::StoreError;
+        use token_service::store::{PublicKeyStore, StoreError};
 
         pub struct Dir(std::path::PathBuf);
         impl Dir {
@@ -134,6 +214,39 @@ mod tests {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
                 }
+            }
+        }
+
+        /// Fails the test at the first call of any kind.
+        pub struct Untouchable;
+        #[async_trait]
+        impl VersionedSecret for Untouchable {
+            async fn versions(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+                panic!("the secret was read")
+            }
+            async fn value_at_stage(&self, _: &str) -> Result<Option<String>, StoreError> {
+                panic!("the secret was read")
+            }
+            async fn value_of_version(&self, _: &str) -> Result<Option<String>, StoreError> {
+                panic!("the secret was read")
+            }
+            async fn put_pending(&self, _: &str, _: &str) -> Result<(), StoreError> {
+                panic!("the secret was written")
+            }
+            async fn promote(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+                panic!("the secret was written")
+            }
+            async fn clear_pending(&self, _: &str) -> Result<(), StoreError> {
+                panic!("the secret was written")
+            }
+        }
+        #[async_trait]
+        impl PublicKeyStore for Untouchable {
+            async fn public_keys(&self) -> Result<Vec<PublicKeyRecord>, StoreError> {
+                panic!("the public keys were read")
+            }
+            async fn replace_public_keys(&self, _: &[PublicKeyRecord]) -> Result<(), StoreError> {
+                panic!("the public keys were written")
             }
         }
 

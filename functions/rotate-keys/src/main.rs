@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let secrets = aws_sdk_secretsmanager::Client::new(&s.sdk);
+    let key_secret_id: Arc<str> = s.resources.key_secret_id.as_str().into();
     let dynamodb = aws_sdk_dynamodb::Client::new(&s.sdk);
     let rotation = Arc::new(KeyRotation {
         secret: Arc::new(SecretsManagerVersions::new(
@@ -34,8 +35,8 @@ async fn main() -> ExitCode {
     s.initialised();
     lambda::exit(
         lambda_runtime::run(service_fn(move |event| {
-            let rotation = rotation.clone();
-            async move { handler::handle(&rotation, event).await }
+            let (rotation, key_secret_id) = (rotation.clone(), key_secret_id.clone());
+            async move { handler::handle(&rotation, &key_secret_id, event).await }
         }))
         .await,
     )
