@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, AuditRecord};
 use crate::clients::secret::looks_like_secret;
-use crate::clients::{Client, SecretHash};
+use crate::clients::{Client, SecretHash, validate_client_id};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
