@@ -9,7 +9,7 @@ use time::{Duration, OffsetDateTime};
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
-use token_service::keys::rotation::{KeyRotation, RotationError, Step, VersionedSecret};
+use token_service::store::aws::protocol::{KeyRotation, RotationError, Step, VersionedSecret};
 use token_service::store::aws::{
     DynamoDbPublicKeyStore, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
 };

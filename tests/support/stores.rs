@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use token_service::encoding::random_b64url;
-use token_service::keys::rotation::VersionedSecret;
+use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
     AwsResources, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbPublicKeyStore,
     DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
 };
-use token_service::store::{
-    AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, SqliteStore,
-};
+use token_service::store::sqlite::SqliteStore;
+use token_service::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits};
 
 use super::moto;
 

@@ -19,11 +19,12 @@
 mod attrs;
 mod audit;
 mod clients;
+pub mod protocol;
 mod public_keys;
 mod rate_limits;
 mod resources;
-mod rotation;
 mod secrets;
+mod versions;
 
 use std::fmt::Display;
 
@@ -39,8 +40,8 @@ pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
 pub use resources::create_resources;
-pub use rotation::SecretsManagerVersions;
 pub use secrets::SecretsManagerKeyStore;
+pub use versions::SecretsManagerVersions;
 
 /// Environment variable naming the clients table.
 pub const CLIENTS_TABLE_VAR: &str = "TOKEN_CLIENTS_TABLE";

@@ -53,7 +53,7 @@ impl KeyStore for SecretsManagerKeyStore {
             .secret_id(&self.secret_id)
             // Named explicitly, though it is the default: the key set is whatever the rotation
             // protocol last labelled current.
-            .version_stage(crate::keys::rotation::AWSCURRENT)
+            .version_stage(super::protocol::AWSCURRENT)
             .send()
             .await;
         let out = match result {

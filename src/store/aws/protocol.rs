@@ -18,9 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 
-use super::schedule::Schedule;
-use super::{KeyRing, KeySet};
 use crate::clock::Clock;
+use crate::keys::Schedule;
+use crate::keys::{KeyRing, KeySet};
 use crate::store::{PublicKeyStore, StoreError};
 
 /// Staging label of the live version.
