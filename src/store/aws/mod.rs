@@ -23,6 +23,7 @@ pub mod protocol;
 mod public_keys;
 mod rate_limits;
 mod resources;
+mod rotate;
 mod secrets;
 mod versions;
 
@@ -40,6 +41,7 @@ pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
 pub use resources::create_resources;
+pub use rotate::{RotateError, rotate_now};
 pub use secrets::SecretsManagerKeyStore;
 pub use versions::SecretsManagerVersions;
 

@@ -164,6 +164,20 @@ impl KeyRotation {
         }
     }
 
+    /// Runs the four steps for version `token` in order, as Secrets Manager does after
+    /// `RotateSecret`: for tests and local tools that play Secrets Manager's part.
+    pub async fn run_all(&self, token: &str) -> Result<(), RotationError> {
+        for step in [
+            Step::CreateSecret,
+            Step::SetSecret,
+            Step::TestSecret,
+            Step::FinishSecret,
+        ] {
+            self.run(step, token).await?;
+        }
+        Ok(())
+    }
+
     async fn pending(&self, token: &str) -> Result<KeySet, RotationError> {
         match self.secret.value_of_version(token).await? {
             None => Err(RotationError::NoPendingValue(token.to_owned())),
