@@ -174,7 +174,6 @@ CASES = [
     Case("Content-Length and chunked", lambda f: framed(f, chunked(GRANT), length(4), CHUNKED)),
     Case("unknown Transfer-Encoding", lambda f: framed(f, GRANT, ("Transfer-Encoding", "gzip"))),
     Case("space before the header colon", lambda f: framed(f, GRANT, ("Content-Length ", "29"))),
-    Case("no Host header", lambda f: request("GET", TOKEN, [], host=False)),
     # Parameters: repeated, in the query string, or both authentication methods.
     Case("grant_type twice", lambda f: post(f, GRANT + b"&" + GRANT)),
     Case("credentials in the query", lambda f: post(f, GRANT, auth=False, target=query_secret(f))),
@@ -204,6 +203,15 @@ CASES = [
     Case("JWKS", get(JWKS)),
     Case("metadata", get(METADATA)),
     # Known differences, each with its reason.
+    Case(
+        "no Host header",
+        lambda f: request("GET", TOKEN, [], host=False),
+        differs="an HTTP/1.1 request without Host is malformed (RFC 9112 §3.2): the embedded "
+        "server refuses it (400) before routing, and API Gateway, which picks the API by its "
+        "host name, never passes one to a function; cargo lambda watch does, so the token "
+        "function answers the GET (405)",
+        local=(405, "invalid_request"),
+    ),
     Case(
         "HEAD on the JWKS",
         get(JWKS, "HEAD"),

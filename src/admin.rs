@@ -18,6 +18,9 @@ use crate::encoding::random_b64url;
 use crate::keys::{KeyError, KeySet};
 use crate::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
 
+/// Most attempts of one key rotation while other rotations keep changing the set first.
+const ROTATION_ATTEMPTS: u32 = 5;
+
 /// Most live secrets a client may hold at once.
 pub const MAX_LIVE_SECRETS: usize = 3;
 
@@ -460,43 +463,60 @@ impl Admin {
         Ok(self.clients.list_clients().await?)
     }
 
-    /// Rotates the signing keys now (DESIGN.md "Keys and rotation"): publishes the new public
-    /// set first, then stores the private set. Returns the new set.
+    /// Rotates the signing keys now (DESIGN.md "Keys and rotation") and returns the new set.
+    /// The new private set and its public keys are stored in one atomic step, checked against
+    /// the set the rotation started from; a rotation that lost a race to another reads again
+    /// and rotates on top of the winner's set, so no key is lost.
     pub async fn rotate_keys(&self) -> Result<KeySet, AdminError> {
-        let now = self.clock.now();
-        let current = self.keys.load_key_set().await?;
-        let next = current.rotated(now, &self.config.schedule)?;
-        // Publishing first is safe: the new key does not sign before its activation time, and
-        // the dropped keys are no longer published by the schedule anyway.
-        self.public_keys
-            .replace_public_keys(&next.public_records()?)
-            .await?;
-        self.keys.save_key_set(&next).await?;
-        self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)
-            .await?;
-        Ok(next)
+        let rotated = self.rotate_when(|_, _| true).await?;
+        Ok(rotated.expect("a rotation that is always due rotates"))
     }
 
     /// Rotates when the newest key is at least `interval` old (or there is none): the
-    /// automatic rotation of the embedded server. Returns whether it rotated.
+    /// automatic rotation of the embedded server. Returns whether it rotated; `false` also when
+    /// another process rotated first.
     pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool, AdminError> {
-        let now = self.clock.now();
-        let set = self.keys.load_key_set().await?;
-        let newest = set.keys.iter().map(|k| k.created_at).max();
-        if newest.is_some_and(|at| now - at < interval) {
-            return Ok(false);
-        }
-        self.rotate_keys().await?;
-        Ok(true)
+        let due = |set: &KeySet, now: OffsetDateTime| {
+            let newest = set.keys.iter().map(|k| k.created_at).max();
+            newest.is_none_or(|at| now - at >= interval)
+        };
+        Ok(self.rotate_when(due).await?.is_some())
     }
 
-    /// Creates the first key if the set is empty. Returns whether it did.
+    /// Creates the first key if the set is empty. Returns whether it did; `false` also when
+    /// another process created it first.
     pub async fn ensure_signing_key(&self) -> Result<bool, AdminError> {
-        if self.keys.load_key_set().await?.keys.is_empty() {
-            self.rotate_keys().await?;
-            return Ok(true);
+        let due = |set: &KeySet, _: OffsetDateTime| set.keys.is_empty();
+        Ok(self.rotate_when(due).await?.is_some())
+    }
+
+    /// Load, decide, generate and store as one atomic step: `due` is asked again on every
+    /// attempt, because the set that lost the race may already satisfy it.
+    async fn rotate_when(
+        &self,
+        due: impl Fn(&KeySet, OffsetDateTime) -> bool,
+    ) -> Result<Option<KeySet>, AdminError> {
+        let mut attempt = 1;
+        loop {
+            let now = self.clock.now();
+            let current = self.keys.load_key_set().await?;
+            if !due(&current, now) {
+                return Ok(None);
+            }
+            let next = current.rotated(now, &self.config.schedule)?;
+            match self.keys.replace_key_set(&current, &next).await {
+                Ok(()) => {
+                    self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)
+                        .await?;
+                    return Ok(Some(next));
+                }
+                Err(StoreError::Conflict(what)) if attempt < ROTATION_ATTEMPTS => {
+                    tracing::info!(attempt, "{what} changed during rotation; reading it again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(false)
     }
 
     /// The public key records with their state at `now`.

@@ -17,7 +17,8 @@ use crate::http::{self, Discovery, RequestContext, ScopesSupported};
 use crate::issue::TokenService;
 use crate::keys::KeyCache;
 use crate::oauth::OAuthError;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::StoreError;
+use crate::store::sqlite::SqliteStore;
 
 /// Everything the embedded shape runs on.
 pub struct Embedded {

@@ -54,7 +54,7 @@ impl World {
             clock: clock.clone(),
             actor: "report-test".to_owned(),
         };
-        admin.ensure_signing_key().await.unwrap();
+        s.rotate_keys(config.schedule, clock.clone()).await;
         let keys = KeyCache::new(
             s.keys.clone(),
             clock.clone(),

@@ -223,7 +223,7 @@ async fn unidentified_requests_are_partitioned_per_source_address() {
 }
 
 #[tokio::test]
-async fn a_missing_secret_reads_empty_and_fails_on_save_without_key_material() {
+async fn a_missing_secret_reads_empty_and_the_key_store_never_writes() {
     let sdk = moto::sdk_config().await;
     let names = random_resources();
     let store = SecretsManagerKeyStore::new(
@@ -236,9 +236,15 @@ async fn a_missing_secret_reads_empty_and_fails_on_save_without_key_material() {
         version: 1,
         keys: vec![KeyEntry::generate(now, now).unwrap()],
     };
-    let text = backend_text(store.save_key_set(&set).await.unwrap_err());
+    // The rotation function is the secret's only writer.
+    let text = backend_text(
+        store
+            .replace_key_set(&KeySet::default(), &set)
+            .await
+            .unwrap_err(),
+    );
     assert!(text.contains(&names.key_secret_id), "{text}");
-    assert!(text.contains("ResourceNotFound"), "{text}");
+    assert!(text.contains("rotation function"), "{text}");
     assert!(!text.contains(&set.keys[0].private_key[..40]), "{text}");
 }
 

@@ -190,7 +190,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
         .send("grant_type=client_credentials")
         .unwrap();
     assert_eq!(response.status(), 200);
-    let audit = token_service::store::SqliteStore::open(&db).unwrap();
+    let audit = token_service::store::sqlite::SqliteStore::open(&db).unwrap();
     let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
         use token_service::store::AuditLog as _;
         audit.query(&Default::default()).await.unwrap()

@@ -29,7 +29,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde_json::Value;
 use support::fault_proxy::{Fault, FaultProxy, Service};
 use support::moto;
-use support::stores::random_resources;
+use support::stores::{random_resources, rotate_keys_on};
 use token_service::admin::NewClient;
 use token_service::audit::AuditQuery;
 use token_service::aws_shape::{AwsShape, JWKS_DEPENDENCY_BOUND, TOKEN_DEPENDENCY_BOUND};
@@ -74,10 +74,10 @@ async fn harness(clock: Arc<dyn Clock>) -> Harness {
         &moto::sdk_config_at(proxy.url()).await,
         names.clone(),
         ServiceConfig::for_tests(),
-        clock,
+        clock.clone(),
     );
+    rotate_keys_on(&direct_sdk, &names, clock.clone()).await;
     let admin = shape.admin("fault-test");
-    admin.ensure_signing_key().await.expect("signing key");
     let (client, secret) = admin
         .create_client(NewClient {
             name: "Fault test".to_owned(),

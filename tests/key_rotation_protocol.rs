@@ -9,7 +9,8 @@ use time::{Duration, OffsetDateTime};
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
-use token_service::keys::rotation::{KeyRotation, RotationError, Step, VersionedSecret};
+use token_service::keys::KeySet;
+use token_service::store::aws::protocol::{KeyRotation, RotationError, Step, VersionedSecret};
 use token_service::store::aws::{
     DynamoDbPublicKeyStore, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
 };
@@ -176,13 +177,69 @@ async fn a_later_rotation_prepublishes_the_new_key_and_keeps_the_signing_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_retried_step_never_activates_a_key_sooner_than_prepublication_after_it_appeared() {
+    let f = fixture().await;
+    rotate_with_retries(&f, &token()).await;
+    let before: Vec<String> = f
+        .public
+        .public_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kid)
+        .collect();
+    f.clock.advance(Duration::days(30));
+    let t = token();
+    let mut appeared = None;
+    let mut new_kid: Option<String> = None;
+    for step in STEPS {
+        f.rotation.run(step, &t).await.unwrap();
+        if new_kid.is_none() {
+            // The pending set's new key, once createSecret stored it.
+            if let Some(text) = f.versions.value_of_version(&t).await.unwrap() {
+                let set = KeySet::from_json(&text).unwrap();
+                new_kid = set
+                    .keys
+                    .iter()
+                    .map(|k| k.kid.clone())
+                    .find(|k| !before.contains(k));
+            }
+        }
+        let published = f.public.public_keys().await.unwrap();
+        if appeared.is_none()
+            && new_kid
+                .as_ref()
+                .is_some_and(|k| published.iter().any(|r| &r.kid == k))
+        {
+            appeared = Some(f.clock.now());
+        }
+        // Secrets Manager retries a failed step later: here, every next step runs 5 h later.
+        f.clock.advance(Duration::hours(5));
+    }
+    let set = f.keys.load_key_set().await.unwrap();
+    let new = set
+        .keys
+        .iter()
+        .find(|k| Some(&k.kid) == new_kid.as_ref())
+        .unwrap();
+    let appeared = appeared.expect("the new key was published");
+    let prepublication = ServiceConfig::for_tests().schedule.prepublication;
+    assert!(
+        new.activates_at >= appeared + prepublication,
+        "the key appeared at {appeared} and signs from {}",
+        new.activates_at
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_out_of_order_or_for_other_versions_fail_clearly() {
     let f = fixture().await;
     let t = token();
     let err = f.rotation.run(Step::SetSecret, &t).await.unwrap_err();
     assert!(matches!(err, RotationError::NotPending(_)), "{err}");
     f.rotation.run(Step::CreateSecret, &t).await.unwrap();
-    // testSecret before setSecret: the pending key is not published yet.
+    // testSecret on a table that lost the pending key: it is not published.
+    f.public.replace_public_keys(&[]).await.unwrap();
     let err = f.rotation.run(Step::TestSecret, &t).await.unwrap_err();
     assert!(matches!(err, RotationError::TestFailed { .. }), "{err}");
     assert!(!err.to_string().contains("PRIVATE"), "{err}");

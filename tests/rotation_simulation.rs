@@ -19,8 +19,8 @@ use token_service::encoding::random_b64url;
 use token_service::issue::{RequestMeta, TokenService};
 use token_service::keys::KeyCache;
 use token_service::keys::jwk::jwks;
-use token_service::keys::rotation::{KeyRotation, Step};
 use token_service::oauth::request::RawRequest;
+use token_service::store::aws::protocol::{KeyRotation, Step};
 
 use support::stores::Stores;
 

@@ -359,20 +359,23 @@ async fn audit_keeps_admin_fields_and_precision(s: &Stores) {
     assert_eq!(found, vec![admin]);
 }
 
-async fn key_set_is_empty_at_start_and_round_trips(s: &Stores) {
+async fn key_set_is_empty_at_start_and_rotations_round_trip(s: &Stores) {
     assert_eq!(s.keys.load_key_set().await.unwrap(), KeySet::default());
-    let first = KeySet {
-        version: 1,
-        keys: vec![KeyEntry::generate(T0, T0).unwrap()],
-    };
-    s.keys.save_key_set(&first).await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let schedule = ServiceConfig::for_tests().schedule;
+    let first = s.rotate_keys(schedule, clock.clone()).await;
+    assert_eq!(first.keys.len(), 1);
     assert_eq!(s.keys.load_key_set().await.unwrap(), first);
-    let mut second = first.clone();
-    second
-        .keys
-        .push(KeyEntry::generate(T0, T0 + Duration::hours(1)).unwrap());
-    s.keys.save_key_set(&second).await.unwrap();
+    clock.advance(Duration::minutes(1));
+    let second = s.rotate_keys(schedule, clock.clone()).await;
+    assert_eq!(second.keys.len(), 2);
+    assert_eq!(second.keys[0], first.keys[0]);
     assert_eq!(s.keys.load_key_set().await.unwrap(), second);
+    let mut published = s.public_keys.public_keys().await.unwrap();
+    published.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let mut expected = second.public_records().unwrap();
+    expected.sort_by(|a, b| a.kid.cmp(&b.kid));
+    assert_eq!(published, expected, "the public keys are the set's");
 }
 
 async fn public_keys_replace_adds_and_removes(s: &Stores) {
@@ -446,9 +449,9 @@ async fn admin_works_over_the_backend(s: &Stores) {
     assert_eq!(stored.version, 3);
 
     clock.advance(Duration::minutes(1));
-    let first = admin.rotate_keys().await.unwrap();
+    let first = s.rotate_keys(config.schedule, clock.clone()).await;
     clock.advance(Duration::minutes(1));
-    let second = admin.rotate_keys().await.unwrap();
+    let second = s.rotate_keys(config.schedule, clock.clone()).await;
     assert_eq!(s.keys.load_key_set().await.unwrap(), second);
     let new_kid = &second.keys.last().unwrap().kid;
     let records = s.public_keys.public_keys().await.unwrap();
@@ -483,16 +486,7 @@ async fn admin_works_over_the_backend(s: &Stores) {
         .await
         .unwrap();
     let actions: Vec<_> = trail.iter().filter_map(|r| r.action.as_deref()).collect();
-    assert_eq!(
-        actions,
-        [
-            "keys.rotate",
-            "keys.rotate",
-            "secret.revoke",
-            "secret.add",
-            "client.create"
-        ]
-    );
+    assert_eq!(actions, ["secret.revoke", "secret.add", "client.create"]);
     assert!(
         trail
             .iter()
@@ -597,7 +591,8 @@ async fn new_client(admin: &Admin, id: &str, rate_limit: Option<u32>) -> String 
 async fn secret_rotation_honours_the_grace_period(s: &Stores) {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let admin = admin(s, clock.clone());
-    admin.ensure_signing_key().await.unwrap();
+    s.rotate_keys(ServiceConfig::for_tests().schedule, clock.clone())
+        .await;
     let service = token_service(s, clock.clone());
     let old = new_client(&admin, "svc", None).await;
     let (_, _, new) = admin
@@ -652,7 +647,8 @@ fn next_minute_clock() -> Arc<ManualClock> {
 async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
     let clock = next_minute_clock();
     let admin = admin(s, clock.clone());
-    admin.ensure_signing_key().await.unwrap();
+    s.rotate_keys(ServiceConfig::for_tests().schedule, clock.clone())
+        .await;
     let secret = Arc::new(new_client(&admin, "busy", Some(10)).await);
     let service = Arc::new(token_service(s, clock));
     let mut tasks = Vec::new();
@@ -719,7 +715,8 @@ async fn ask_from(
 async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once(s: &Stores) {
     let clock = next_minute_clock();
     let admin = admin(s, clock.clone());
-    admin.ensure_signing_key().await.unwrap();
+    s.rotate_keys(ServiceConfig::for_tests().schedule, clock.clone())
+        .await;
     let secret = new_client(&admin, "victim", None).await;
     let service = token_service(s, clock);
     let limit = ServiceConfig::for_tests().limits.fail_per_client_ip;
@@ -774,7 +771,8 @@ async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once
 async fn concurrent_wrong_secrets_never_exceed_the_failure_limit(s: &Stores) {
     let clock = next_minute_clock();
     let admin = admin(s, clock.clone());
-    admin.ensure_signing_key().await.unwrap();
+    s.rotate_keys(ServiceConfig::for_tests().schedule, clock.clone())
+        .await;
     new_client(&admin, "victim", None).await;
     let service = Arc::new(token_service(s, clock));
     let limit = ServiceConfig::for_tests().limits.fail_per_client_ip as usize;
@@ -845,7 +843,7 @@ conformance!(
     disabling_is_seen_at_once,
     audit_query_filters_newest_first,
     audit_keeps_admin_fields_and_precision,
-    key_set_is_empty_at_start_and_round_trips,
+    key_set_is_empty_at_start_and_rotations_round_trip,
     public_keys_replace_adds_and_removes,
     admin_works_over_the_backend,
     rate_limit_counters_are_exact_under_concurrency,

@@ -10,7 +10,8 @@ use time::{Duration, OffsetDateTime};
 use token_service::audit::AuditRecord;
 use token_service::clients::{Client, ClientSecret, ClientStatus};
 use token_service::store::aws::{AwsResources, DynamoDbAuditLog, DynamoDbClientStore};
-use token_service::store::{AuditLog, ClientStore, SqliteStore};
+use token_service::store::sqlite::SqliteStore;
+use token_service::store::{AuditLog, ClientStore};
 
 use support::moto;
 use support::stores::random_resources;

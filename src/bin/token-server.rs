@@ -129,12 +129,30 @@ fn rotate_automatically(embedded: &Embedded, interval: time::Duration) {
         loop {
             every.tick().await;
             match admin.rotate_if_due(interval).await {
-                Ok(true) => tracing::info!("rotated the signing key"),
-                Ok(false) => {}
+                Ok(rotated) => {
+                    if rotated {
+                        tracing::info!("rotated the signing key");
+                    }
+                    tracing::debug!(rotated, "key rotation checked");
+                }
                 Err(e) => tracing::error!(error = %e, "automatic key rotation failed"),
             }
         }
     });
+}
+
+/// The automatic rotation interval, which must leave a new key time to be published.
+fn rotation_interval(
+    text: &str,
+    embedded: &Embedded,
+) -> Result<time::Duration, Box<dyn std::error::Error>> {
+    let interval = parse_duration(text)
+        .filter(|d| d.is_positive())
+        .ok_or("TOKEN_KEY_ROTATION_INTERVAL must be a duration such as 30d or 12h")?;
+    if interval <= embedded.config.schedule.prepublication {
+        return Err("TOKEN_KEY_ROTATION_INTERVAL must exceed TOKEN_KEY_PREPUBLICATION".into());
+    }
+    Ok(interval)
 }
 
 #[tokio::main]
@@ -156,17 +174,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .validate(Some(&format!("http://{}", args.listen)))?;
     let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?
         .with_trusted_proxies(args.trusted_proxies.clone());
+    let rotation_interval = args
+        .key_rotation_interval
+        .as_deref()
+        .map(|text| rotation_interval(text, &embedded))
+        .transpose()?;
     prune_expired(&embedded);
-    if let Some(text) = &args.key_rotation_interval {
-        let interval = parse_duration(text)
-            .filter(|d| d.is_positive())
-            .ok_or("TOKEN_KEY_ROTATION_INTERVAL must be a duration such as 30d or 12h")?;
-        if interval <= embedded.config.schedule.prepublication {
-            return Err("TOKEN_KEY_ROTATION_INTERVAL must exceed TOKEN_KEY_PREPUBLICATION".into());
-        }
+    // The first key exists before the automatic rotation starts, so that the two never both
+    // find the set empty; the store's version check would make the later one back off anyway.
+    first_start(&embedded).await?;
+    if let Some(interval) = rotation_interval {
         rotate_automatically(&embedded, interval);
     }
-    first_start(&embedded).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(

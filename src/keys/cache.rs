@@ -155,7 +155,7 @@ mod tests {
             }
             Ok(self.set.clone())
         }
-        async fn save_key_set(&self, _: &KeySet) -> Result<(), StoreError> {
+        async fn replace_key_set(&self, _: &KeySet, _: &KeySet) -> Result<(), StoreError> {
             unreachable!("the cache never writes")
         }
     }

@@ -3,7 +3,6 @@
 pub mod cache;
 pub mod jwk;
 pub mod ring;
-pub mod rotation;
 pub mod schedule;
 
 use base64::Engine as _;
@@ -181,7 +180,7 @@ impl KeySet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Key sets whose shape is wrong right where key material sits; serde would quote it.

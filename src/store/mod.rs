@@ -12,8 +12,6 @@ use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
 
-pub use sqlite::SqliteStore;
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,8 +60,15 @@ pub trait AuditLog: Send + Sync {
 pub trait KeyStore: Send + Sync {
     /// The current key set (empty when none was created yet).
     async fn load_key_set(&self) -> Result<KeySet, StoreError>;
-    /// Replaces the key set.
-    async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError>;
+    /// Replaces the key set by `next` and makes the published keys exactly `next`'s public
+    /// keys, in one atomic step, if the stored set is still `expected` (the set `next` was
+    /// computed from); otherwise `Conflict`, and nothing is written. Two rotations that read
+    /// the same set therefore never both succeed: neither key is lost, and the JWKS never
+    /// misses a key of the private set.
+    ///
+    /// On AWS the signing-key secret has one writer, the rotation function (Secrets Manager's
+    /// four-step protocol, `store::aws::protocol`); its adapter refuses this call.
+    async fn replace_key_set(&self, expected: &KeySet, next: &KeySet) -> Result<(), StoreError>;
 }
 
 /// Expiring counters for rate limits (DESIGN.md "Abuse protection"). Keys carry their window,

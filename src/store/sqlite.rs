@@ -377,16 +377,52 @@ impl KeyStore for SqliteStore {
         }
     }
 
-    async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError> {
-        lock(&self.writer)
-            .execute(
-                "INSERT INTO key_set (id, json) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET json = excluded.json",
-                [set.to_json()],
-            )
+    /// One `IMMEDIATE` transaction: it takes the write lock before reading, so the version
+    /// check (the stored set is `expected`) and both writes see no other writer in between,
+    /// in this process or another. Every rotation adds a fresh random key, so a set's JSON
+    /// never comes back once replaced and serves as its version.
+    async fn replace_key_set(&self, expected: &KeySet, next: &KeySet) -> Result<(), StoreError> {
+        let records = next.public_records().map_err(backend)?;
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(backend)?;
-        Ok(())
+        let stored: Option<String> = tx
+            .query_row("SELECT json FROM key_set WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        let stored = match stored {
+            None => KeySet::default(),
+            Some(t) => KeySet::from_json(&t).map_err(backend)?,
+        };
+        if &stored != expected {
+            return Err(StoreError::Conflict("the key set".to_owned()));
+        }
+        tx.execute(
+            "INSERT INTO key_set (id, json) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+            [next.to_json()],
+        )
+        .map_err(backend)?;
+        write_public_keys(&tx, &records)?;
+        tx.commit().map_err(backend)
     }
+}
+
+/// Makes the public-keys table exactly `records`, inside the caller's transaction.
+fn write_public_keys(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[PublicKeyRecord],
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM public_keys", []).map_err(backend)?;
+    for r in records {
+        tx.execute(
+            "INSERT INTO public_keys (kid, record) VALUES (?1, ?2)",
+            params![r.kid, to_json(r)?],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -405,14 +441,7 @@ impl PublicKeyStore for SqliteStore {
     async fn replace_public_keys(&self, records: &[PublicKeyRecord]) -> Result<(), StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction().map_err(backend)?;
-        tx.execute("DELETE FROM public_keys", []).map_err(backend)?;
-        for r in records {
-            tx.execute(
-                "INSERT INTO public_keys (kid, record) VALUES (?1, ?2)",
-                params![r.kid, to_json(r)?],
-            )
-            .map_err(backend)?;
-        }
+        write_public_keys(&tx, records)?;
         tx.commit().map_err(backend)
     }
 }
@@ -485,5 +514,24 @@ mod tests {
         let err = store.get_client("c").await.unwrap_err().to_string();
         assert!(!err.contains(MATERIAL), "{err}");
         assert!(err.contains("line"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_key_set_replace_from_a_stale_read_conflicts_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("keys.db")).unwrap();
+        let schedule = crate::config::ServiceConfig::for_tests().schedule;
+        let now = time::OffsetDateTime::now_utc();
+        let empty = KeySet::default();
+        let first = empty.rotated(now, &schedule).unwrap();
+        let rival = empty.rotated(now, &schedule).unwrap();
+        store.replace_key_set(&empty, &first).await.unwrap();
+        let err = store.replace_key_set(&empty, &rival).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(store.load_key_set().await.unwrap(), first);
+        assert_eq!(
+            store.public_keys().await.unwrap(),
+            first.public_records().unwrap()
+        );
     }
 }

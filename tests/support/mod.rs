@@ -4,4 +4,5 @@
 
 pub mod fault_proxy;
 pub mod moto;
+pub mod rotation_front;
 pub mod stores;

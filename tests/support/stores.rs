@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use token_service::encoding::random_b64url;
-use token_service::keys::rotation::VersionedSecret;
+use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
     AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
     DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions,
     create_resources,
 };
+use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
-    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, SqliteStore,
+    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits,
 };
 
 use super::moto;
@@ -104,4 +105,59 @@ pub async fn aws() -> Stores {
         ))),
         _dir: None,
     }
+}
+
+impl Stores {
+    /// One key rotation at `clock`'s time, as the backend's own writer does it: an atomic
+    /// replace on SQLite, the four-step rotation protocol on Secrets Manager (where the key
+    /// store refuses writes). Returns the new set.
+    #[allow(dead_code)]
+    pub async fn rotate_keys(
+        &self,
+        schedule: token_service::keys::Schedule,
+        clock: Arc<dyn token_service::clock::Clock>,
+    ) -> token_service::keys::KeySet {
+        use token_service::store::aws::protocol::KeyRotation;
+        let Some(versions) = &self.versions else {
+            let current = self.keys.load_key_set().await.unwrap();
+            let next = current.rotated(clock.now(), &schedule).unwrap();
+            self.keys.replace_key_set(&current, &next).await.unwrap();
+            return next;
+        };
+        let rotation = KeyRotation {
+            secret: versions.clone(),
+            public_keys: self.public_keys.clone(),
+            schedule,
+            clock,
+        };
+        // Secrets Manager version ids are 32 to 64 characters.
+        let token = random_b64url(24);
+        rotation.run_all(&token).await.unwrap();
+        self.keys.load_key_set().await.unwrap()
+    }
+}
+
+/// One run of the rotation protocol on the stack `names` at `clock`'s time, as Secrets
+/// Manager runs the rotation function; the first run creates the first key.
+pub async fn rotate_keys_on(
+    sdk: &aws_config::SdkConfig,
+    names: &AwsResources,
+    clock: Arc<dyn token_service::clock::Clock>,
+) {
+    let rotation = token_service::store::aws::protocol::KeyRotation {
+        secret: Arc::new(SecretsManagerVersions::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            &names.key_secret_id,
+        )),
+        public_keys: Arc::new(DynamoDbPublicKeyStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &names.public_keys_table,
+        )),
+        schedule: token_service::config::ServiceConfig::for_tests().schedule,
+        clock,
+    };
+    rotation
+        .run_all(&random_b64url(24))
+        .await
+        .expect("the rotation protocol runs");
 }

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
 use lambda_http::lambda_runtime::{Diagnostic, LambdaEvent};
-use token_service::keys::rotation::{KeyRotation, RotationError, Step};
+use token_service::store::aws::protocol::{KeyRotation, RotationError, Step};
 
 /// A failed step, as the Lambda runtime reports it: `errorType` is the failure class.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ mod tests {
     use lambda_http::Context;
     use token_service::clock::SystemClock;
     use token_service::config::ServiceConfig;
-    use token_service::store::SqliteStore;
+    use token_service::store::sqlite::SqliteStore;
 
     /// The secret the fixture events name.
     const KEY_SECRET: &str =
@@ -192,7 +192,7 @@ mod tests {
     mod doubles {
         use async_trait::async_trait;
         use token_service::keys::PublicKeyRecord;
-        use token_service::keys::rotation::VersionedSecret;
+        use token_service::store::aws::protocol::VersionedSecret;
         use token_service::store::{PublicKeyStore, StoreError};
 
         pub struct Dir(std::path::PathBuf);

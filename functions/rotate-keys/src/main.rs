@@ -1,5 +1,5 @@
 //! The rotate-keys Lambda function: Secrets Manager invokes it with each step of the rotation
-//! protocol for the signing-key secret (`token_service::keys::rotation`).
+//! protocol for the signing-key secret (`token_service::store::aws::protocol`).
 
 mod handler;
 
@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use lambda_http::lambda_runtime::{self, service_fn};
 use token_service::clock::SystemClock;
-use token_service::keys::rotation::KeyRotation;
 use token_service::lambda;
+use token_service::store::aws::protocol::KeyRotation;
 use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions};
 
 #[tokio::main]

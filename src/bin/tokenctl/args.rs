@@ -273,12 +273,27 @@ pub enum SecretsCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create the first signing key (signing at once) if there is none; safe to repeat.
-    Init,
+    Init {
+        #[command(flatten)]
+        wait: RotationWait,
+    },
     /// Add a new signing key (published now, signing after the pre-publication delay) and
-    /// drop keys that are no longer published.
-    Rotate,
+    /// drop keys that are no longer published. On the aws backend the stack's rotation
+    /// function does it, with the stack's settings (Secrets Manager `RotateSecret`).
+    Rotate {
+        #[command(flatten)]
+        wait: RotationWait,
+    },
     /// List the keys with their schedule state.
     List,
+}
+
+/// How long `keys init` and `keys rotate` wait for the stack's rotation function.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotationWait {
+    /// Aws backend: how long to wait for the rotation to finish (e.g. 120s, 5m).
+    #[arg(long = "wait", default_value = "120s")]
+    pub text: String,
 }
 
 /// `audit [OPTIONS]` lists records; `audit report` is a subcommand of its own.

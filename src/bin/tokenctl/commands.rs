@@ -288,7 +288,7 @@ pub async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResul
 }
 
 pub async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
-    if let KeysCommand::Init = cmd {
+    if let KeysCommand::Init { .. } = cmd {
         let created = admin.ensure_signing_key().await?;
         if !json {
             match created {
@@ -298,7 +298,7 @@ pub async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
             return Ok(());
         }
     }
-    if let KeysCommand::Rotate = cmd {
+    if let KeysCommand::Rotate { .. } = cmd {
         let set = admin.rotate_keys().await?;
         let newest = set.keys.last().expect("a rotated set has a key");
         if !json {

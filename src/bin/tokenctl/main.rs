@@ -4,6 +4,7 @@
 
 mod args;
 mod audit;
+mod aws_keys;
 mod commands;
 mod views;
 
@@ -16,7 +17,7 @@ use token_service::aws_shape::AwsShape;
 use token_service::clock::{Clock, SystemClock};
 use token_service::embedded::Embedded;
 
-use args::{AwsNames, Backend, Cli, Command};
+use args::{AwsNames, Backend, Cli, Command, KeysCommand};
 use commands::CliResult;
 
 /// The management façade over the deployed stack's resources, acting as the caller's
@@ -58,6 +59,19 @@ fn actor() -> String {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    // On AWS the stack's rotation function changes the keys, with the stack's settings: these
+    // commands read no local setting at all.
+    if cli.backend == Backend::Aws {
+        match &cli.command {
+            Command::Keys(KeysCommand::Init { wait }) => {
+                return aws_keys::rotate(&cli.aws, cli.json, true, &wait.text).await;
+            }
+            Command::Keys(KeysCommand::Rotate { wait }) => {
+                return aws_keys::rotate(&cli.aws, cli.json, false, &wait.text).await;
+            }
+            _ => {}
+        }
+    }
     let config = cli.service.validate(Some("http://127.0.0.1:9000"))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin = match cli.backend {

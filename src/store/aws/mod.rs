@@ -21,11 +21,13 @@ mod assertion_ids;
 mod attrs;
 mod audit;
 mod clients;
+pub mod protocol;
 mod public_keys;
 mod rate_limits;
 mod resources;
-mod rotation;
+mod rotate;
 mod secrets;
+mod versions;
 
 use std::fmt::Display;
 
@@ -42,8 +44,9 @@ pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
 pub use resources::create_resources;
-pub use rotation::SecretsManagerVersions;
+pub use rotate::{RotateError, rotate_now};
 pub use secrets::SecretsManagerKeyStore;
+pub use versions::SecretsManagerVersions;
 
 /// Environment variable naming the clients table.
 pub const CLIENTS_TABLE_VAR: &str = "TOKEN_CLIENTS_TABLE";

@@ -45,7 +45,7 @@ impl KeyStore for SecretsManagerKeyStore {
     ///
     /// Secrets Manager answers `ResourceNotFoundException` both for a secret without a value
     /// and for no secret at all; both read as empty, and a missing secret then fails loudly at
-    /// the first [`save_key_set`](KeyStore::save_key_set).
+    /// the first rotation.
     async fn load_key_set(&self) -> Result<KeySet, StoreError> {
         let result = self
             .sm
@@ -53,7 +53,7 @@ impl KeyStore for SecretsManagerKeyStore {
             .secret_id(&self.secret_id)
             // Named explicitly, though it is the default: the key set is whatever the rotation
             // protocol last labelled current.
-            .version_stage(crate::keys::rotation::AWSCURRENT)
+            .version_stage(super::protocol::AWSCURRENT)
             .send()
             .await;
         let out = match result {
@@ -73,15 +73,15 @@ impl KeyStore for SecretsManagerKeyStore {
         }
     }
 
-    async fn save_key_set(&self, set: &KeySet) -> Result<(), StoreError> {
-        self.sm
-            .put_secret_value()
-            .secret_id(&self.secret_id)
-            .secret_string(set.to_json())
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutSecretValue", &self.secret_id, e))?;
-        Ok(())
+    /// Refused: the rotation function is the secret's only writer, so that every change runs
+    /// the four steps (publish before use, test, then promote). `tokenctl keys rotate` starts
+    /// it with `RotateSecret` ([`rotate_now`](super::rotate_now)).
+    async fn replace_key_set(&self, _: &KeySet, _: &KeySet) -> Result<(), StoreError> {
+        Err(StoreError::Backend(format!(
+            "secret {}: the signing keys change only through its rotation function \
+             (RotateSecret, e.g. `tokenctl --backend aws keys rotate`)",
+            self.secret_id
+        )))
     }
 }
 

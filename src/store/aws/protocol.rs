@@ -2,10 +2,12 @@
 //! `createSecret`, `setSecret`, `testSecret` and `finishSecret`, each idempotent and safe to
 //! retry, as Secrets Manager requires of a rotation function.
 //!
-//! - `createSecret` stores, as version `AWSPENDING`, the current key set rotated at now: a new
-//!   key that activates after the pre-publication delay, minus keys no longer published.
-//! - `setSecret` makes the public-keys table exactly the pending set's public keys (which keeps
-//!   every key still published and adds the new one).
+//! - `createSecret` rotates the current key set at now (a new key, minus keys no longer
+//!   published), makes the public-keys table exactly that set's public keys, and then stores
+//!   it as version `AWSPENDING` with the new key activating the pre-publication delay after
+//!   that publication.
+//! - `setSecret` makes the public-keys table exactly the pending set's public keys again (which
+//!   keeps every key still published and the new one).
 //! - `testSecret` signs with every pending key and verifies against the published JWK.
 //! - `finishSecret` moves `AWSCURRENT` to the pending version.
 //!
@@ -18,9 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 
-use super::schedule::Schedule;
-use super::{KeyRing, KeySet};
 use crate::clock::Clock;
+use crate::keys::Schedule;
+use crate::keys::{KeyRing, KeySet};
 use crate::store::{PublicKeyStore, StoreError};
 
 /// Staging label of the live version.
@@ -164,6 +166,20 @@ impl KeyRotation {
         }
     }
 
+    /// Runs the four steps for version `token` in order, as Secrets Manager does after
+    /// `RotateSecret`: for tests and local tools that play Secrets Manager's part.
+    pub async fn run_all(&self, token: &str) -> Result<(), RotationError> {
+        for step in [
+            Step::CreateSecret,
+            Step::SetSecret,
+            Step::TestSecret,
+            Step::FinishSecret,
+        ] {
+            self.run(step, token).await?;
+        }
+        Ok(())
+    }
+
     async fn pending(&self, token: &str) -> Result<KeySet, RotationError> {
         match self.secret.value_of_version(token).await? {
             None => Err(RotationError::NoPendingValue(token.to_owned())),
@@ -171,15 +187,26 @@ impl KeyRotation {
         }
     }
 
+    /// Generates the pending set, publishes it, and only then fixes the new key's activation
+    /// time, counted from that publication: however late a retried step runs, a key never
+    /// signs sooner than the pre-publication delay after it appeared in the JWKS.
     async fn create(&self, token: &str) -> Result<(), RotationError> {
         if self.secret.value_of_version(token).await?.is_some() {
             tracing::info!(version = token, "pending key set exists already");
             return Ok(());
         }
         let current = parse_set(self.secret.value_at_stage(AWSCURRENT).await?)?;
-        let next = current
+        let key_set = |e: crate::keys::KeyError| RotationError::KeySet(e.to_string());
+        let mut next = current
             .rotated(self.clock.now(), &self.schedule)
-            .map_err(|e| RotationError::KeySet(e.to_string()))?;
+            .map_err(key_set)?;
+        self.publish(&next).await?;
+        if !current.keys.is_empty() {
+            let published_at = self.clock.now();
+            let new = next.keys.last_mut().expect("a rotated set has a new key");
+            new.activates_at = published_at + self.schedule.prepublication;
+            self.publish(&next).await?;
+        }
         self.secret.put_pending(token, &next.to_json()).await?;
         let new = next.keys.last().expect("a rotated set has a new key");
         tracing::info!(
@@ -187,20 +214,27 @@ impl KeyRotation {
             kid = %new.kid,
             activates_at = %new.activates_at,
             keys = next.keys.len(),
-            "created pending key set"
+            "created and published pending key set"
         );
         Ok(())
     }
 
-    async fn set(&self, token: &str) -> Result<(), RotationError> {
-        let pending = self.pending(token).await?;
-        let records = pending
+    /// Makes the public-keys table exactly `set`'s public keys.
+    async fn publish(&self, set: &KeySet) -> Result<(), RotationError> {
+        let records = set
             .public_records()
             .map_err(|e| RotationError::KeySet(e.to_string()))?;
-        self.public_keys.replace_public_keys(&records).await?;
+        Ok(self.public_keys.replace_public_keys(&records).await?)
+    }
+
+    /// Publishes the pending set again (`createSecret` did first): the table may have been
+    /// restored or written since, and a retry must leave it exactly the pending set.
+    async fn set(&self, token: &str) -> Result<(), RotationError> {
+        let pending = self.pending(token).await?;
+        self.publish(&pending).await?;
         tracing::info!(
             version = token,
-            keys = records.len(),
+            keys = pending.keys.len(),
             "published pending public keys"
         );
         Ok(())

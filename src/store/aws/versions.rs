@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client as SecretsManager;
 
+use super::protocol::{AWSCURRENT, AWSPENDING, VersionedSecret};
 use super::sdk_error;
-use crate::keys::rotation::{AWSCURRENT, AWSPENDING, VersionedSecret};
 use crate::store::StoreError;
 
 /// The signing-key secret's versions, for the rotation function.
