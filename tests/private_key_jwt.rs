@@ -110,10 +110,11 @@ impl Fixture {
     async fn new(stores: Stores) -> Self {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let config = Arc::new(ServiceConfig::for_tests());
+        let config_schedule = config.schedule;
         let keys = KeyCache::new(
             stores.keys.clone(),
             clock.clone(),
-            config.schedule,
+            config_schedule,
             std::time::Duration::from_secs(300),
             std::time::Duration::from_secs(3600),
         );
@@ -135,7 +136,10 @@ impl Fixture {
             clock: clock.clone(),
             actor: "pkjwt-test".to_owned(),
         };
-        admin.ensure_signing_key().await.unwrap();
+        // The first key as each backend makes it (the rotation protocol on Secrets Manager).
+        stores
+            .rotate_keys(config_schedule, clock.clone() as Arc<dyn Clock>)
+            .await;
         Self {
             stores,
             clock,
