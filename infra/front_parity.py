@@ -73,6 +73,10 @@ class Case:
     differs: str = ""
     local: tuple = ()  # (status, error) the local path gives when `differs`
     want: tuple = ()  # (status, error) both must give, when set
+    # A path outside the routes is answered by the front, not by a function: its 404 body is
+    # the front's own (API Gateway's {"message":"Not Found"}, watch's text, the embedded
+    # server's OAuth JSON error), so such a case compares the status alone.
+    status_only: bool = False
 
 
 def request(method, target, headers, body=b"", host=True):
@@ -193,12 +197,20 @@ CASES = [
     Case("unknown client", lambda f: with_auth(f.basic("parity-nobody", "x"))(f)),
     Case("wrong secret", lambda f: with_auth(f.basic(secret=f.secret + "x"))(f)),
     # Paths the API does not route, and the discovery routes.
-    Case("unknown path", get("/admin")),
-    Case("root path", get("/")),
-    Case("trailing slash", lambda f: post(f, GRANT, target=TOKEN + "/")),
-    Case("upper-case path", lambda f: post(f, GRANT, target=TOKEN.upper())),
-    Case("percent-encoded path", lambda f: post(f, GRANT, target="/oauth/%74oken")),
-    Case("dot segment in the path", lambda f: post(f, GRANT, target="/.well-known/.." + TOKEN)),
+    Case("unknown path", get("/admin"), status_only=True),
+    Case("root path", get("/"), status_only=True),
+    Case("trailing slash", lambda f: post(f, GRANT, target=TOKEN + "/"), status_only=True),
+    Case("upper-case path", lambda f: post(f, GRANT, target=TOKEN.upper()), status_only=True),
+    Case(
+        "percent-encoded path",
+        lambda f: post(f, GRANT, target="/oauth/%74oken"),
+        status_only=True,
+    ),
+    Case(
+        "dot segment in the path",
+        lambda f: post(f, GRANT, target="/.well-known/.." + TOKEN),
+        status_only=True,
+    ),
     Case("absolute-form target", lambda f: post(f, GRANT, target=f"http://{f.netloc}{TOKEN}")),
     Case("JWKS", get(JWKS)),
     Case("metadata", get(METADATA)),
@@ -304,7 +316,11 @@ def main():
             ok = got_local == case.local and got_local != got_embedded
             verdict = "differs as documented" if ok else "FAIL (documented difference changed)"
         else:
-            ok = got_local == got_embedded and (not case.want or got_local == case.want)
+            if case.status_only:
+                same = got_local[0] == got_embedded[0]
+            else:
+                same = got_local == got_embedded
+            ok = same and (not case.want or got_local == case.want)
             verdict = "same" if ok else "FAIL"
         failed += not ok
         answers = f"local AWS {fmt(got_local)}, embedded {fmt(got_embedded)}"
