@@ -4,6 +4,7 @@
 //! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
 
 pub mod aws;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
 
+#[cfg(feature = "embedded")]
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.

@@ -21,8 +21,11 @@ mod audit;
 mod clients;
 mod public_keys;
 mod rate_limits;
+#[cfg(feature = "secrets")]
 mod resources;
+#[cfg(feature = "secrets")]
 mod rotation;
+#[cfg(feature = "secrets")]
 mod secrets;
 
 use std::fmt::Display;
@@ -38,8 +41,11 @@ pub use audit::DynamoDbAuditLog;
 pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
+#[cfg(feature = "secrets")]
 pub use resources::create_resources;
+#[cfg(feature = "secrets")]
 pub use rotation::SecretsManagerVersions;
+#[cfg(feature = "secrets")]
 pub use secrets::SecretsManagerKeyStore;
 
 /// Environment variable naming the clients table.
