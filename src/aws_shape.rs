@@ -13,15 +13,21 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
+#[cfg(feature = "secrets")]
 use crate::admin::Admin;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::http::{Discovery, ScopesSupported};
-use crate::issue::{DECISION_DEADLINE, TokenService};
+use crate::issue::DECISION_DEADLINE;
+#[cfg(feature = "secrets")]
+use crate::issue::TokenService;
+#[cfg(feature = "secrets")]
 use crate::keys::KeyCache;
+use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
+#[cfg(feature = "secrets")]
 use crate::store::aws::{
-    AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
-    DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore,
+    DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits,
+    SecretsManagerKeyStore,
 };
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
@@ -77,6 +83,9 @@ pub fn bounded_sdk_config(sdk: &SdkConfig) -> SdkConfig {
 
 /// The SDK clients and resource names every AWS adapter is built from; make it once per
 /// process (a Lambda execution environment), outside the handler.
+///
+/// Without the feature `secrets` (the jwks function) the shape has no Secrets Manager client
+/// and serves discovery only.
 pub struct AwsShape {
     /// Service settings.
     pub config: Arc<ServiceConfig>,
@@ -85,6 +94,7 @@ pub struct AwsShape {
     /// Time source.
     pub clock: Arc<dyn Clock>,
     dynamodb: aws_sdk_dynamodb::Client,
+    #[cfg(feature = "secrets")]
     secrets: aws_sdk_secretsmanager::Client,
 }
 
@@ -103,10 +113,12 @@ impl AwsShape {
             resources,
             clock,
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            #[cfg(feature = "secrets")]
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
         }
     }
 
+    #[cfg(feature = "secrets")]
     fn clients(&self) -> Arc<DynamoDbClientStore> {
         Arc::new(DynamoDbClientStore::new(
             self.dynamodb.clone(),
@@ -114,6 +126,7 @@ impl AwsShape {
         ))
     }
 
+    #[cfg(feature = "secrets")]
     fn audit(&self) -> Arc<DynamoDbAuditLog> {
         Arc::new(DynamoDbAuditLog::new(
             self.dynamodb.clone(),
@@ -121,6 +134,7 @@ impl AwsShape {
         ))
     }
 
+    #[cfg(feature = "secrets")]
     fn rate_limits(&self) -> Arc<DynamoDbRateLimits> {
         Arc::new(DynamoDbRateLimits::new(
             self.dynamodb.clone(),
@@ -135,6 +149,7 @@ impl AwsShape {
         ))
     }
 
+    #[cfg(feature = "secrets")]
     fn private_keys(&self) -> Arc<SecretsManagerKeyStore> {
         Arc::new(SecretsManagerKeyStore::new(
             self.secrets.clone(),
@@ -142,10 +157,33 @@ impl AwsShape {
         ))
     }
 
+    #[cfg(feature = "secrets")]
     /// The token service: clients, audit and rate-limit counters in DynamoDB, the key set
-    /// cached from Secrets Manager.
+    /// cached from Secrets Manager (loaded by the first request that signs).
     pub fn token_service(&self) -> Arc<TokenService> {
-        let keys = KeyCache::from_config(self.private_keys(), self.clock.clone(), &self.config);
+        self.token_service_with(self.key_cache())
+    }
+
+    /// The token service with its key set loaded now, during the function's init, so that the
+    /// first request does not wait for Secrets Manager. The load is one bounded SDK call
+    /// ([`bounded_sdk_config`]); when it fails the init goes on with an empty cache, and the
+    /// first request loads the set under the cache's usual rules (`keys::cache`).
+    #[cfg(feature = "secrets")]
+    pub async fn token_service_loaded(&self) -> Arc<TokenService> {
+        let keys = self.key_cache();
+        if let Err(e) = keys.refresh().await {
+            tracing::warn!(error = %e, "key set not loaded during init; the first request loads it");
+        }
+        self.token_service_with(keys)
+    }
+
+    #[cfg(feature = "secrets")]
+    fn key_cache(&self) -> Arc<KeyCache> {
+        KeyCache::from_config(self.private_keys(), self.clock.clone(), &self.config)
+    }
+
+    #[cfg(feature = "secrets")]
+    fn token_service_with(&self, keys: Arc<KeyCache>) -> Arc<TokenService> {
         Arc::new(
             TokenService::new(
                 self.config.clone(),
@@ -174,6 +212,7 @@ impl AwsShape {
         ))
     }
 
+    #[cfg(feature = "secrets")]
     /// Management operations over the AWS adapters, recorded under `actor` (seeding, CLI).
     pub fn admin(&self, actor: impl Into<String>) -> Admin {
         Admin {

@@ -213,9 +213,11 @@ pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
 }
 
 impl AwsShape {
-    /// The token function's router: `POST /oauth/token`.
-    pub fn token_router(&self) -> Router {
-        token_router(self.token_service())
+    /// The token function's router: `POST /oauth/token`, with the key set loaded before the
+    /// first request ([`AwsShape::token_service_loaded`]).
+    #[cfg(feature = "secrets")]
+    pub async fn token_router(&self) -> Router {
+        token_router(self.token_service_loaded().await)
     }
 
     /// The jwks function's router: the `/.well-known/` documents.

@@ -11,6 +11,7 @@ pub mod aws_shape;
 pub mod clients;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod encoding;
 pub mod http;

@@ -4,6 +4,7 @@
 //! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
 
 pub mod aws;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
         s.config.clone(),
         Arc::new(SystemClock),
     );
-    let router = lambda::with_embedded_metrics(shape.token_router(), metrics);
+    let router = lambda::with_embedded_metrics(shape.token_router().await, metrics);
     s.initialised();
     lambda::exit(lambda_http::run(router).await)
 }

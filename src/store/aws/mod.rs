@@ -21,12 +21,17 @@ mod assertion_ids;
 mod attrs;
 mod audit;
 mod clients;
+#[cfg(feature = "secrets")]
 pub mod protocol;
 mod public_keys;
 mod rate_limits;
+#[cfg(feature = "secrets")]
 mod resources;
+#[cfg(feature = "secrets")]
 mod rotate;
+#[cfg(feature = "secrets")]
 mod secrets;
+#[cfg(feature = "secrets")]
 mod versions;
 
 use std::fmt::Display;
@@ -43,9 +48,13 @@ pub use audit::DynamoDbAuditLog;
 pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
+#[cfg(feature = "secrets")]
 pub use resources::create_resources;
+#[cfg(feature = "secrets")]
 pub use rotate::{RotateError, rotate_now};
+#[cfg(feature = "secrets")]
 pub use secrets::SecretsManagerKeyStore;
+#[cfg(feature = "secrets")]
 pub use versions::SecretsManagerVersions;
 
 /// Environment variable naming the clients table.
