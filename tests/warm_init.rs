@@ -15,7 +15,7 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use support::fault_proxy::{Fault, FaultProxy, Service};
 use support::moto;
-use support::stores::random_resources;
+use support::stores::{random_resources, rotate_keys_on};
 use token_service::admin::NewClient;
 use token_service::aws_shape::AwsShape;
 use token_service::clock::SystemClock;
@@ -37,6 +37,8 @@ async fn harness() -> Harness {
     create_resources(&moto::sdk_config().await, &names)
         .await
         .expect("create the tables and the secret");
+    // The first key as Secrets Manager makes it: the rotation protocol, its only writer.
+    rotate_keys_on(&moto::sdk_config().await, &names, Arc::new(SystemClock)).await;
     let shape = AwsShape::new(
         &moto::sdk_config_at(proxy.url()).await,
         names,
@@ -44,7 +46,6 @@ async fn harness() -> Harness {
         Arc::new(SystemClock),
     );
     let admin = shape.admin("warm-init-test");
-    admin.ensure_signing_key().await.expect("signing key");
     let (client, secret) = admin
         .create_client(NewClient {
             name: "Warm init test".to_owned(),
