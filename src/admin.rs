@@ -215,31 +215,9 @@ impl Admin {
     ) -> Result<(Client, ClientSecret), AdminError> {
         let now = self.clock.now();
         let (secret, stored) = Self::new_secret(now);
-        let default_audience = spec
-            .default_audience
-            .or_else(|| spec.audiences.first().cloned())
-            .ok_or(ClientSpecError::NoAudience)?;
-        let client = Client {
-            client_id: spec.client_id.unwrap_or_else(generate_client_id),
-            name: spec.name,
-            status: ClientStatus::Active,
-            default_scopes: spec.default_scopes.unwrap_or_else(|| spec.scopes.clone()),
-            scopes: spec.scopes,
-            audiences: spec.audiences,
-            default_audience,
-            token_ttl: spec.token_ttl,
-            rate_limit: spec.rate_limit,
-            secrets: vec![stored],
-            auth_method: ClientAuthMethod::ClientSecret,
-            keys: Vec::new(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
-        validate_policy(&client, self.config.max_ttl)?;
-        self.clients.create_client(&client).await?;
-        self.record(&client.client_id, "client.create", &[], now)
-            .await?;
+        let mut client = new_client_record(spec, ClientAuthMethod::ClientSecret, now)?;
+        client.secrets = vec![stored];
+        self.store_new_client(&client, &[], now).await?;
         Ok((client, secret))
     }
 
@@ -252,32 +230,23 @@ impl Admin {
     ) -> Result<Client, AdminError> {
         let now = self.clock.now();
         let keys = parse_public_keys(jwks, now)?;
-        let default_audience = spec
-            .default_audience
-            .or_else(|| spec.audiences.first().cloned())
-            .ok_or(ClientSpecError::NoAudience)?;
-        let client = Client {
-            client_id: spec.client_id.unwrap_or_else(generate_client_id),
-            name: spec.name,
-            status: ClientStatus::Active,
-            default_scopes: spec.default_scopes.unwrap_or_else(|| spec.scopes.clone()),
-            scopes: spec.scopes,
-            audiences: spec.audiences,
-            default_audience,
-            token_ttl: spec.token_ttl,
-            rate_limit: spec.rate_limit,
-            secrets: Vec::new(),
-            auth_method: ClientAuthMethod::PrivateKeyJwt,
-            keys,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
-        validate_policy(&client, self.config.max_ttl)?;
-        self.clients.create_client(&client).await?;
-        self.record(&client.client_id, "client.create", &["keys"], now)
-            .await?;
+        let mut client = new_client_record(spec, ClientAuthMethod::PrivateKeyJwt, now)?;
+        client.keys = keys;
+        self.store_new_client(&client, &["keys"], now).await?;
         Ok(client)
+    }
+
+    /// Checks a new client against the service's policy, stores it and audits its creation.
+    async fn store_new_client(
+        &self,
+        client: &Client,
+        fields: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<(), AdminError> {
+        validate_policy(client, self.config.max_ttl)?;
+        self.clients.create_client(client).await?;
+        self.record(&client.client_id, "client.create", fields, now)
+            .await
     }
 
     /// Adds the public keys in `jwks` to a `private_key_jwt` client: how it rotates its key
@@ -571,6 +540,36 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::seconds(secs))
+}
+
+/// A new client record from `spec`, without credentials yet: the caller adds its secret or
+/// its public keys.
+fn new_client_record(
+    spec: NewClient,
+    auth_method: ClientAuthMethod,
+    now: OffsetDateTime,
+) -> Result<Client, AdminError> {
+    let default_audience = spec
+        .default_audience
+        .or_else(|| spec.audiences.first().cloned())
+        .ok_or(ClientSpecError::NoAudience)?;
+    Ok(Client {
+        client_id: spec.client_id.unwrap_or_else(generate_client_id),
+        name: spec.name,
+        status: ClientStatus::Active,
+        default_scopes: spec.default_scopes.unwrap_or_else(|| spec.scopes.clone()),
+        scopes: spec.scopes,
+        audiences: spec.audiences,
+        default_audience,
+        token_ttl: spec.token_ttl,
+        rate_limit: spec.rate_limit,
+        secrets: Vec::new(),
+        auth_method,
+        keys: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    })
 }
 
 #[cfg(test)]
