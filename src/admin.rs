@@ -19,7 +19,11 @@ use crate::keys::{KeyError, KeySet};
 use crate::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
 
 /// Most attempts of one key rotation while other rotations keep changing the set first.
-const ROTATION_ATTEMPTS: u32 = 5;
+const ROTATION_ATTEMPTS: u32 = 10;
+
+/// Longest pause before another rotation attempt, drawn at random so that two rotations that
+/// keep meeting (each generates a key, ~90 ms for RSA-2048, before its compare) fall apart.
+const ROTATION_BACKOFF_MS: u64 = 200;
 
 /// Most live secrets a client may hold at once.
 pub const MAX_LIVE_SECRETS: usize = 3;
@@ -482,6 +486,7 @@ impl Admin {
                 Err(StoreError::Conflict(what)) if attempt < ROTATION_ATTEMPTS => {
                     tracing::info!(attempt, "{what} changed during rotation; reading it again");
                     attempt += 1;
+                    tokio::time::sleep(random_backoff()).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -540,6 +545,14 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::seconds(secs))
+}
+
+/// A random pause below [`ROTATION_BACKOFF_MS`].
+fn random_backoff() -> std::time::Duration {
+    let mut bytes = [0u8; 2];
+    // Without randomness the pause is the longest one: still a pause, never a failure.
+    let drawn = aws_lc_rs::rand::fill(&mut bytes).map_or(u16::MAX, |()| u16::from_le_bytes(bytes));
+    std::time::Duration::from_millis(u64::from(drawn) % ROTATION_BACKOFF_MS)
 }
 
 /// A new client record from `spec`, without credentials yet: the caller adds its secret or
