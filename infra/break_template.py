@@ -12,7 +12,7 @@ import sys
 
 import yaml
 
-from check_operations import load
+from cfn_yaml import load
 
 
 def _resource(template, name):

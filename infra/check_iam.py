@@ -10,24 +10,7 @@ NotAction/NotResource, and no managed policy or SAM policy template in a functio
 
 import sys
 
-import yaml
-
-
-class CfnLoader(yaml.SafeLoader):
-    """A YAML loader that keeps `!Tag value` as `{"Fn::Tag": value}`."""
-
-
-def _tagged(loader, tag_suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {tag_suffix: value}
-
-
-CfnLoader.add_multi_constructor("!", _tagged)
+from cfn_yaml import load
 
 
 def _as_list(value):
@@ -95,9 +78,7 @@ def main(argv):
     if len(argv) != 2:
         print("usage: check_iam.py TEMPLATE", file=sys.stderr)
         return 2
-    with open(argv[1], encoding="utf-8") as f:
-        template = yaml.load(f, Loader=CfnLoader)
-    findings = check(template)
+    findings = check(load(argv[1]))
     for line in findings:
         print(f"{argv[1]}: {line}")
     if findings:

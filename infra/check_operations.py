@@ -23,7 +23,7 @@ rule, which `make template-check` runs this check on.
 
 import sys
 
-import yaml
+from cfn_yaml import load
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 PITR_TABLES = ("ClientsTable", "AuditTable", "PublicKeysTable")
@@ -37,35 +37,6 @@ ACCESS_LOG_FIELDS = (
     "$context.responseLatency",
     "$context.identity.userAgent",
 )
-
-
-class CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short tags as their long forms (`!GetAtt A.B` -> Fn::GetAtt)."""
-
-
-def _tagged(loader, tag_suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _tagged)
-
-
-def load(path):
-    """The template as plain data, intrinsic functions in their long form."""
-    with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=CfnLoader)
 
 
 def _as_list(value):
