@@ -417,3 +417,34 @@ fn a_client_id_starting_with_a_hyphen_is_not_read_as_an_option() {
         "disabled"
     );
 }
+
+#[test]
+fn a_client_id_shaped_like_a_secret_is_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("secret-id.db");
+    // Such an id is treated as a leaked secret on the token path: never looked up, never
+    // recorded. A client created under it could never authenticate.
+    let secret = token_service::clients::secret::ClientSecret::generate();
+    let id = format!("--id={}", secret.expose());
+    let args = [
+        "clients",
+        "create",
+        "--name",
+        "x",
+        &id,
+        "--scope",
+        "a",
+        "--audience",
+        "https://a",
+    ];
+    let out = tokenctl(&db, &args);
+    assert!(!out.status.success(), "a secret-shaped id was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must not look like a client secret"), "{err}");
+    assert!(
+        !err.contains(secret.expose()),
+        "the error repeats the secret"
+    );
+    let listed = json(&db, &["clients", "list"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+}

@@ -131,6 +131,10 @@ pub enum ClientSpecError {
     /// The id breaks RFC 6749 Appendix A or the length bound.
     #[error("client id must be 1 to {MAX_CLIENT_ID_LEN} printable ASCII characters without spaces")]
     InvalidId,
+    /// The id has the shape of one of our secrets: it would be treated as a leaked secret
+    /// (never recorded, never looked up), so the client could never authenticate.
+    #[error("client id must not look like a client secret (tks_...)")]
+    SecretShapedId,
     /// A scope is not an RFC 6749 §3.3 scope-token.
     #[error("scope {0:?} is not a valid scope token (RFC 6749 section 3.3)")]
     InvalidScope(String),
@@ -178,6 +182,9 @@ pub fn validate_client_id(id: &str) -> Result<(), ClientSpecError> {
 /// Checks the policy fields of a client record; used on every create and update.
 pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecError> {
     validate_client_id(&client.client_id)?;
+    if secret::looks_like_secret(&client.client_id) {
+        return Err(ClientSpecError::SecretShapedId);
+    }
     for scope in &client.scopes {
         if !crate::oauth::scope::is_scope_token(scope) {
             return Err(ClientSpecError::InvalidScope(scope.clone()));
