@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client as DynamoDb;
 
 use super::attrs::{Item, n, s};
-use super::sdk_error;
+use super::conditional_write;
 use crate::store::{AssertionReplay, StoreError};
 
 const KEY: &str = "key";
@@ -49,15 +49,6 @@ impl AssertionReplay for DynamoDbAssertionReplay {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("PutItem", &self.table, e)),
-        }
+        conditional_write(result, "PutItem", &self.table)
     }
 }

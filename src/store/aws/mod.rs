@@ -144,6 +144,29 @@ where
     ))
 }
 
+/// The outcome of a conditional write: `Ok(true)` when it was made, `Ok(false)` when its
+/// condition did not hold (the expected answer of a full counter or a used id), any other
+/// failure as a [`StoreError`].
+fn conditional_write<T, E>(
+    result: Result<T, SdkError<E>>,
+    operation: &str,
+    resource: &str,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk_error(operation, resource, e)),
+    }
+}
+
 /// The `Display` texts of an error and its sources, without any `Debug` output.
 fn display_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

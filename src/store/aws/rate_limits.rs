@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client as DynamoDb;
 
 use super::attrs::{Reader, n, s};
-use super::sdk_error;
+use super::{conditional_write, sdk_error};
 use crate::store::{RateLimits, StoreError};
 
 const KEY: &str = "key";
@@ -56,16 +56,7 @@ impl RateLimits for DynamoDbRateLimits {
             .expression_attribute_values(":limit", n(limit))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("UpdateItem", &self.table, e)),
-        }
+        conditional_write(result, "UpdateItem", &self.table)
     }
 
     async fn increment(&self, key: &str, expires_at: i64) -> Result<(), StoreError> {
