@@ -65,6 +65,7 @@ BREAKAGES = {
     "alarm--no-unavailable": lambda t: _delete(t["Resources"], "TokenUnavailableAlarm"),
     "alarm--no-invalid-client": lambda t: _delete(t["Resources"], "InvalidClientSpikeAlarm"),
     "alarm--no-rate-limited": lambda t: _delete(t["Resources"], "RateLimitedSpikeAlarm"),
+    "alarm--no-refusal-flood": lambda t: _delete(t["Resources"], "RefusalFloodAlarm"),
     "alarm--no-rotate-keys-errors": lambda t: _delete(t["Resources"], "RotateKeysErrorsAlarm"),
     "alarm--no-jwks-throttles": lambda t: _delete(t["Resources"], "JwksThrottlesAlarm"),
     "alarm--no-dynamodb-throttles": lambda t: _delete(t["Resources"], "DynamoDbThrottlesAlarm"),

@@ -148,6 +148,11 @@ def _required_alarms(resources):
         ("an invalid_client spike", token("invalid_client")),
         ("a rate_limited spike", token("rate_limited")),
         (
+            "refusals past a source's budget (not audited)",
+            lambda ns, m, d: (ns, m, _ref(d.get("function")))
+            == ("TokenService", "token_requests_unaudited", "TokenFunction"),
+        ),
+        (
             "the signing key's age",
             lambda ns, m, d: (ns, m, _ref(d.get("function")))
             == ("TokenService", "signing_key_age_seconds", "TokenFunction"),
