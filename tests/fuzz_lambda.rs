@@ -9,67 +9,39 @@
 mod common;
 mod fuzz_support;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::Stack;
-use fuzz_support::{Answer, CLIENT, Model, Resolve, Seen, Structured};
+use fuzz_support::{Answer, CLIENT, Model, Resolve, Stage, Structured};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::json;
-use time::OffsetDateTime;
 use token_service::audit::AuditQuery;
 use token_service::store::AuditLog as _;
-use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
 const STRUCTURED_CASES: u32 = 1500;
 const TEXT_CASES: u32 = 1000;
 
 struct Harness {
-    rt: Runtime,
-    stack: Stack,
+    stage: Stage,
     router: Router,
-    secret: String,
-    first_minute: OffsetDateTime,
-    next_case: AtomicI64,
-    seen: Seen,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
 }
 
 impl Harness {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let stack = rt.block_on(Stack::with_config(fuzz_support::config()));
-        let (_, secret) = rt.block_on(stack.client(CLIENT));
-        let router = token_service::lambda::token_router(stack.embedded.token_service());
-        let now = OffsetDateTime::now_utc();
-        let first_minute = now
-            .replace_second(0)
-            .unwrap()
-            .replace_nanosecond(0)
-            .unwrap()
-            + time::Duration::minutes(1);
-        Self {
-            rt,
-            stack,
-            router,
-            secret,
-            first_minute,
-            next_case: AtomicI64::new(0),
-            seen: Seen::default(),
-        }
-    }
-
-    fn next_minute(&self) -> (i64, OffsetDateTime) {
-        let case = self.next_case.fetch_add(1, Ordering::SeqCst);
-        let start = self.first_minute + time::Duration::minutes(case);
-        self.stack.clock.set(start);
-        (case, start)
+        let stage = Stage::new();
+        let router = token_service::lambda::token_router(stage.stack.embedded.token_service());
+        Self { stage, router }
     }
 
     /// The request as API Gateway would hand it to the function: header values as text
@@ -238,7 +210,7 @@ fn arbitrary_and_damaged_event_texts_never_break_the_function() {
     let basic = format!("{CLIENT}:{}", h.secret);
     let fixture =
         include_str!("fixtures/token-basic.json").replace("{{BASIC}}", &STANDARD.encode(basic));
-    let parsed = std::sync::atomic::AtomicUsize::new(0);
+    let parsed = AtomicUsize::new(0);
     let mut runner = TestRunner::new(fuzz_support::runner_config(TEXT_CASES));
     let result = runner.run(&event_text(fixture), |text| {
         h.next_minute();

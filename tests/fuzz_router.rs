@@ -13,21 +13,18 @@ mod common;
 mod fuzz_support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, header};
 use common::Stack;
-use fuzz_support::{Answer, CLIENT, Model, Resolve, Seen, Structured};
+use fuzz_support::{Answer, CLIENT, Model, Resolve, Stage, Structured};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
-use time::OffsetDateTime;
 use token_service::audit::AuditQuery;
 use token_service::http::RequestContext;
 use token_service::store::AuditLog as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
 /// Cases of the bounded run (each up to five requests).
@@ -37,37 +34,20 @@ const RAW_CASES: u32 = 1000;
 
 /// One embedded stack for all cases; each case gets its own minute on the manual clock.
 struct Harness {
-    rt: Runtime,
-    stack: Stack,
-    secret: String,
-    first_minute: OffsetDateTime,
-    next_case: AtomicI64,
-    seen: Seen,
+    stage: Stage,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
 }
 
 impl Harness {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let stack = rt.block_on(Stack::with_config(fuzz_support::config()));
-        let (_, secret) = rt.block_on(stack.client(CLIENT));
-        let now = OffsetDateTime::now_utc();
-        let first_minute = now
-            .replace_second(0)
-            .unwrap()
-            .replace_nanosecond(0)
-            .unwrap()
-            + time::Duration::minutes(1);
-        Self {
-            rt,
-            stack,
-            secret,
-            first_minute,
-            next_case: AtomicI64::new(0),
-            seen: Seen::default(),
-        }
+        let stage = Stage::new();
+        Self { stage }
     }
 
     /// The request as the router gets it, or `None` when the method or URI cannot be sent.
@@ -133,14 +113,6 @@ impl Harness {
             headers: parts.headers,
             body: body.to_vec(),
         }
-    }
-
-    /// Moves the clock to the start of a minute no case had before: its number and start.
-    fn next_minute(&self) -> (i64, OffsetDateTime) {
-        let case = self.next_case.fetch_add(1, Ordering::SeqCst);
-        let start = self.first_minute + time::Duration::minutes(case);
-        self.stack.clock.set(start);
-        (case, start)
     }
 
     /// Sends a case's requests in its own minute, checks every answer, then its audit records.

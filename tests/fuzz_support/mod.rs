@@ -31,6 +31,54 @@ pub const CODES: [&str; 6] = [
     "temporarily_unavailable",
 ];
 
+/// What both harnesses run on: one SQLite stack with [`CLIENT`] and its secret, a runtime, and
+/// a manual clock that gives each case a minute no case had before.
+pub struct Stage {
+    pub rt: tokio::runtime::Runtime,
+    pub stack: crate::common::Stack,
+    pub secret: String,
+    pub seen: Seen,
+    first_minute: time::OffsetDateTime,
+    next_case: std::sync::atomic::AtomicI64,
+}
+
+impl Stage {
+    /// The stack with [`config`], its clock at the start of the next minute.
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stack = rt.block_on(crate::common::Stack::with_config(config()));
+        let (_, secret) = rt.block_on(stack.client(CLIENT));
+        let now = time::OffsetDateTime::now_utc();
+        let first_minute = now
+            .replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap()
+            + time::Duration::minutes(1);
+        Self {
+            rt,
+            stack,
+            secret,
+            seen: Seen::default(),
+            first_minute,
+            next_case: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Moves the clock to the start of a minute no case had before: its number and start.
+    pub fn next_minute(&self) -> (i64, time::OffsetDateTime) {
+        let case = self
+            .next_case
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let start = self.first_minute + time::Duration::minutes(case);
+        self.stack.clock.set(start);
+        (case, start)
+    }
+}
+
 /// The service configuration under test: defaults, with a budget of [`BUDGET`].
 pub fn config() -> ServiceConfig {
     let mut config = ServiceConfig::for_tests();
