@@ -1,42 +1,31 @@
 //! The token function's CloudWatch embedded metrics: one `token_requests` count per outcome,
 //! written as an EMF document after each request.
 
-use std::sync::Arc;
+mod common;
 
 use axum::body::Body;
 use axum::http::Request;
 use base64::Engine as _;
+use common::Stack;
 use token_service::admin::NewClient;
-use token_service::clock::SystemClock;
-use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
 use tower::ServiceExt as _;
 
 #[tokio::test]
 async fn token_requests_are_counted_per_outcome_in_embedded_metric_format() {
     // The recorder is process-wide: this test binary holds this one test only.
     let collector = token_service::lambda::init_metrics("token").expect("recorder installs");
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Embedded::open(
-        dir.path().join("m.db"),
-        ServiceConfig::for_tests(),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let admin = embedded.admin("test");
-    admin.ensure_signing_key().await.unwrap();
-    let (_, secret) = admin
-        .create_client(NewClient {
+    let stack = Stack::new().await;
+    let (_, secret) = stack
+        .client_with(NewClient {
             client_id: Some("svc".into()),
             name: "svc".into(),
             scopes: vec!["a".into()],
             audiences: vec!["https://api.example.com".into()],
             ..Default::default()
         })
-        .await
-        .unwrap();
-    let router = token_service::lambda::token_router(embedded.token_service());
-    for secret in [secret.expose(), secret.expose(), "wrong"] {
+        .await;
+    let router = token_service::lambda::token_router(stack.embedded.token_service());
+    for secret in [secret.as_str(), secret.as_str(), "wrong"] {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("svc:{secret}"));
         let request = Request::post("/oauth/token")
             .header("content-type", "application/x-www-form-urlencoded")
@@ -62,5 +51,5 @@ async fn token_requests_are_counted_per_outcome_in_embedded_metric_format() {
     let aws = &docs[0]["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(aws["Namespace"], "TokenService");
     assert!(text.contains("\"function\":\"token\""), "{text}");
-    assert!(!text.contains(secret.expose()));
+    assert!(!text.contains(secret.as_str()));
 }

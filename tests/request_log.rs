@@ -3,15 +3,15 @@
 //! and the embedded metrics document (with the signing key's age on issued tokens), together
 //! under 1 KB.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use base64::Engine as _;
+use common::Stack;
 use serde_json::Value;
 use token_service::admin::NewClient;
-use token_service::clock::SystemClock;
-use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
 use token_service::lambda::{init_metrics, json_subscriber, log_filter, token_router};
 use tower::ServiceExt as _;
 
@@ -59,31 +59,22 @@ async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
         log_filter(None, Some("INFO")),
         move || writer.clone(),
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = Embedded::open(
-        dir.path().join("log.db"),
-        ServiceConfig::for_tests(),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let admin = embedded.admin("test");
-    admin.ensure_signing_key().await.unwrap();
-    let (_, secret) = admin
-        .create_client(NewClient {
+    let stack = Stack::new().await;
+    let (_, secret) = stack
+        .client_with(NewClient {
             client_id: Some("billing-reporter".into()),
             name: "Billing reporter".into(),
             scopes: vec!["api.read".into()],
             audiences: vec!["https://api.example.com".into()],
             ..Default::default()
         })
-        .await
-        .unwrap();
-    let router = token_router(embedded.token_service());
+        .await;
+    let router = token_router(stack.embedded.token_service());
     collector.flush(std::io::sink()).unwrap();
     logs.take();
 
     for (presented, outcome) in [
-        (secret.expose(), "issued"),
+        (secret.as_str(), "issued"),
         ("wrong-secret-value", "invalid_client"),
     ] {
         // What lambda_runtime wraps each invocation in (its span is in every log line).
@@ -118,7 +109,7 @@ async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
         assert_eq!(fields["outcome"], outcome, "{log}");
         assert_eq!(fields["source_ip"], "203.0.113.7", "{log}");
         assert_eq!(fields["request_id"], "JKJaXmPLvHcESHA=", "{log}");
-        assert!(!log.contains(secret.expose()) && !log.contains("wrong-secret-value"));
+        assert!(!log.contains(secret.as_str()) && !log.contains("wrong-secret-value"));
         let body = String::from_utf8(body.to_vec()).unwrap();
         if let Some(token) = serde_json::from_str::<Value>(&body).unwrap()["access_token"].as_str()
         {
