@@ -5,6 +5,8 @@ Short tags become their long forms (`!GetAtt A.B` -> `{"Fn::GetAtt": ["A", "B"]}
 only (the SAM venv has it).
 """
 
+import sys
+
 import yaml
 
 
@@ -35,3 +37,18 @@ def load(path):
     """The template as plain data, intrinsic functions in their long form."""
     with open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=CfnLoader)
+
+
+def run_check(argv, check, passed):
+    """A check's command line: `NAME TEMPLATE`; prints each finding of `check(template)` and
+    exits 1, or prints `passed` and exits 0."""
+    if len(argv) != 2:
+        print(f"usage: {argv[0].rsplit('/', 1)[-1]} TEMPLATE", file=sys.stderr)
+        return 2
+    findings = check(load(argv[1]))
+    for line in findings:
+        print(f"{argv[1]}: {line}")
+    if findings:
+        return 1
+    print(f"{argv[1]}: {passed}")
+    return 0

@@ -10,7 +10,7 @@ NotAction/NotResource, and no managed policy or SAM policy template in a functio
 
 import sys
 
-from cfn_yaml import load
+from cfn_yaml import run_check
 
 
 def _as_list(value):
@@ -75,16 +75,7 @@ def check(template):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print("usage: check_iam.py TEMPLATE", file=sys.stderr)
-        return 2
-    findings = check(load(argv[1]))
-    for line in findings:
-        print(f"{argv[1]}: {line}")
-    if findings:
-        return 1
-    print(f"{argv[1]}: every IAM statement names its actions and resources")
-    return 0
+    return run_check(argv, check, "every IAM statement names its actions and resources")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ rule, which `make template-check` runs this check on.
 
 import sys
 
-from cfn_yaml import load
+from cfn_yaml import run_check
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 PITR_TABLES = ("ClientsTable", "AuditTable", "PublicKeysTable")
@@ -290,16 +290,7 @@ def check(template):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print("usage: check_operations.py TEMPLATE", file=sys.stderr)
-        return 2
-    findings = check(load(argv[1]))
-    for line in findings:
-        print(f"{argv[1]}: {line}")
-    if findings:
-        return 1
-    print(f"{argv[1]}: logs, alarms, tables, jwks isolation, access log, aliases as documented")
-    return 0
+    return run_check(argv, check, "logs, alarms, tables, jwks isolation, access log, aliases as documented")
 
 
 if __name__ == "__main__":
