@@ -447,7 +447,40 @@ pub fn case() -> impl Strategy<Value = (Option<String>, Vec<Structured>)> {
         2 => any::<[u16; 8]>().prop_map(|s| Some(std::net::Ipv6Addr::from(s).to_string())),
         1 => Just(None),
     ];
-    (source, prop::collection::vec(structured(), 1..6))
+    let request = prop_oneof![
+        9 => structured(),
+        1 => well_formed(),
+    ];
+    (source, prop::collection::vec(request, 1..6))
+}
+
+/// A request the service must answer with a token (unless a limit says otherwise): arbitrary
+/// requests are rarely all correct at once, and a bounded run must still cover `200`.
+fn well_formed() -> impl Strategy<Value = Structured> {
+    let scope = prop::option::of(prop::sample::select(vec!["api.read", "api.write"]));
+    (scope, prop::bool::ANY).prop_map(|(scope, urlencoded)| {
+        let mut form = vec![(
+            "grant_type".to_owned(),
+            Param::Text("client_credentials".to_owned()),
+        )];
+        if let Some(scope) = scope {
+            form.push(("scope".to_owned(), Param::Text(scope.to_owned())));
+        }
+        Structured {
+            method: "POST".to_owned(),
+            path: TOKEN_PATH.to_owned(),
+            query: None,
+            content_type: Some(b"application/x-www-form-urlencoded".to_vec()),
+            auth: vec![Auth::Basic {
+                id: Id::Real,
+                secret: Secret::Real,
+                urlencoded,
+            }],
+            content_length: None,
+            user_agent: None,
+            body: Body::Form(form),
+        }
+    })
 }
 
 /// An answer as the checks see it.
