@@ -5,7 +5,9 @@ pub mod report;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
+
+use crate::clients::secret::looks_like_secret;
 
 /// The client id recorded when a request named none (or none of a valid form).
 pub const NO_CLIENT: &str = "-";
@@ -64,7 +66,79 @@ pub struct AuditRecord {
     pub expires_at: i64,
 }
 
+/// Where a request came from, as the HTTP front knows it: what its audit record says besides
+/// the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The request id (API Gateway's, or generated).
+    pub request_id: String,
+    /// The source address.
+    pub source_ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+/// What the record of an issued token holds besides the request (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuance {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The granted scope, space-delimited.
+    pub scope: String,
+    /// The granted audience(s), space-separated.
+    pub audience: String,
+    /// The client authentication method that succeeded, by its RFC 8414 name.
+    pub auth_method: &'static str,
+}
+
 impl AuditRecord {
+    /// The record of a token request answered with `outcome`, kept for `retention`. The client
+    /// id is recorded only when it cannot be a secret (a client that swapped id and secret must
+    /// not have its secret in the trail, whichever path got it here); otherwise `-`.
+    pub fn for_request(
+        client_id: Option<&str>,
+        outcome: &str,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+        retention: Duration,
+    ) -> Self {
+        let client_id = client_id.filter(|id| !looks_like_secret(id));
+        Self {
+            client_id: client_id.unwrap_or(NO_CLIENT).to_owned(),
+            timestamp: now,
+            request_id: meta.request_id.clone(),
+            outcome: outcome.to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.as_deref().map(clean_user_agent),
+            actor: None,
+            action: None,
+            fields: Vec::new(),
+            expires_at: (now + retention).unix_timestamp(),
+        }
+    }
+
+    /// The record of a token issued to `client_id`: [`for_request`](Self::for_request) with
+    /// outcome `issued`, the token's `jti`, scope and audience, and in `fields` the
+    /// authentication method.
+    pub fn for_issued(
+        client_id: &str,
+        issued: Issuance,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+        retention: Duration,
+    ) -> Self {
+        let mut record = Self::for_request(Some(client_id), ISSUED, meta, now, retention);
+        record.jti = Some(issued.jti);
+        record.scope = Some(issued.scope);
+        record.audience = Some(issued.audience);
+        // Stored records of both backends carry the method here; `tokenctl audit` shows it.
+        record.fields = vec![issued.auth_method.to_owned()];
+        record
+    }
+
     /// Whether this records a token request (not a management action).
     pub fn is_token_request(&self) -> bool {
         self.action.is_none()
@@ -102,6 +176,79 @@ pub struct AuditQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta() -> RequestMeta {
+        RequestMeta {
+            request_id: "req-1".to_owned(),
+            source_ip: Some("192.0.2.7".to_owned()),
+            user_agent: Some("curl/8\r\nX: y".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_request_record_keeps_the_request_and_expires_after_the_retention() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let r = AuditRecord::for_request(
+            Some("svc"),
+            "invalid_scope",
+            &meta(),
+            now,
+            Duration::days(90),
+        );
+        assert_eq!(r.client_id, "svc");
+        assert_eq!(r.outcome, "invalid_scope");
+        assert_eq!(r.request_id, "req-1");
+        assert_eq!(r.source_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(r.user_agent.as_deref(), Some("curl/8??X: y"));
+        assert_eq!(r.expires_at, 1_700_000_000 + 90 * 86_400);
+        assert!(r.is_token_request());
+        assert_eq!((r.jti, r.scope, r.audience), (None, None, None));
+        let none =
+            AuditRecord::for_request(None, "invalid_request", &meta(), now, Duration::days(1));
+        assert_eq!(none.client_id, NO_CLIENT);
+    }
+
+    #[test]
+    fn a_secret_given_as_the_client_id_is_never_recorded() {
+        let secret = crate::clients::ClientSecret::generate();
+        let now = OffsetDateTime::now_utc();
+        let r = AuditRecord::for_request(
+            Some(secret.expose()),
+            INVALID_CLIENT,
+            &meta(),
+            now,
+            Duration::days(1),
+        );
+        assert_eq!(r.client_id, NO_CLIENT);
+        let issued = Issuance {
+            jti: "j".to_owned(),
+            scope: "read".to_owned(),
+            audience: "https://a.test/".to_owned(),
+            auth_method: "client_secret_basic",
+        };
+        let r = AuditRecord::for_issued(secret.expose(), issued, &meta(), now, Duration::days(1));
+        assert_eq!(r.client_id, NO_CLIENT);
+    }
+
+    #[test]
+    fn an_issued_record_names_the_token_and_the_method() {
+        let now = OffsetDateTime::now_utc();
+        let issued = Issuance {
+            jti: "j".to_owned(),
+            scope: "read write".to_owned(),
+            audience: "https://a.test/ https://b.test/".to_owned(),
+            auth_method: "private_key_jwt",
+        };
+        let r = AuditRecord::for_issued("svc", issued, &meta(), now, Duration::days(1));
+        assert_eq!(r.outcome, ISSUED);
+        assert_eq!(r.jti.as_deref(), Some("j"));
+        assert_eq!(r.scope.as_deref(), Some("read write"));
+        assert_eq!(
+            r.audience.as_deref(),
+            Some("https://a.test/ https://b.test/")
+        );
+        assert_eq!(r.fields, ["private_key_jwt"]);
+    }
 
     #[test]
     fn user_agent_is_truncated_on_a_char_boundary_without_controls() {
