@@ -1,5 +1,6 @@
-//! The token flow: read -> authenticate -> authorize -> limit -> sign -> audit. The rules it
-//! applies live beside it: the grant rules in [`crate::oauth::grant`], the windows, counter keys
+//! The token flow: read -> authenticate -> authorize -> limit and sign (at once) -> audit. On
+//! DynamoDB that is three round trips: every read together, the issue counter while the token
+//! is signed, the audit write. The rules it applies live beside it: the grant rules in [`crate::oauth::grant`], the windows, counter keys
 //! and limits in [`crate::limits`], the audit record of a request in [`crate::audit`].
 //!
 //! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
@@ -122,6 +123,19 @@ pub struct IssuedToken {
     pub scope: String,
 }
 
+/// What the decision on a request reads from the stores.
+struct Read {
+    /// The source's refusal-budget counter.
+    refused: u64,
+    /// The source's failed authentications.
+    source_failures: u64,
+    /// The failed authentications of the (client id, source) pair, when the request named a
+    /// valid client id.
+    client_failures: Option<u64>,
+    /// The client the request named (`None` when unknown or not named).
+    client: Result<Option<Client>, OAuthError>,
+}
+
 /// What an issued token is recorded with.
 struct Issued {
     client_id: String,
@@ -211,13 +225,16 @@ impl TokenService {
         let source = limits::source(meta.source_ip.as_deref());
         let budget = self.budget(&source, window);
         let failures = self.failures(&source, window);
-        // Both per-source counters are read at once: one round trip on DynamoDB.
-        let (standing, over) = tokio::join!(self.check_budget(&budget), failures.check(None));
-        standing?;
-        let issued = match over {
-            Ok(false) => self.issue(raw, &failures, now).await,
-            Ok(true) => Err(window.limited().into()),
-            Err(e) => Err(counters_unavailable(e).into()),
+        // Parsing is pure and cheap: done first, so that all the decision needs from the
+        // stores is read at once. Its answer waits for the source's standing.
+        let request = request::parse(raw);
+        let claimed = request.as_ref().ok().and_then(recordable_client_id);
+        let read = self.read(&budget, &failures, claimed.as_deref()).await?;
+        judge_budget(&budget, budget.standing(read.refused).await)?;
+        let issued = if failures.is_over(None, read.source_failures) {
+            Err(window.limited().into())
+        } else {
+            self.issue(request, read, &failures, now).await
         };
         let rejection = match issued {
             Ok(issued) => return Ok(issued),
@@ -229,44 +246,65 @@ impl TokenService {
         Err(self.charge(rejection, &budget).await)
     }
 
-    /// The token flow of a request whose source is within its limits: read, authenticate,
-    /// authorize, limit, sign.
+    /// All the decision needs from the stores, in one round trip on DynamoDB (one
+    /// `BatchGetItem` of the counters while the client record is read): the source's refusal
+    /// budget and failures and, for a request that names a valid client id, the (client id,
+    /// source) failures and the client.
+    async fn read(
+        &self,
+        budget: &RefusalBudget<'_>,
+        failures: &FailureLimits<'_>,
+        claimed: Option<&str>,
+    ) -> Result<Read, Refusal> {
+        let mut keys = vec![budget.key().to_owned(), failures.key(None)];
+        keys.extend(claimed.map(|id| failures.key(Some(id))));
+        let (counts, client) = tokio::join!(self.limits.counts(&keys), self.fetch_client(claimed));
+        let counts = counts
+            .and_then(|counts| match counts.len() == keys.len() {
+                true => Ok(counts),
+                false => Err(StoreError::Backend("a counter read lost a key".to_owned())),
+            })
+            .map_err(|e| Refusal::from(Rejection::from(counters_unavailable(e))))?;
+        Ok(Read {
+            refused: counts[0],
+            source_failures: counts[1],
+            client_failures: counts.get(2).copied(),
+            client,
+        })
+    }
+
+    /// The token flow of a request whose source is within its limits: authenticate,
+    /// authorize, then limit and sign together.
     async fn issue(
         &self,
-        raw: RawRequest<'_>,
+        request: Result<TokenRequest, Rejection>,
+        read: Read,
         failures: &FailureLimits<'_>,
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Issued), Rejection> {
         let window = Window::at(now);
-        let request = request::parse(raw)?;
+        let request = request?;
         let claimed = recordable_client_id(&request);
         let reject = |error: OAuthError| Rejection {
             error,
             client_id: claimed.clone(),
         };
-        // The client record is fetched while the (client, address) failure count is read: one
-        // round trip instead of two on DynamoDB. The secret is only checked after both.
-        let (over, stored) = tokio::join!(
-            async {
-                match &claimed {
-                    Some(id) => failures.check(Some(id)).await,
-                    None => Ok(false),
-                }
-            },
-            self.fetch_client(claimed.as_deref()),
-        );
-        if over.map_err(|e| reject(counters_unavailable(e)))? {
+        // Too many failures of this client id from this source: refused before any secret is
+        // checked.
+        if let (Some(id), Some(count)) = (claimed.as_deref(), read.client_failures)
+            && failures.is_over(Some(id), count)
+        {
             return Err(reject(window.limited()));
         }
+        let stored = read.client.map_err(reject)?;
         let client = self
-            .authenticate(&request, stored.map_err(reject)?, now)
+            .authenticate(&request, stored, now)
             .await
             .map_err(reject)?;
         let method = request.credentials.method;
         let grant = self
             .authorize(&client, request.scope.as_ref(), request.resources)
             .map_err(reject)?;
-        self.acquire_issue(&client, window).await.map_err(reject)?;
         let claims = grant::access_token_claims(
             &self.config.issuer,
             &client,
@@ -274,7 +312,17 @@ impl TokenService {
             now,
             random_b64url(16),
         );
-        let (access_token, key_age_secs) = self.sign(&claims, now).await.map_err(reject)?;
+        // The token is signed while the issue counter's conditional update is in flight: the
+        // update is polled first (`biased`), so its request is on its way before signing
+        // takes the thread. When the counter refuses, the signed token is dropped right here,
+        // never returned nor logged.
+        let (acquired, signed) = tokio::join!(
+            biased;
+            self.acquire_issue(&client, window),
+            self.sign(&claims, now),
+        );
+        acquired.map_err(reject)?;
+        let (access_token, key_age_secs) = signed.map_err(reject)?;
         Ok(issued(
             claims,
             grant.lifetime,

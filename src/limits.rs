@@ -230,17 +230,10 @@ impl<'a> FailureLimits<'a> {
         count >= u64::from(self.counter(client_id).1)
     }
 
-    /// Reads the counter of the source (`None`) or of the (client id, source) pair and tells
-    /// whether it reached its limit.
-    pub async fn check(&self, client_id: Option<&str>) -> Result<bool, StoreError> {
-        let count = self.counters.count(&self.key(client_id)).await?;
-        Ok(self.is_over(client_id, count))
-    }
-
     /// Counts a failed authentication against the source and, when the request named a valid
     /// client id, against the (client id, source) pair: each checked against its limit and
     /// counted in one atomic step, the pair only when the source had room. Whether both had
-    /// room: parallel guesses may all pass [`check`](Self::check) before any is counted, and a
+    /// room: parallel guesses may all pass the early [`is_over`](Self::is_over) before any is counted, and a
     /// failure that finds its counter full is answered `429`, so no more of them get
     /// `invalid_client` than the limits allow.
     pub async fn record(&self, client_id: Option<&str>) -> Result<bool, StoreError> {
@@ -356,15 +349,19 @@ mod tests {
         let counters = Counters::default();
         let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
         let failures = FailureLimits::new(&counters, "192.0.2.1", window, 3, 2);
-        assert!(!failures.check(None).await.unwrap());
+        let over = async |who: Option<&str>| {
+            let count = counters.count(&failures.key(who)).await.unwrap();
+            failures.is_over(who, count)
+        };
+        assert!(!over(None).await);
         assert!(failures.record(Some("a")).await.unwrap());
         assert!(failures.record(Some("a")).await.unwrap());
         // The pair is full: refused before its secret is checked; the source still has room.
-        assert!(failures.check(Some("a")).await.unwrap());
-        assert!(!failures.check(None).await.unwrap());
+        assert!(over(Some("a")).await);
+        assert!(!over(None).await);
         assert!(!failures.record(Some("a")).await.unwrap());
         // That failure still took the source's last slot; now every client id is refused.
-        assert!(failures.check(None).await.unwrap());
+        assert!(over(None).await);
         assert!(!failures.record(Some("b")).await.unwrap());
         assert_eq!(counters.count(&failures.key(Some("b"))).await.unwrap(), 0);
         assert!(failures.is_over(None, 3) && !failures.is_over(None, 2));

@@ -35,7 +35,8 @@ use token_service::issue::{RequestMeta, TokenService};
 use token_service::oauth::OAuthError;
 use token_service::oauth::assertion::JWT_BEARER;
 use token_service::oauth::request::RawRequest;
-use token_service::store::aws::create_resources;
+use token_service::store::RateLimits;
+use token_service::store::aws::{DynamoDbRateLimits, create_resources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -218,7 +219,7 @@ impl Stack {
         let calls = Calls::default();
         let observed = calls.clone();
         let slow = moto::sdk_config_at(&slow_network().await).await;
-        let shape = AwsShape::new(&slow, names, ServiceConfig::for_tests(), clock.clone())
+        let shape = AwsShape::new(&slow, names, config(), clock.clone())
             .with_dynamodb_config(move |b| b.interceptor(observed));
         // As the token function starts: the key set is loaded during init.
         let service = shape.token_service_loaded().await;
@@ -246,6 +247,14 @@ impl Stack {
         let answer = self.service.handle(raw, &meta).await.map(|_| ());
         (answer, self.calls.take())
     }
+}
+
+/// The test service's settings: small per-address limits, so that a few requests reach them.
+fn config() -> ServiceConfig {
+    let mut config = ServiceConfig::for_tests();
+    config.limits.fail_per_ip = 2;
+    config.limits.refusals_per_ip = 2;
+    config
 }
 
 fn spec(id: &str, rate_limit: Option<u32>) -> NewClient {
@@ -308,9 +317,26 @@ async fn each_kind_of_request_makes_the_counted_dynamodb_calls_and_round_trips()
     let wrong = secret_body("svc", "tks_wrong");
     let unknown = secret_body("nobody", secret.expose());
     let one = secret_body("one-a-minute", limited.expose());
+    let wide = format!("{good}&scope=admin");
     // The issue counter of `one-a-minute` is spent by a first token.
     let (answer, _) = stack.cost("192.0.2.10", &one).await;
     assert_eq!(answer, Ok(()));
+    // 192.0.2.6 fails authentication up to its limit (2); 192.0.2.7 is refused up to its
+    // budget (2), then once more: the audited cut-off.
+    for _ in 0..2 {
+        let (answer, _) = stack.cost("192.0.2.6", &wrong).await;
+        assert_eq!(answer, Err(OAuthError::InvalidClient));
+        let (answer, _) = stack.cost("192.0.2.7", &wide).await;
+        assert!(
+            matches!(answer, Err(OAuthError::InvalidScope(_))),
+            "{answer:?}"
+        );
+    }
+    let (answer, _) = stack.cost("192.0.2.7", &wide).await;
+    assert!(
+        matches!(answer, Err(OAuthError::RateLimited { .. })),
+        "{answer:?}"
+    );
     let assertion = key_client_assertion(&stack, "signer").await;
 
     // Every case from its own address, so that no case's failure counters meet another's.
@@ -320,6 +346,18 @@ async fn each_kind_of_request_makes_the_counted_dynamodb_calls_and_round_trips()
         ("unknown client", "192.0.2.3", unknown.as_str(), false),
         ("rate-limited", "192.0.2.4", one.as_str(), false),
         ("private_key_jwt", "192.0.2.5", assertion.as_str(), true),
+        (
+            "address over its failure limit",
+            "192.0.2.6",
+            good.as_str(),
+            false,
+        ),
+        (
+            "address past its refusal cut-off",
+            "192.0.2.7",
+            wide.as_str(),
+            false,
+        ),
     ];
     let mut costs = Vec::new();
     for (case, ip, body, issued) in cases {
@@ -331,26 +369,110 @@ async fn each_kind_of_request_makes_the_counted_dynamodb_calls_and_round_trips()
     let expected = [
         (
             "success",
-            Cost::expected(&[("GetItem", 4), ("PutItem", 1), ("UpdateItem", 1)], 4),
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 1),
+                    ("UpdateItem", 1),
+                ],
+                3,
+            ),
         ),
         (
             "wrong secret",
-            Cost::expected(&[("GetItem", 4), ("PutItem", 1), ("UpdateItem", 3)], 6),
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 1),
+                    ("UpdateItem", 3),
+                ],
+                5,
+            ),
         ),
         (
             "unknown client",
-            Cost::expected(&[("GetItem", 4), ("PutItem", 1), ("UpdateItem", 3)], 6),
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 1),
+                    ("UpdateItem", 3),
+                ],
+                5,
+            ),
         ),
         (
             "rate-limited",
-            Cost::expected(&[("GetItem", 4), ("PutItem", 1), ("UpdateItem", 2)], 5),
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 1),
+                    ("UpdateItem", 2),
+                ],
+                4,
+            ),
         ),
         (
             "private_key_jwt",
-            Cost::expected(&[("GetItem", 4), ("PutItem", 2), ("UpdateItem", 1)], 5),
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 2),
+                    ("UpdateItem", 1),
+                ],
+                4,
+            ),
+        ),
+        (
+            "address over its failure limit",
+            Cost::expected(
+                &[
+                    ("BatchGetItem", 1),
+                    ("GetItem", 1),
+                    ("PutItem", 1),
+                    ("UpdateItem", 1),
+                ],
+                3,
+            ),
+        ),
+        (
+            "address past its refusal cut-off",
+            Cost::expected(&[("BatchGetItem", 1), ("GetItem", 1)], 1),
         ),
     ];
     for ((case, got), (_, want)) in costs.iter().zip(expected) {
         assert_eq!(got, &want, "{case}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_counters_are_read_in_one_call_in_the_order_asked() {
+    let sdk = moto::sdk_config().await;
+    let names = random_resources();
+    create_resources(&sdk, &names).await.unwrap();
+    let calls = Calls::default();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(calls.clone())
+        .build();
+    let limits = DynamoDbRateLimits::new(
+        aws_sdk_dynamodb::Client::from_conf(conf),
+        &names.rate_limits_table,
+    );
+    let expires = OffsetDateTime::now_utc().unix_timestamp() + 120;
+    for _ in 0..3 {
+        limits.increment("b", expires).await.unwrap();
+    }
+    limits.increment("a", expires).await.unwrap();
+    calls.take();
+    let keys = ["b", "absent", "a", "b"].map(str::to_owned);
+    assert_eq!(limits.counts(&keys).await.unwrap(), [3, 0, 1, 3]);
+    assert_eq!(calls.take(), Cost::expected(&[("BatchGetItem", 1)], 1));
+    // More keys than one BatchGetItem takes (100): one call per hundred.
+    let many: Vec<String> = (0..150).map(|i| format!("k{i}")).collect();
+    assert_eq!(limits.counts(&many).await.unwrap(), vec![0; 150]);
+    assert_eq!(calls.take(), Cost::expected(&[("BatchGetItem", 2)], 2));
 }
