@@ -58,10 +58,14 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// Names of the fields a management action changed; for an issued token, the client
-    /// authentication method that succeeded (`client_secret_basic`, `client_secret_post`,
-    /// `private_key_jwt`).
+    /// authentication method that succeeded, as [`auth_method`](Self::auth_method) (records
+    /// written before that field existed have it here only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
+    /// For an issued token, the client authentication method that succeeded
+    /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, RFC 8414 names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
     /// When the record may be deleted, seconds since the epoch (DynamoDB TTL).
     pub expires_at: i64,
 }
@@ -116,13 +120,13 @@ impl AuditRecord {
             actor: None,
             action: None,
             fields: Vec::new(),
+            auth_method: None,
             expires_at: (now + retention).unix_timestamp(),
         }
     }
 
     /// The record of a token issued to `client_id`: [`for_request`](Self::for_request) with
-    /// outcome `issued`, the token's `jti`, scope and audience, and in `fields` the
-    /// authentication method.
+    /// outcome `issued`, the token's `jti`, scope and audience, and the authentication method.
     pub fn for_issued(
         client_id: &str,
         issued: Issuance,
@@ -134,9 +138,23 @@ impl AuditRecord {
         record.jti = Some(issued.jti);
         record.scope = Some(issued.scope);
         record.audience = Some(issued.audience);
-        // Stored records of both backends carry the method here; `tokenctl audit` shows it.
+        record.auth_method = Some(issued.auth_method.to_owned());
+        // Also where records written before `auth_method` carry it: `tokenctl audit --json`
+        // readers of `fields` keep finding it (its JSON shapes only ever gain fields).
         record.fields = vec![issued.auth_method.to_owned()];
         record
+    }
+
+    /// The client authentication method of an issued token: [`auth_method`](Self::auth_method),
+    /// or for a record written before that field existed, the method its `fields` names.
+    pub fn issued_with(&self) -> Option<&str> {
+        if let Some(method) = &self.auth_method {
+            return Some(method);
+        }
+        match self.fields.as_slice() {
+            [method] if self.outcome == ISSUED && self.is_token_request() => Some(method),
+            _ => None,
+        }
     }
 
     /// Whether this records a token request (not a management action).
@@ -247,7 +265,35 @@ mod tests {
             r.audience.as_deref(),
             Some("https://a.test/ https://b.test/")
         );
+        assert_eq!(r.auth_method.as_deref(), Some("private_key_jwt"));
         assert_eq!(r.fields, ["private_key_jwt"]);
+        assert_eq!(r.issued_with(), Some("private_key_jwt"));
+    }
+
+    #[test]
+    fn a_record_from_before_auth_method_reads_its_method_from_fields() {
+        let old = r#"{"client_id":"svc","timestamp":"2026-11-01T10:00:00Z","request_id":"r",
+            "outcome":"issued","jti":"j","fields":["client_secret_post"],"expires_at":1}"#;
+        let r: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.auth_method, None);
+        assert_eq!(r.issued_with(), Some("client_secret_post"));
+        let refused = AuditRecord::for_request(
+            Some("svc"),
+            INVALID_CLIENT,
+            &meta(),
+            r.timestamp,
+            Duration::days(1),
+        );
+        assert_eq!(refused.issued_with(), None);
+        let mut admin = refused;
+        admin.outcome = ISSUED.to_owned();
+        admin.action = Some("client.update".to_owned());
+        admin.fields = vec!["status".to_owned()];
+        assert_eq!(
+            admin.issued_with(),
+            None,
+            "an admin action's fields are not a method"
+        );
     }
 
     #[test]
