@@ -1,7 +1,8 @@
 //! The token flow: read -> authenticate -> authorize -> limit and sign (at once) -> audit. On
 //! DynamoDB that is three round trips: every read together, the issue counter while the token
-//! is signed, the audit write. The rules it applies live beside it: the grant rules in [`crate::oauth::grant`], the windows, counter keys
-//! and limits in [`crate::limits`], the audit record of a request in [`crate::audit`].
+//! is signed, the audit write. The rules it applies live beside it: the grant rules in
+//! [`crate::oauth::grant`], the windows, counter keys and limits in [`crate::limits`], the
+//! audit record of a request in [`crate::audit`].
 //!
 //! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
 //! exactly one audit record, written before the answer; if that write fails the answer is
