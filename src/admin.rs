@@ -180,6 +180,7 @@ impl Admin {
             actor: Some(self.actor.clone()),
             action: Some(action.to_owned()),
             fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            auth_method: None,
             expires_at: (now + self.config.audit_retention).unix_timestamp(),
         };
         Ok(self.audit.append(&record).await?)

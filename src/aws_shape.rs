@@ -118,6 +118,20 @@ impl AwsShape {
         }
     }
 
+    /// The shape with its DynamoDB client rebuilt from its own configuration as `customize`
+    /// changes it, e.g. with an SDK interceptor (`config::Builder::interceptor`) through which a
+    /// test observes every call the adapters make. Call it before building any service: each
+    /// service takes its own handle of the client. [`new`](Self::new) alone is what the
+    /// functions run.
+    pub fn with_dynamodb_config(
+        mut self,
+        customize: impl FnOnce(aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb::config::Builder,
+    ) -> Self {
+        let builder = self.dynamodb.config().to_builder();
+        self.dynamodb = aws_sdk_dynamodb::Client::from_conf(customize(builder).build());
+        self
+    }
+
     #[cfg(feature = "secrets")]
     fn clients(&self) -> Arc<DynamoDbClientStore> {
         Arc::new(DynamoDbClientStore::new(

@@ -1,4 +1,8 @@
-//! Issuing access tokens: authenticate the client, check scope and resources, sign, audit.
+//! The token flow: read -> authenticate -> authorize -> limit and sign (at once) -> audit. On
+//! DynamoDB that is three round trips: every read together, the issue counter while the token
+//! is signed, the audit write. The rules it applies live beside it: the grant rules in
+//! [`crate::oauth::grant`], the windows, counter keys and limits in [`crate::limits`], the
+//! audit record of a request in [`crate::audit`].
 //!
 //! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
 //! exactly one audit record, written before the answer; if that write fails the answer is
@@ -22,17 +26,18 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
-use crate::audit::{self, AuditRecord};
-use crate::clients::secret::looks_like_secret;
-use crate::clients::{Client, ClientAuthMethod, SecretHash};
+pub use crate::audit::RequestMeta;
+use crate::audit::{self, AuditRecord, Issuance};
+use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::KeyCache;
 use crate::keys::schedule::KeyTimes as _;
-use crate::limits::{self, RefusalBudget, Standing, Window};
+use crate::limits::{self, FailureLimits, RefusalBudget, Standing, Window};
 use crate::oauth::assertion::{self, AssertionPolicy};
-use crate::oauth::claims::{AccessTokenClaims, Audience};
+use crate::oauth::claims::AccessTokenClaims;
+use crate::oauth::grant::{self, Grant};
 use crate::oauth::request::AuthMethod;
 use crate::oauth::request::{self, RawRequest, Rejection, is_recordable_client_id};
 use crate::oauth::scope::ScopeSet;
@@ -106,17 +111,6 @@ async fn in_time<T>(
         })
 }
 
-/// Where a request came from, as the HTTP front knows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestMeta {
-    /// The request id (API Gateway's, or generated).
-    pub request_id: String,
-    /// The source address.
-    pub source_ip: Option<String>,
-    /// The `User-Agent` header.
-    pub user_agent: Option<String>,
-}
-
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IssuedToken {
@@ -130,15 +124,25 @@ pub struct IssuedToken {
     pub scope: String,
 }
 
+/// What the decision on a request reads from the stores.
+struct Read {
+    /// The source's refusal-budget counter.
+    refused: u64,
+    /// The source's failed authentications.
+    source_failures: u64,
+    /// The failed authentications of the (client id, source) pair, when the request named a
+    /// valid client id.
+    client_failures: Option<u64>,
+    /// The client the request named (`None` when unknown or not named).
+    client: Result<Option<Client>, OAuthError>,
+}
+
 /// What an issued token is recorded with.
-struct Grant {
+struct Issued {
     client_id: String,
-    jti: String,
-    scope: String,
-    audience: String,
+    record: Issuance,
     /// Seconds since the signing key was created: a stalled rotation shows as a growing age.
     key_age_secs: i64,
-    method: AuthMethod,
 }
 
 /// The token endpoint's logic, independent of HTTP.
@@ -182,6 +186,153 @@ impl TokenService {
         self
     }
 
+    /// The service configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Handles one token request end to end, audit included.
+    pub async fn handle(
+        &self,
+        raw: RawRequest<'_>,
+        meta: &RequestMeta,
+    ) -> Result<IssuedToken, OAuthError> {
+        let now = self.clock.now();
+        let decided = in_time(self.decide(raw, meta, now), meta, || claimed_client_id(raw)).await;
+        match decided {
+            Ok((token, issued)) => {
+                let retention = self.config.audit_retention;
+                let record =
+                    AuditRecord::for_issued(&issued.client_id, issued.record, meta, now, retention);
+                self.write(record).await?;
+                // A histogram, not a gauge: it reaches the metrics document of this request
+                // only, next to the `issued` count (same dimensions, no extra document).
+                metrics::histogram!("signing_key_age_seconds", "outcome" => audit::ISSUED)
+                    .record(issued.key_age_secs as f64);
+                Ok(token)
+            }
+            Err(refusal) => Err(self.answer(refusal, meta, now).await),
+        }
+    }
+
+    /// The answer to a request, every refusal counted, before anything is audited.
+    async fn decide(
+        &self,
+        raw: RawRequest<'_>,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> Result<(IssuedToken, Issued), Refusal> {
+        let window = Window::at(now);
+        let source = limits::source(meta.source_ip.as_deref());
+        let budget = self.budget(&source, window);
+        let failures = self.failures(&source, window);
+        // Parsing is pure and cheap: done first, so that all the decision needs from the
+        // stores is read at once. Its answer waits for the source's standing.
+        let request = request::parse(raw);
+        let claimed = request.as_ref().ok().and_then(recordable_client_id);
+        let read = self.read(&budget, &failures, claimed.as_deref()).await?;
+        judge_budget(&budget, budget.standing(read.refused).await)?;
+        let issued = if failures.is_over(None, read.source_failures) {
+            Err(window.limited().into())
+        } else {
+            self.issue(request, read, &failures, now).await
+        };
+        let rejection = match issued {
+            Ok(issued) => return Ok(issued),
+            Err(r) if r.error == OAuthError::InvalidClient => {
+                self.count_failure(r, &failures, window).await
+            }
+            Err(r) => r,
+        };
+        Err(self.charge(rejection, &budget).await)
+    }
+
+    /// All the decision needs from the stores, in one round trip on DynamoDB (one
+    /// `BatchGetItem` of the counters while the client record is read): the source's refusal
+    /// budget and failures and, for a request that names a valid client id, the (client id,
+    /// source) failures and the client.
+    async fn read(
+        &self,
+        budget: &RefusalBudget<'_>,
+        failures: &FailureLimits<'_>,
+        claimed: Option<&str>,
+    ) -> Result<Read, Refusal> {
+        let mut keys = vec![budget.key().to_owned(), failures.key(None)];
+        keys.extend(claimed.map(|id| failures.key(Some(id))));
+        let (counts, client) = tokio::join!(self.limits.counts(&keys), self.fetch_client(claimed));
+        let counts = counts
+            .and_then(|counts| match counts.len() == keys.len() {
+                true => Ok(counts),
+                false => Err(StoreError::Backend("a counter read lost a key".to_owned())),
+            })
+            .map_err(|e| Refusal::from(Rejection::from(counters_unavailable(e))))?;
+        Ok(Read {
+            refused: counts[0],
+            source_failures: counts[1],
+            client_failures: counts.get(2).copied(),
+            client,
+        })
+    }
+
+    /// The token flow of a request whose source is within its limits: authenticate,
+    /// authorize, then limit and sign together.
+    async fn issue(
+        &self,
+        request: Result<TokenRequest, Rejection>,
+        read: Read,
+        failures: &FailureLimits<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(IssuedToken, Issued), Rejection> {
+        let window = Window::at(now);
+        let request = request?;
+        let claimed = recordable_client_id(&request);
+        let reject = |error: OAuthError| Rejection {
+            error,
+            client_id: claimed.clone(),
+        };
+        // Too many failures of this client id from this source: refused before any secret is
+        // checked.
+        if let (Some(id), Some(count)) = (claimed.as_deref(), read.client_failures)
+            && failures.is_over(Some(id), count)
+        {
+            return Err(reject(window.limited()));
+        }
+        let stored = read.client.map_err(reject)?;
+        let client = self
+            .authenticate(&request, stored, now)
+            .await
+            .map_err(reject)?;
+        let method = request.credentials.method;
+        let grant = self
+            .authorize(&client, request.scope.as_ref(), request.resources)
+            .map_err(reject)?;
+        let claims = grant::access_token_claims(
+            &self.config.issuer,
+            &client,
+            &grant,
+            now,
+            random_b64url(16),
+        );
+        // The token is signed while the issue counter's conditional update is in flight: the
+        // update is polled first (`biased`), so its request is on its way before signing
+        // takes the thread. When the counter refuses, the signed token is dropped right here,
+        // never returned nor logged.
+        let (acquired, signed) = tokio::join!(
+            biased;
+            self.acquire_issue(&client, window),
+            self.sign(&claims, now),
+        );
+        acquired.map_err(reject)?;
+        let (access_token, key_age_secs) = signed.map_err(reject)?;
+        Ok(issued(
+            claims,
+            grant.lifetime,
+            method,
+            access_token,
+            key_age_secs,
+        ))
+    }
+
     /// Authenticates by the method the request used: a secret, or a client assertion.
     async fn authenticate(
         &self,
@@ -190,7 +341,7 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<Client, OAuthError> {
         if request.credentials.method != AuthMethod::PrivateKeyJwt {
-            return authenticate(request, client, now);
+            return grant::authenticate(&request.credentials.secret, client, now);
         }
         let policy = AssertionPolicy {
             audiences: vec![self.config.token_endpoint(), self.config.issuer.clone()],
@@ -209,66 +360,52 @@ impl TokenService {
         .await
     }
 
-    /// The service configuration.
-    pub fn config(&self) -> &ServiceConfig {
-        &self.config
+    /// What the client may be granted for what it asked: scope, audience and lifetime.
+    fn authorize(
+        &self,
+        client: &Client,
+        scope: Option<&ScopeSet>,
+        resources: Vec<String>,
+    ) -> Result<Grant, OAuthError> {
+        Ok(Grant {
+            scope: grant::granted_scope(client, scope)?,
+            audience: grant::granted_audience(client, resources)?,
+            lifetime: grant::token_lifetime(client, self.config.default_ttl, self.config.max_ttl),
+        })
     }
 
-    /// Handles one token request end to end, audit included.
-    pub async fn handle(
-        &self,
-        raw: RawRequest<'_>,
-        meta: &RequestMeta,
-    ) -> Result<IssuedToken, OAuthError> {
-        let now = self.clock.now();
-        let decided = in_time(self.decide(raw, meta, now), meta, || claimed_client_id(raw)).await;
-        match decided {
-            Ok((token, grant)) => {
-                let mut record = self.record(Some(&grant.client_id), audit::ISSUED, meta, now);
-                record.jti = Some(grant.jti);
-                record.scope = Some(grant.scope);
-                record.audience = Some(grant.audience);
-                // For a token request, `fields` names the authentication method that succeeded.
-                record.fields = vec![grant.method.as_str().to_owned()];
-                self.write(record).await?;
-                // A histogram, not a gauge: it reaches the metrics document of this request
-                // only, next to the `issued` count (same dimensions, no extra document).
-                metrics::histogram!("signing_key_age_seconds", "outcome" => audit::ISSUED)
-                    .record(grant.key_age_secs as f64);
-                Ok(token)
-            }
-            Err(refusal) => Err(self.answer(refusal, meta, now).await),
+    /// Takes one of the client's tokens of this window (its own limit, else the service's),
+    /// in one atomic step: `429` when none is left.
+    async fn acquire_issue(&self, client: &Client, window: Window) -> Result<(), OAuthError> {
+        let limit = client
+            .rate_limit
+            .unwrap_or(self.config.limits.issue_per_client);
+        let key = limits::issue_key(&client.client_id, window);
+        match self.limits.acquire(&key, limit, window.expires_at()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(window.limited()),
+            Err(e) => Err(counters_unavailable(e)),
         }
     }
 
-    /// The answer to a request, every refusal counted, before anything is audited.
-    async fn decide(
+    /// Signs `claims` with the key the schedule selects at `now` (its `kid` and algorithm in
+    /// the header): the one place a token is signed. Returns the token and the key's age in
+    /// seconds.
+    async fn sign(
         &self,
-        raw: RawRequest<'_>,
-        meta: &RequestMeta,
+        claims: &AccessTokenClaims,
         now: OffsetDateTime,
-    ) -> Result<(IssuedToken, Grant), Refusal> {
-        let window = Window::at(now);
-        let source = limits::source(meta.source_ip.as_deref());
-        let budget = self.budget(&source, window);
-        // Both per-source counters are read at once: one round trip on DynamoDB.
-        let (standing, failures) = tokio::join!(
-            self.check_budget(&budget),
-            self.check_failures(None, &source, window)
-        );
-        standing?;
-        let issued = match failures {
-            Ok(()) => self.issue(raw, &source, now).await,
-            Err(error) => Err(error.into()),
-        };
-        let rejection = match issued {
-            Ok(issued) => return Ok(issued),
-            Err(r) if r.error == OAuthError::InvalidClient => {
-                self.count_failure(r, &source, window).await
-            }
-            Err(r) => r,
-        };
-        Err(self.charge(rejection, &budget).await)
+    ) -> Result<(String, i64), OAuthError> {
+        let signer = self.keys.signer().await.map_err(|e| {
+            tracing::error!(error = %e, "no signing key available");
+            OAuthError::TemporarilyUnavailable
+        })?;
+        let json = serde_json::to_vec(claims).map_err(|_| OAuthError::TemporarilyUnavailable)?;
+        let token = signer.sign_json(&json, &self.rng).map_err(|e| {
+            tracing::error!(error = %e, kid = signer.kid(), "signing failed");
+            OAuthError::TemporarilyUnavailable
+        })?;
+        Ok((token, (now - signer.created_at()).whole_seconds()))
     }
 
     /// The refusal budget of a source in a window.
@@ -277,16 +414,21 @@ impl TokenService {
         RefusalBudget::new(self.limits.as_ref(), source, per_source, window)
     }
 
+    /// The failure limits of a source in a window.
+    fn failures<'a>(&'a self, source: &'a str, window: Window) -> FailureLimits<'a> {
+        let configured = self.config.limits;
+        FailureLimits::new(
+            self.limits.as_ref(),
+            source,
+            window,
+            configured.fail_per_ip,
+            configured.fail_per_client_ip,
+        )
+    }
+
     /// Refuses a request whose source is over its refusal budget, before the request is read.
     async fn check_budget(&self, budget: &RefusalBudget<'_>) -> Result<(), Refusal> {
-        match budget.check().await {
-            Ok(Standing::Within) => Ok(()),
-            Ok(Standing::Over { audited }) => Err(Refusal::over_budget(
-                Rejection::from(budget.limited()),
-                audited,
-            )),
-            Err(e) => Err(Rejection::from(counters_unavailable(e)).into()),
-        }
+        judge_budget(budget, budget.check().await)
     }
 
     /// Counts a refusal (any 4xx answer) against its source's budget. A refusal that finds
@@ -310,66 +452,20 @@ impl TokenService {
         }
     }
 
-    /// The failure counter, and its limit, of a source (`client_id` `None`) or of a
-    /// (client id, source) pair.
-    fn failure_counter(
+    /// Counts a failed authentication ([`FailureLimits::record`]); `429` instead when a
+    /// counter was full.
+    async fn count_failure(
         &self,
-        client_id: Option<&str>,
-        source: &str,
+        rejection: Rejection,
+        failures: &FailureLimits<'_>,
         window: Window,
-    ) -> (String, u32) {
-        let configured = self.config.limits;
-        match client_id {
-            None => (
-                limits::failures_of_source_key(source, window),
-                configured.fail_per_ip,
-            ),
-            Some(id) => (
-                limits::failures_of_client_key(id, source, window),
-                configured.fail_per_client_ip,
-            ),
-        }
-    }
-
-    /// Counts a failed authentication per source and per (client id, source), each checked
-    /// against its limit and counted in one atomic step. Parallel guesses may all pass the
-    /// early [`check_failures`](Self::check_failures) before any is counted; a failure that
-    /// finds its counter full is answered `429` instead, so no more of them get
-    /// `invalid_client` than the limit allows.
-    async fn count_failure(&self, rejection: Rejection, source: &str, window: Window) -> Rejection {
-        let mut counters = vec![self.failure_counter(None, source, window)];
-        if let Some(id) = &rejection.client_id {
-            counters.push(self.failure_counter(Some(id), source, window));
-        }
-        for (key, limit) in counters {
-            let error = match self.limits.acquire(&key, limit, window.expires_at()).await {
-                Ok(true) => continue,
-                Ok(false) => window.limited(),
-                Err(e) => counters_unavailable(e),
-            };
-            return Rejection { error, ..rejection };
-        }
-        rejection
-    }
-
-    /// Refuses the request, before any secret is checked, when its source (and the client id
-    /// it names) failed authentication too often in this window.
-    async fn check_failures(
-        &self,
-        client_id: Option<&str>,
-        source: &str,
-        window: Window,
-    ) -> Result<(), OAuthError> {
-        let (key, limit) = self.failure_counter(client_id, source, window);
-        let count = self
-            .limits
-            .count(&key)
-            .await
-            .map_err(counters_unavailable)?;
-        if count >= u64::from(limit) {
-            return Err(window.limited());
-        }
-        Ok(())
+    ) -> Rejection {
+        let error = match failures.record(rejection.client_id.as_deref()).await {
+            Ok(true) => return rejection,
+            Ok(false) => window.limited(),
+            Err(e) => counters_unavailable(e),
+        };
+        Rejection { error, ..rejection }
     }
 
     /// Refuses a request the HTTP front turned away before it could be parsed (size, method,
@@ -419,41 +515,16 @@ impl TokenService {
             ),
             Audit::Write => {}
         }
-        let record = self.record(
+        let record = AuditRecord::for_request(
             rejection.client_id.as_deref(),
             rejection.error.outcome(),
             meta,
             now,
+            self.config.audit_retention,
         );
         match self.write(record).await {
             Ok(()) => rejection.error,
             Err(e) => e,
-        }
-    }
-
-    fn record(
-        &self,
-        client_id: Option<&str>,
-        outcome: &str,
-        meta: &RequestMeta,
-        now: OffsetDateTime,
-    ) -> AuditRecord {
-        // A secret sent as the client id is never recorded, whichever path got it here.
-        let client_id = client_id.filter(|id| !looks_like_secret(id));
-        AuditRecord {
-            client_id: client_id.unwrap_or(audit::NO_CLIENT).to_owned(),
-            timestamp: now,
-            request_id: meta.request_id.clone(),
-            outcome: outcome.to_owned(),
-            jti: None,
-            scope: None,
-            audience: None,
-            source_ip: meta.source_ip.clone(),
-            user_agent: meta.user_agent.as_deref().map(audit::clean_user_agent),
-            actor: None,
-            action: None,
-            fields: Vec::new(),
-            expires_at: (now + self.config.audit_retention).unix_timestamp(),
         }
     }
 
@@ -493,96 +564,6 @@ impl TokenService {
         }
     }
 
-    async fn issue(
-        &self,
-        raw: RawRequest<'_>,
-        source: &str,
-        now: OffsetDateTime,
-    ) -> Result<(IssuedToken, Grant), Rejection> {
-        let window = Window::at(now);
-        let ip = source;
-        let request = request::parse(raw)?;
-        let client_id = request.credentials.client_id.clone();
-        let claimed = is_recordable_client_id(&client_id).then(|| client_id.clone());
-        let reject = |error: OAuthError| Rejection {
-            error,
-            client_id: claimed.clone(),
-        };
-        // The client record is fetched while the (client, address) failure count is read: one
-        // round trip instead of two on DynamoDB. The secret is only checked after both.
-        let (failures, stored) = tokio::join!(
-            async {
-                match &claimed {
-                    Some(id) => self.check_failures(Some(id), ip, window).await,
-                    None => Ok(()),
-                }
-            },
-            self.fetch_client(claimed.as_deref()),
-        );
-        failures.map_err(reject)?;
-        let client = self
-            .authenticate(&request, stored.map_err(reject)?, now)
-            .await
-            .map_err(reject)?;
-        let scope = granted_scope(&client, request.scope.as_ref()).map_err(reject)?;
-        let audience = granted_audience(&client, request.resources).map_err(reject)?;
-        let limit = client
-            .rate_limit
-            .unwrap_or(self.config.limits.issue_per_client);
-        let issue_key = limits::issue_key(&client.client_id, window);
-        let acquired = self
-            .limits
-            .acquire(&issue_key, limit, window.expires_at())
-            .await
-            .map_err(|e| reject(counters_unavailable(e)))?;
-        if !acquired {
-            return Err(reject(window.limited()));
-        }
-        let ttl = client
-            .token_ttl
-            .unwrap_or(self.config.default_ttl)
-            .min(self.config.max_ttl);
-        let signer = self.keys.signer().await.map_err(|e| {
-            tracing::error!(error = %e, "no signing key available");
-            reject(OAuthError::TemporarilyUnavailable)
-        })?;
-        let iat = now.unix_timestamp();
-        let claims = AccessTokenClaims {
-            iss: self.config.issuer.clone(),
-            sub: client.client_id.clone(),
-            client_id: client.client_id.clone(),
-            aud: audience,
-            iat,
-            nbf: iat,
-            exp: iat + ttl as i64,
-            jti: random_b64url(16),
-            scope: scope.to_scope_string(),
-        };
-        let json =
-            serde_json::to_vec(&claims).map_err(|_| reject(OAuthError::TemporarilyUnavailable))?;
-        let access_token = signer.sign_json(&json, &self.rng).map_err(|e| {
-            tracing::error!(error = %e, kid = signer.kid(), "signing failed");
-            reject(OAuthError::TemporarilyUnavailable)
-        })?;
-        let grant = Grant {
-            client_id: client.client_id,
-            jti: claims.jti,
-            scope: claims.scope.clone(),
-            audience: claims.aud.joined(),
-            key_age_secs: (now - signer.created_at()).whole_seconds(),
-            method: request.credentials.method,
-        };
-        Ok((
-            IssuedToken {
-                access_token,
-                token_type: "Bearer",
-                expires_in: ttl,
-                scope: claims.scope,
-            },
-            grant,
-        ))
-    }
-
     /// The client a request names, read fresh from the store (`None` for an id of invalid form).
     async fn fetch_client(&self, client_id: Option<&str>) -> Result<Option<Client>, OAuthError> {
         let Some(id) = client_id else {
@@ -595,69 +576,58 @@ impl TokenService {
     }
 }
 
+/// The answer to a source's standing with its refusal budget: on, or `429` (audited as the
+/// cut-off for exactly one request), or `temporarily_unavailable` when it could not be read.
+fn judge_budget(
+    budget: &RefusalBudget<'_>,
+    standing: Result<Standing, StoreError>,
+) -> Result<(), Refusal> {
+    match standing {
+        Ok(Standing::Within) => Ok(()),
+        Ok(Standing::Over { audited }) => Err(Refusal::over_budget(
+            Rejection::from(budget.limited()),
+            audited,
+        )),
+        Err(e) => Err(Rejection::from(counters_unavailable(e)).into()),
+    }
+}
+
+/// The response and the audit facts of a signed token.
+fn issued(
+    claims: AccessTokenClaims,
+    lifetime: u64,
+    method: AuthMethod,
+    access_token: String,
+    key_age_secs: i64,
+) -> (IssuedToken, Issued) {
+    let record = Issuance {
+        jti: claims.jti,
+        scope: claims.scope.clone(),
+        audience: claims.aud.joined(),
+        auth_method: method.as_str(),
+    };
+    let token = IssuedToken {
+        access_token,
+        token_type: "Bearer",
+        expires_in: lifetime,
+        scope: claims.scope,
+    };
+    let issued = Issued {
+        client_id: claims.client_id,
+        record,
+        key_age_secs,
+    };
+    (token, issued)
+}
+
+/// The client id a parsed request names, when it may be recorded and counted.
+fn recordable_client_id(request: &TokenRequest) -> Option<String> {
+    let id = &request.credentials.client_id;
+    is_recordable_client_id(id).then(|| id.clone())
+}
+
 /// The well-formed client id a request names, for the audit record of a request that ran out
 /// of time before its own flow read it.
 fn claimed_client_id(raw: RawRequest<'_>) -> Option<String> {
-    let id = request::parse(raw).ok()?.credentials.client_id;
-    is_recordable_client_id(&id).then_some(id)
-}
-
-/// Client authentication (RFC 6749 §2.3.1): the same answer and about the same work for an
-/// unknown client, a wrong or expired secret and a disabled client.
-fn authenticate(
-    request: &TokenRequest,
-    client: Option<Client>,
-    now: OffsetDateTime,
-) -> Result<Client, OAuthError> {
-    let presented = SecretHash::of(&request.credentials.secret);
-    let matched = match &client {
-        Some(c) => c.secrets.iter().fold(false, |found, s| {
-            // No short-circuit: every stored secret is compared.
-            found | (s.hash.matches(&presented) & s.is_live(now))
-        }),
-        None => {
-            let _ = SecretHash::decoy().matches(&presented);
-            false
-        }
-    };
-    match client {
-        Some(c) if matched && c.is_active() && c.auth_method == ClientAuthMethod::ClientSecret => {
-            Ok(c)
-        }
-        _ => Err(OAuthError::InvalidClient),
-    }
-}
-
-/// The scope to grant (RFC 6749 §3.3): the requested scopes if all are allowed, else
-/// `invalid_scope` (never silently narrowed); the client's defaults when none is requested.
-fn granted_scope(client: &Client, requested: Option<&ScopeSet>) -> Result<ScopeSet, OAuthError> {
-    let scope = match requested {
-        Some(s) => s.clone(),
-        None => ScopeSet::from_tokens(&client.default_scopes),
-    };
-    if scope.is_empty() {
-        return Err(OAuthError::InvalidScope(
-            "no scope was requested and the client has no default scope",
-        ));
-    }
-    if !scope.is_subset_of(&client.scopes) {
-        return Err(OAuthError::InvalidScope(
-            "a requested scope is not allowed for this client",
-        ));
-    }
-    Ok(scope)
-}
-
-/// The audience to grant (RFC 8707 §2): the requested resources if all are allowed, else
-/// `invalid_target`; the client's default audience when none is requested.
-fn granted_audience(client: &Client, resources: Vec<String>) -> Result<Audience, OAuthError> {
-    if resources.is_empty() {
-        return Ok(Audience::One(client.default_audience.clone()));
-    }
-    if !resources.iter().all(|r| client.audiences.contains(r)) {
-        return Err(OAuthError::InvalidTarget(
-            "a requested resource is not allowed for this client",
-        ));
-    }
-    Ok(Audience::from_list(resources))
+    recordable_client_id(&request::parse(raw).ok()?)
 }

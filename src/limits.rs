@@ -2,7 +2,8 @@
 //! place that spells a key (DESIGN.md "Abuse protection", "Data model").
 //!
 //! Also the per-address budget of refused requests ([`RefusalBudget`]): how a flood of bad
-//! requests from one address stops costing an audit write each.
+//! requests from one address stops costing an audit write each; and the limits on failed
+//! authentications ([`FailureLimits`]).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -124,9 +125,20 @@ impl<'a> RefusalBudget<'a> {
         self.window.limited()
     }
 
+    /// The budget's counter key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Before a request is looked at: whether its source is already over the budget.
     pub async fn check(&self) -> Result<Standing, StoreError> {
         let count = self.counters.count(&self.key).await?;
+        self.standing(count).await
+    }
+
+    /// Where the source stands, given its counter's value as just read (consistently). Writes
+    /// only for the request that reads the budget exactly spent: it tries to take the cut-off.
+    pub async fn standing(&self, count: u64) -> Result<Standing, StoreError> {
         match count.cmp(&u64::from(self.budget)) {
             std::cmp::Ordering::Less => Ok(Standing::Within),
             std::cmp::Ordering::Equal => self.cut_off().await,
@@ -159,6 +171,81 @@ impl<'a> RefusalBudget<'a> {
             )
             .await?;
         Ok(Standing::Over { audited })
+    }
+}
+
+/// The limits on failed authentications of one source in one window: per source (all client
+/// ids together) and per (client id, source). Not per client id alone: whoever knows an id
+/// could then lock the real client out (DESIGN.md "Abuse protection").
+pub struct FailureLimits<'a> {
+    counters: &'a dyn RateLimits,
+    source: &'a str,
+    window: Window,
+    per_source: u32,
+    per_client: u32,
+}
+
+impl<'a> FailureLimits<'a> {
+    /// The limits of `source` in `window`: `per_source` failures from it, `per_client` of them
+    /// for any one client id.
+    pub fn new(
+        counters: &'a dyn RateLimits,
+        source: &'a str,
+        window: Window,
+        per_source: u32,
+        per_client: u32,
+    ) -> Self {
+        Self {
+            counters,
+            source,
+            window,
+            per_source,
+            per_client,
+        }
+    }
+
+    /// The counter key and limit of the source (`client_id` `None`) or of the (client id,
+    /// source) pair.
+    fn counter(&self, client_id: Option<&str>) -> (String, u32) {
+        match client_id {
+            None => (
+                failures_of_source_key(self.source, self.window),
+                self.per_source,
+            ),
+            Some(id) => (
+                failures_of_client_key(id, self.source, self.window),
+                self.per_client,
+            ),
+        }
+    }
+
+    /// The counter key of the source (`None`) or of the (client id, source) pair.
+    pub fn key(&self, client_id: Option<&str>) -> String {
+        self.counter(client_id).0
+    }
+
+    /// Whether `count`, read from [`key`](Self::key)`(client_id)`, reached its limit: the
+    /// request is then refused before any secret is checked.
+    pub fn is_over(&self, client_id: Option<&str>, count: u64) -> bool {
+        count >= u64::from(self.counter(client_id).1)
+    }
+
+    /// Counts a failed authentication against the source and, when the request named a valid
+    /// client id, against the (client id, source) pair: each checked against its limit and
+    /// counted in one atomic step, the pair only when the source had room. Whether both had
+    /// room: parallel guesses may all pass the early [`is_over`](Self::is_over) before any is counted, and a
+    /// failure that finds its counter full is answered `429`, so no more of them get
+    /// `invalid_client` than the limits allow.
+    pub async fn record(&self, client_id: Option<&str>) -> Result<bool, StoreError> {
+        let expires_at = self.window.expires_at();
+        let counters = [Some(None), client_id.map(Some)];
+        for who in counters.into_iter().flatten() {
+            let (key, limit) = self.counter(who);
+            if !self.counters.acquire(&key, limit, expires_at).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -254,6 +341,34 @@ mod tests {
                 Standing::Over { audited: true },
                 Standing::Over { audited: false }
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_limited_per_source_and_per_client_and_source() {
+        let counters = Counters::default();
+        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
+        let failures = FailureLimits::new(&counters, "192.0.2.1", window, 3, 2);
+        let over = async |who: Option<&str>| {
+            let count = counters.count(&failures.key(who)).await.unwrap();
+            failures.is_over(who, count)
+        };
+        assert!(!over(None).await);
+        assert!(failures.record(Some("a")).await.unwrap());
+        assert!(failures.record(Some("a")).await.unwrap());
+        // The pair is full: refused before its secret is checked; the source still has room.
+        assert!(over(Some("a")).await);
+        assert!(!over(None).await);
+        assert!(!failures.record(Some("a")).await.unwrap());
+        // That failure still took the source's last slot; now every client id is refused.
+        assert!(over(None).await);
+        assert!(!failures.record(Some("b")).await.unwrap());
+        assert_eq!(counters.count(&failures.key(Some("b"))).await.unwrap(), 0);
+        assert!(failures.is_over(None, 3) && !failures.is_over(None, 2));
+        assert!(failures.is_over(Some("b"), 2) && !failures.is_over(Some("b"), 1));
+        assert_eq!(
+            failures.key(None),
+            failures_of_source_key("192.0.2.1", window)
         );
     }
 

@@ -132,6 +132,7 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
         actor: None,
         action: None,
         fields: Vec::new(),
+        auth_method: None,
         expires_at: 1_790_000_000,
     };
     let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
@@ -175,6 +176,7 @@ async fn unidentified_requests_are_partitioned_per_source_address() {
         actor: None,
         action: None,
         fields: Vec::new(),
+        auth_method: None,
         expires_at: 1_790_000_000,
     };
     log.append(&record(Some("203.0.113.9"), 1, "invalid_client"))

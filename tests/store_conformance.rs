@@ -229,6 +229,7 @@ fn record(client_id: &str, at: OffsetDateTime, request_id: &str, outcome: &str) 
         actor: None,
         action: None,
         fields: Vec::new(),
+        auth_method: None,
         expires_at: (at + Duration::days(90)).unix_timestamp(),
     }
 }
@@ -245,6 +246,7 @@ fn audit_fixture(base: OffsetDateTime) -> Vec<AuditRecord> {
         scope: Some("read write".to_owned()),
         audience: Some("https://api.test/ https://other.test/".to_owned()),
         user_agent: Some("curl/8.0".to_owned()),
+        auth_method: Some("client_secret_basic".to_owned()),
         ..record("a", at(0), "r1", "issued")
     };
     vec![
@@ -343,6 +345,7 @@ async fn audit_keeps_admin_fields_and_precision(s: &Stores) {
         actor: Some("ops@example.test".to_owned()),
         action: Some("secret.add".to_owned()),
         fields: vec!["secrets".to_owned(), "status".to_owned()],
+        auth_method: None,
         source_ip: None,
         ..record("c", T0, "adm-1", "admin")
     };

@@ -53,6 +53,7 @@ fn record(id: &str, at: OffsetDateTime, outcome: &str, ip: &str) -> AuditRecord 
         actor: None,
         action: None,
         fields: Vec::new(),
+        auth_method: None,
         expires_at: (at + Duration::days(90)).unix_timestamp(),
     }
 }

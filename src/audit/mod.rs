@@ -5,7 +5,9 @@ pub mod report;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
+
+use crate::clients::secret::looks_like_secret;
 
 /// The client id recorded when a request named none (or none of a valid form).
 pub const NO_CLIENT: &str = "-";
@@ -56,15 +58,105 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// Names of the fields a management action changed; for an issued token, the client
-    /// authentication method that succeeded (`client_secret_basic`, `client_secret_post`,
-    /// `private_key_jwt`).
+    /// authentication method that succeeded, as [`auth_method`](Self::auth_method) (records
+    /// written before that field existed have it here only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
+    /// For an issued token, the client authentication method that succeeded
+    /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, RFC 8414 names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
     /// When the record may be deleted, seconds since the epoch (DynamoDB TTL).
     pub expires_at: i64,
 }
 
+/// Where a request came from, as the HTTP front knows it: what its audit record says besides
+/// the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The request id (API Gateway's, or generated).
+    pub request_id: String,
+    /// The source address.
+    pub source_ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+/// What the record of an issued token holds besides the request (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuance {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The granted scope, space-delimited.
+    pub scope: String,
+    /// The granted audience(s), space-separated.
+    pub audience: String,
+    /// The client authentication method that succeeded, by its RFC 8414 name.
+    pub auth_method: &'static str,
+}
+
 impl AuditRecord {
+    /// The record of a token request answered with `outcome`, kept for `retention`. The client
+    /// id is recorded only when it cannot be a secret (a client that swapped id and secret must
+    /// not have its secret in the trail, whichever path got it here); otherwise `-`.
+    pub fn for_request(
+        client_id: Option<&str>,
+        outcome: &str,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+        retention: Duration,
+    ) -> Self {
+        let client_id = client_id.filter(|id| !looks_like_secret(id));
+        Self {
+            client_id: client_id.unwrap_or(NO_CLIENT).to_owned(),
+            timestamp: now,
+            request_id: meta.request_id.clone(),
+            outcome: outcome.to_owned(),
+            jti: None,
+            scope: None,
+            audience: None,
+            source_ip: meta.source_ip.clone(),
+            user_agent: meta.user_agent.as_deref().map(clean_user_agent),
+            actor: None,
+            action: None,
+            fields: Vec::new(),
+            auth_method: None,
+            expires_at: (now + retention).unix_timestamp(),
+        }
+    }
+
+    /// The record of a token issued to `client_id`: [`for_request`](Self::for_request) with
+    /// outcome `issued`, the token's `jti`, scope and audience, and the authentication method.
+    pub fn for_issued(
+        client_id: &str,
+        issued: Issuance,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+        retention: Duration,
+    ) -> Self {
+        let mut record = Self::for_request(Some(client_id), ISSUED, meta, now, retention);
+        record.jti = Some(issued.jti);
+        record.scope = Some(issued.scope);
+        record.audience = Some(issued.audience);
+        record.auth_method = Some(issued.auth_method.to_owned());
+        // Also where records written before `auth_method` carry it: `tokenctl audit --json`
+        // readers of `fields` keep finding it (its JSON shapes only ever gain fields).
+        record.fields = vec![issued.auth_method.to_owned()];
+        record
+    }
+
+    /// The client authentication method of an issued token: [`auth_method`](Self::auth_method),
+    /// or for a record written before that field existed, the method its `fields` names.
+    pub fn issued_with(&self) -> Option<&str> {
+        if let Some(method) = &self.auth_method {
+            return Some(method);
+        }
+        match self.fields.as_slice() {
+            [method] if self.outcome == ISSUED && self.is_token_request() => Some(method),
+            _ => None,
+        }
+    }
+
     /// Whether this records a token request (not a management action).
     pub fn is_token_request(&self) -> bool {
         self.action.is_none()
@@ -102,6 +194,107 @@ pub struct AuditQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta() -> RequestMeta {
+        RequestMeta {
+            request_id: "req-1".to_owned(),
+            source_ip: Some("192.0.2.7".to_owned()),
+            user_agent: Some("curl/8\r\nX: y".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_request_record_keeps_the_request_and_expires_after_the_retention() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let r = AuditRecord::for_request(
+            Some("svc"),
+            "invalid_scope",
+            &meta(),
+            now,
+            Duration::days(90),
+        );
+        assert_eq!(r.client_id, "svc");
+        assert_eq!(r.outcome, "invalid_scope");
+        assert_eq!(r.request_id, "req-1");
+        assert_eq!(r.source_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(r.user_agent.as_deref(), Some("curl/8??X: y"));
+        assert_eq!(r.expires_at, 1_700_000_000 + 90 * 86_400);
+        assert!(r.is_token_request());
+        assert_eq!((r.jti, r.scope, r.audience), (None, None, None));
+        let none =
+            AuditRecord::for_request(None, "invalid_request", &meta(), now, Duration::days(1));
+        assert_eq!(none.client_id, NO_CLIENT);
+    }
+
+    #[test]
+    fn a_secret_given_as_the_client_id_is_never_recorded() {
+        let secret = crate::clients::ClientSecret::generate();
+        let now = OffsetDateTime::now_utc();
+        let r = AuditRecord::for_request(
+            Some(secret.expose()),
+            INVALID_CLIENT,
+            &meta(),
+            now,
+            Duration::days(1),
+        );
+        assert_eq!(r.client_id, NO_CLIENT);
+        let issued = Issuance {
+            jti: "j".to_owned(),
+            scope: "read".to_owned(),
+            audience: "https://a.test/".to_owned(),
+            auth_method: "client_secret_basic",
+        };
+        let r = AuditRecord::for_issued(secret.expose(), issued, &meta(), now, Duration::days(1));
+        assert_eq!(r.client_id, NO_CLIENT);
+    }
+
+    #[test]
+    fn an_issued_record_names_the_token_and_the_method() {
+        let now = OffsetDateTime::now_utc();
+        let issued = Issuance {
+            jti: "j".to_owned(),
+            scope: "read write".to_owned(),
+            audience: "https://a.test/ https://b.test/".to_owned(),
+            auth_method: "private_key_jwt",
+        };
+        let r = AuditRecord::for_issued("svc", issued, &meta(), now, Duration::days(1));
+        assert_eq!(r.outcome, ISSUED);
+        assert_eq!(r.jti.as_deref(), Some("j"));
+        assert_eq!(r.scope.as_deref(), Some("read write"));
+        assert_eq!(
+            r.audience.as_deref(),
+            Some("https://a.test/ https://b.test/")
+        );
+        assert_eq!(r.auth_method.as_deref(), Some("private_key_jwt"));
+        assert_eq!(r.fields, ["private_key_jwt"]);
+        assert_eq!(r.issued_with(), Some("private_key_jwt"));
+    }
+
+    #[test]
+    fn a_record_from_before_auth_method_reads_its_method_from_fields() {
+        let old = r#"{"client_id":"svc","timestamp":"2026-11-01T10:00:00Z","request_id":"r",
+            "outcome":"issued","jti":"j","fields":["client_secret_post"],"expires_at":1}"#;
+        let r: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.auth_method, None);
+        assert_eq!(r.issued_with(), Some("client_secret_post"));
+        let refused = AuditRecord::for_request(
+            Some("svc"),
+            INVALID_CLIENT,
+            &meta(),
+            r.timestamp,
+            Duration::days(1),
+        );
+        assert_eq!(refused.issued_with(), None);
+        let mut admin = refused;
+        admin.outcome = ISSUED.to_owned();
+        admin.action = Some("client.update".to_owned());
+        admin.fields = vec!["status".to_owned()];
+        assert_eq!(
+            admin.issued_with(),
+            None,
+            "an admin action's fields are not a method"
+        );
+    }
 
     #[test]
     fn user_agent_is_truncated_on_a_char_boundary_without_controls() {

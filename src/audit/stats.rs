@@ -103,6 +103,7 @@ mod tests {
             actor: None,
             action: action.map(str::to_owned),
             fields: Vec::new(),
+            auth_method: None,
             expires_at: 0,
         }
     }

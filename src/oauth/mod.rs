@@ -1,9 +1,10 @@
 //! The OAuth 2.0 protocol surface: errors (RFC 6749 §5.2), token requests (§2.3, §4.4, RFC 8707),
-//! scopes (§3.3) and access-token claims (RFC 9068).
+//! scopes (§3.3), access-token claims (RFC 9068) and the grant rules (§4.4).
 
 pub mod assertion;
 pub mod claims;
 pub mod error;
+pub mod grant;
 pub mod request;
 pub mod scope;
 

@@ -82,6 +82,15 @@ pub trait RateLimits: Send + Sync {
     async fn increment(&self, key: &str, expires_at: i64) -> Result<(), StoreError>;
     /// The counter's value (0 when absent).
     async fn count(&self, key: &str) -> Result<u64, StoreError>;
+    /// The values of several counters, in the order of `keys` (0 for an absent one), read
+    /// consistently in one round trip where the backend can (DynamoDB: one `BatchGetItem`).
+    async fn counts(&self, keys: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.count(key).await?);
+        }
+        Ok(values)
+    }
 }
 
 /// The public keys (the public-keys table): all the JWKS function may read.

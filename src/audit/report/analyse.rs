@@ -273,6 +273,7 @@ mod tests {
             actor: None,
             action: None,
             fields: Vec::new(),
+            auth_method: None,
             expires_at: 0,
         }
     }

@@ -66,6 +66,7 @@ fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
         ("user_agent", &record.user_agent),
         ("actor", &record.actor),
         ("action", &record.action),
+        ("auth_method", &record.auth_method),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -99,6 +100,7 @@ fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
         actor: r.opt_s("actor")?,
         action: r.opt_s("action")?,
         fields: r.strings("fields")?,
+        auth_method: r.opt_s("auth_method")?,
         expires_at: r.i64(EXPIRES_AT)?,
     })
 }
