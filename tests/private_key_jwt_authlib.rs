@@ -183,4 +183,14 @@ fn authlib_gets_a_token_with_a_private_key_and_verifies_it() {
         .collect();
     assert_eq!(issued.len(), 1, "{records}");
     assert_eq!(issued[0]["fields"], serde_json::json!(["private_key_jwt"]));
+    assert_eq!(issued[0]["auth_method"], "private_key_jwt", "{records}");
+    // The text view names the method of each issued token too.
+    let out = tokenctl(&db, &["audit", "--client", "authlib"]);
+    let listing = text(&out);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(" issued ") && l.contains("auth=private_key_jwt")),
+        "{listing}"
+    );
 }

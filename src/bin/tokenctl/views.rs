@@ -187,9 +187,10 @@ pub fn print_record(r: &AuditRecord) {
             r.fields.join(",")
         ),
         (None, Some(jti)) => format!(
-            "jti={jti} scope={} aud={}",
+            "jti={jti} scope={} aud={} auth={}",
             r.scope.as_deref().unwrap_or(""),
-            r.audience.as_deref().unwrap_or("")
+            r.audience.as_deref().unwrap_or(""),
+            r.issued_with().unwrap_or("-")
         ),
         (None, None) => String::new(),
     };

@@ -242,7 +242,11 @@ impl DynamoDbAuditLog {
             .flatten()
             .collect::<Vec<_>>()
             .join(" AND ");
-        let mut request = self.db.scan().table_name(&self.table).consistent_read(false);
+        let mut request = self
+            .db
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(false);
         if !filter.is_empty() {
             request = request
                 .filter_expression(filter)
