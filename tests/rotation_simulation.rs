@@ -63,6 +63,7 @@ async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<Ma
                 secret: versions.clone(),
                 public_keys: s.public_keys.clone(),
                 schedule: config.schedule,
+                alg: config.signing_alg,
                 clock,
             };
             let token = random_b64url(24);
