@@ -1,6 +1,7 @@
-//! Cost of issuing a token against the bare RSA-2048 signature it contains, and of a
-//! `private_key_jwt` assertion check against a secret check, measured in one run so that the
-//! ratios hold on a shared, noisy machine (`cargo bench --bench issue`).
+//! Cost of issuing a token against the bare RSA-2048 signature it contains, of a
+//! `private_key_jwt` assertion check against a secret check, and of signing and verifying an
+//! access token with each `TOKEN_SIGNING_ALG`, measured in one run so that the ratios hold on a
+//! shared, noisy machine (`cargo bench --bench issue`).
 //!
 //! Single-threaded and bounded: a fixed number of iterations per case.
 
@@ -24,7 +25,7 @@ use token_service::config::ServiceConfig;
 use token_service::embedded::Embedded;
 use token_service::issue::RequestMeta;
 use token_service::issue::TokenService;
-use token_service::keys::{KeyRing, KeySet};
+use token_service::keys::{KeyRing, KeySet, SIGNING_ALGS};
 use token_service::oauth::assertion::{AssertionPolicy, JWT_BEARER, verify as verify_assertion};
 use token_service::oauth::request::RawRequest;
 
@@ -154,6 +155,43 @@ fn main() {
         "issue with private_key_jwt / issue with a secret: {:.3}",
         issue_jwt / issue
     );
+    signing_per_alg(claims);
+}
+
+/// Per `TOKEN_SIGNING_ALG`: the access token's length, the cost of signing it (the token
+/// service's own signer) and of verifying it as a resource server does (`jsonwebtoken` with
+/// the published JWK, the key already parsed, claims checked).
+fn signing_per_alg(claims: &[u8]) {
+    let now = OffsetDateTime::now_utc();
+    let schedule = ServiceConfig::for_tests().schedule;
+    let rng = SystemRandom::new();
+    let mut rows = Vec::new();
+    for alg in SIGNING_ALGS {
+        let set = KeySet::default().rotated_to(alg, now, &schedule).unwrap();
+        let ring = KeyRing::load(&set).unwrap();
+        let signer = ring.signer(&schedule, now).unwrap();
+        let token = signer.sign_json(claims, &rng).unwrap();
+        let sign = time_per_op(&format!("{alg} access token: sign"), || {
+            black_box(signer.sign_json(claims, &rng).unwrap());
+        });
+        let key = jsonwebtoken::DecodingKey::from_jwk(&ring.public_records()[0].jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg.jwt_algorithm());
+        validation.validate_exp = false;
+        validation.set_audience(&["https://api.example.com"]);
+        validation.set_issuer(&["https://issuer.test"]);
+        let verify = time_per_op(&format!("{alg} access token: verify"), || {
+            black_box(
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation)
+                    .unwrap(),
+            );
+        });
+        rows.push((alg, token.len(), sign, verify));
+    }
+    println!();
+    println!("alg    token bytes  sign us  verify us");
+    for (alg, len, sign, verify) in rows {
+        println!("{:<6} {len:>11} {sign:>8.1} {verify:>10.1}", alg.as_str());
+    }
 }
 
 /// A client key pair for assertions: the signing key and the public JWK.

@@ -477,7 +477,7 @@ impl Admin {
             if !due(&current, now) {
                 return Ok(None);
             }
-            let next = current.rotated(now, &self.config.schedule)?;
+            let next = current.rotated_to(self.config.signing_alg, now, &self.config.schedule)?;
             match self.keys.replace_key_set(&current, &next).await {
                 Ok(()) => {
                     self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use clap::{Args, Parser};
 use time::Duration;
 
-use crate::keys::Schedule;
+use crate::keys::{Schedule, SigningAlg};
 
 /// Settings shared by every shape; each is a flag and an environment variable.
 #[derive(Debug, Clone, Args)]
@@ -60,6 +60,10 @@ pub struct ServiceSettings {
     /// address gets `429`, and only the first of those is audited, until the minute ends.
     #[arg(long, env = "TOKEN_FAIL_BUDGET_IP", default_value_t = 100)]
     pub fail_budget_ip: u32,
+    /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
+    /// with the next key rotation; the keys in use keep their algorithm until they retire.
+    #[arg(long, env = "TOKEN_SIGNING_ALG", default_value = "RS256")]
+    pub signing_alg: String,
 }
 
 /// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
@@ -105,6 +109,8 @@ pub struct ServiceConfig {
     pub clock_skew: u64,
     /// Longest time from now to a client assertion's `exp`, seconds.
     pub assertion_max_lifetime: u64,
+    /// The algorithm of the next signing key made.
+    pub signing_alg: SigningAlg,
 }
 
 /// Per-minute limits of the token endpoint (DESIGN.md "Abuse protection").
@@ -226,6 +232,10 @@ impl ServiceSettings {
                 "TOKEN_AUDIT_RETENTION_DAYS must be between 1 and {RETENTION_DAYS_CEILING}"
             )));
         }
+        let signing_alg: SigningAlg = self
+            .signing_alg
+            .parse()
+            .map_err(|e| invalid(format!("TOKEN_SIGNING_ALG: {e}")))?;
         let scopes_supported = match &self.scopes_supported {
             None => None,
             Some(text) => {
@@ -264,6 +274,7 @@ impl ServiceSettings {
             },
             clock_skew: self.clock_skew,
             assertion_max_lifetime: self.assertion_max_lifetime,
+            signing_alg,
         })
     }
 }
@@ -455,6 +466,24 @@ mod tests {
                 .refusals_per_ip,
             7
         );
+    }
+
+    #[test]
+    fn the_signing_algorithm_is_one_of_three_exact_names() {
+        assert_eq!(parse(&[]).unwrap().signing_alg, SigningAlg::RS256);
+        for alg in crate::keys::SIGNING_ALGS {
+            assert_eq!(
+                parse(&["--signing-alg", alg.as_str()]).unwrap().signing_alg,
+                alg
+            );
+        }
+        for bad in ["es256", "PS256", "HS256", "none", ""] {
+            let refused = parse(&["--signing-alg", bad]).expect_err(bad).to_string();
+            assert!(
+                refused.contains("TOKEN_SIGNING_ALG") && refused.contains("RS256, ES256, EdDSA"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

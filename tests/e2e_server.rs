@@ -20,6 +20,11 @@ struct Server {
 impl Server {
     /// Starts the server and reads its stdout until it listens (at most 30 s).
     fn start(db: &std::path::Path, port: u16) -> (Self, Vec<String>) {
+        Self::start_with(db, port, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    fn start_with(db: &std::path::Path, port: u16, env: &[(&str, &str)]) -> (Self, Vec<String>) {
         std::fs::create_dir_all(db.parent().unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -31,6 +36,8 @@ impl Server {
             .arg("--db")
             .arg(db)
             .env_remove("TOKEN_ISSUER")
+            .env_remove("TOKEN_SIGNING_ALG")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -252,4 +259,115 @@ fn bad_configuration_stops_the_start_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOKEN_ISSUER"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_token-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--db")
+        .arg(dir.path().join("y.db"))
+        .env("TOKEN_SIGNING_ALG", "es256")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOKEN_SIGNING_ALG") && stderr.contains("RS256, ES256, EdDSA"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("y.db").exists(), "no key was made");
+}
+
+/// PyJWT in `.venv` (installed by `make test` with the Authlib test's tools).
+fn python_with_pyjwt() -> std::path::PathBuf {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} with PyJWT is missing: run `make venv-authlib` (or `make test`, which installs it)",
+        python.display()
+    );
+    python
+}
+
+/// An independent resource-server library's verdict: `tests/python/pyjwt_verify.py`.
+fn pyjwt_verify(token: &str, jwks: &str, issuer: &str) -> Result<serde_json::Value, String> {
+    use std::io::Write as _;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pyjwt_verify.py");
+    let mut child = Command::new(python_with_pyjwt())
+        .arg(script)
+        .args([issuer, common::AUDIENCE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{token}\n{jwks}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A fresh server (`token-server --db NEW.db`, as bench/load.sh starts it) makes its first key
+/// with `TOKEN_SIGNING_ALG` and signs with it; the JWKS publishes that algorithm, and both
+/// `jsonwebtoken` and PyJWT verify the token with the algorithm taken from the JWK.
+#[test]
+fn a_fresh_server_signs_with_the_configured_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in ["ES256", "EdDSA"] {
+        let db = dir.path().join(format!("{alg}.db"));
+        let (mut server, output) =
+            Server::start_with(&db, free_port(), &[("TOKEN_SIGNING_ALG", alg)]);
+        let secret = output
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("client_secret:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no client_secret in {output:?}"));
+        let agent = agent();
+        let mut response = agent
+            .post(format!("{}/oauth/token", server.base))
+            .header("Authorization", common::basic_header("demo", &secret))
+            .content_type("application/x-www-form-urlencoded")
+            .send("grant_type=client_credentials")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let text = agent
+            .get(format!("{}/.well-known/jwks.json", server.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let jwks: JwkSet = serde_json::from_str(&text).unwrap();
+        let published: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(published["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(published["keys"][0]["alg"], alg);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(format!("{:?}", header.alg), alg);
+        let claims =
+            common::verify(&token, &jwks, &server.base, common::AUDIENCE).expect("verifies");
+        assert_eq!(claims.client_id, "demo");
+        let verdict = pyjwt_verify(&token, &text, &server.base)
+            .unwrap_or_else(|e| panic!("PyJWT refused the {alg} token: {e}"));
+        assert_eq!(verdict["alg"], alg);
+        assert_eq!(verdict["claims"]["client_id"], "demo");
+        // A token with another signature is refused by PyJWT: the check above can fail.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let other = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{signed}.{other}{}", &signature[1..]);
+        assert!(
+            pyjwt_verify(&forged, &text, &server.base).is_err(),
+            "PyJWT accepted a forged {alg} token"
+        );
+        server.stop();
+    }
 }

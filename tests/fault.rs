@@ -25,7 +25,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
 use serde_json::Value;
 use support::fault_proxy::{Fault, FaultProxy, Service};
 use support::moto;
@@ -239,7 +239,9 @@ fn verify(token: &str, keys: &JwkSet) -> Value {
     let jwk = keys
         .find(header.kid.as_deref().expect("kid"))
         .expect("the token's kid is in the JWKS");
-    let mut validation = Validation::new(Algorithm::RS256);
+    // The algorithm the JWKS publishes for the key, never the header's choice.
+    let alg = jwk.common.key_algorithm.expect("the JWK names its alg");
+    let mut validation = Validation::new(alg.to_string().parse().expect("a JWS algorithm"));
     validation.set_audience(&[AUDIENCE]);
     validation.set_issuer(&["https://issuer.test"]);
     let key = DecodingKey::from_jwk(jwk).expect("RSA JWK");

@@ -51,6 +51,7 @@ async fn fixture() -> Fixture {
             secret: versions.clone(),
             public_keys: public.clone(),
             schedule: ServiceConfig::for_tests().schedule,
+            alg: ServiceConfig::for_tests().signing_alg,
             clock: clock.clone(),
         },
         versions,

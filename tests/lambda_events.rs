@@ -137,7 +137,9 @@ fn verify(token: &str, keys: &JwkSet) -> Value {
     let kid = header.kid.expect("kid");
     let jwk = keys.find(&kid).expect("the token's kid is in the JWKS");
     let key = DecodingKey::from_jwk(jwk).expect("RSA JWK");
-    let mut validation = Validation::new(Algorithm::RS256);
+    // The algorithm the JWKS publishes for the key, never the header's choice.
+    let alg = jwk.common.key_algorithm.expect("the JWK names its alg");
+    let mut validation = Validation::new(alg.to_string().parse().expect("a JWS algorithm"));
     validation.set_audience(&[AUDIENCE]);
     validation.set_issuer(&["https://issuer.test"]);
     jsonwebtoken::decode::<Value>(token, &key, &validation)

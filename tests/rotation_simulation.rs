@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
 use time::{Duration, OffsetDateTime};
 use token_service::admin::{Admin, NewClient};
 use token_service::clock::{Clock as _, ManualClock};
@@ -33,14 +33,16 @@ async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> J
     )
 }
 
-/// A resource server's check: known kid, RS256, signature, and not expired at `now`.
+/// A resource server's check: known kid, the algorithm its JWK publishes, signature, and not
+/// expired at `now`.
 fn accepts(jwks: &JwkSet, token: &str, now: OffsetDateTime) -> Result<i64, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks
         .find(&kid)
         .ok_or_else(|| format!("unknown kid {kid}"))?;
-    let mut v = Validation::new(Algorithm::RS256);
+    let alg = jwk.common.key_algorithm.ok_or("the JWK names no alg")?;
+    let mut v = Validation::new(alg.to_string().parse().map_err(|_| "not a JWS alg")?);
     v.validate_exp = false; // checked against the simulated clock below
     v.validate_aud = false;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
@@ -63,6 +65,7 @@ async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<Ma
                 secret: versions.clone(),
                 public_keys: s.public_keys.clone(),
                 schedule: config.schedule,
+                alg: config.signing_alg,
                 clock,
             };
             let token = random_b64url(24);

@@ -14,7 +14,7 @@ use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
 use token_service::keys::KeyCache;
-use token_service::keys::{KeyEntry, KeySet, jwk};
+use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;
 use token_service::store::StoreError;
@@ -383,10 +383,13 @@ async fn key_set_is_empty_at_start_and_rotations_round_trip(s: &Stores) {
 
 async fn public_keys_replace_adds_and_removes(s: &Stores) {
     assert_eq!(s.public_keys.public_keys().await.unwrap(), Vec::new());
+    // One key of each algorithm: every JWK shape is stored and read back as it was.
     let set = KeySet {
         version: 1,
-        keys: (0..3)
-            .map(|i| KeyEntry::generate(T0, T0 + Duration::hours(i)).unwrap())
+        keys: SIGNING_ALGS
+            .into_iter()
+            .zip(0..)
+            .map(|(alg, i)| KeyEntry::generate(alg, T0, T0 + Duration::hours(i)).unwrap())
             .collect(),
     };
     let mut records = set.public_records().unwrap();

@@ -1,48 +1,38 @@
 //! Public keys as JWKs (RFC 7517, RFC 7518 §6.3.1) and their RFC 7638 thumbprints.
 
-use aws_lc_rs::rsa::{KeyPair, PublicKeyComponents};
-use aws_lc_rs::signature::KeyPair as _;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
-    RSAKeyParameters, RSAKeyType, ThumbprintHash,
+    AlgorithmParameters, CommonParameters, Jwk, JwkSet, PublicKeyUse, ThumbprintHash,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::pair::KeyPair;
 use super::schedule::{KeyTimes, Schedule};
 use super::{KeyEntry, KeyError};
-use crate::encoding::b64url;
 
-fn rsa_params(pair: &KeyPair) -> RSAKeyParameters {
-    let components: PublicKeyComponents<Vec<u8>> = pair.public_key().into();
-    RSAKeyParameters {
-        key_type: RSAKeyType::RSA,
-        n: b64url(&components.n),
-        e: b64url(&components.e),
-    }
-}
-
-/// The RFC 7638 SHA-256 thumbprint of the key pair's public key: its `kid`.
-pub fn thumbprint(pair: &KeyPair) -> String {
+/// The RFC 7638 SHA-256 thumbprint of a public key: its `kid`. The canonical JSON of each key
+/// type (RFC 7638 §3.2; RFC 8037 §2 for OKP) is `jsonwebtoken`'s.
+pub fn thumbprint(params: &AlgorithmParameters) -> String {
     let bare = Jwk {
         common: CommonParameters::default(),
-        algorithm: AlgorithmParameters::RSA(rsa_params(pair)),
+        algorithm: params.clone(),
     };
     bare.thumbprint(ThumbprintHash::SHA256)
-        .expect("an RSA JWK always has a thumbprint")
+        .expect("RSA, P-256 and Ed25519 JWKs always have a thumbprint")
 }
 
-/// The public JWK of a key pair: `kty`, `kid`, `use: sig`, `alg: RS256`, `n`, `e`. Never a
-/// private member: it is built from the public components only.
+/// The public JWK of a key pair: `kty`, `kid`, `use: sig`, the key's own `alg`, and the public
+/// members of its type (`n`, `e`; `crv`, `x`, `y`; `crv`, `x`). Never a private member: it is
+/// built from the public key only.
 pub fn public_jwk(kid: &str, pair: &KeyPair) -> Jwk {
     Jwk {
         common: CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
-            key_algorithm: Some(KeyAlgorithm::RS256),
+            key_algorithm: Some(pair.alg().key_algorithm()),
             key_id: Some(kid.to_owned()),
             ..Default::default()
         },
-        algorithm: AlgorithmParameters::RSA(rsa_params(pair)),
+        algorithm: pair.public_params(),
     }
 }
 
@@ -65,8 +55,7 @@ pub struct PublicKeyRecord {
 impl PublicKeyRecord {
     /// The public record of a private key entry.
     pub fn from_entry(entry: &KeyEntry) -> Result<Self, KeyError> {
-        let pair = KeyPair::from_pkcs8(&entry.pkcs8()?)
-            .map_err(|_| KeyError::Invalid(entry.kid.clone()))?;
+        let pair = entry.key_pair()?;
         Ok(Self {
             kid: entry.kid.clone(),
             jwk: public_jwk(&entry.kid, &pair),
@@ -96,5 +85,92 @@ pub fn jwks(records: &[PublicKeyRecord], schedule: &Schedule, now: OffsetDateTim
             .into_iter()
             .map(|r| r.jwk.clone())
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::jwk::{
+        EllipticCurve, OctetKeyPairParameters, OctetKeyPairType, RSAKeyParameters, RSAKeyType,
+    };
+
+    use super::*;
+    use crate::keys::{SIGNING_ALGS, SigningAlg};
+
+    /// RFC 7638 §3.1: the RSA key of RFC 7517 Appendix A.1 and its SHA-256 thumbprint.
+    #[test]
+    fn rsa_thumbprint_is_the_rfc_7638_example() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let params = AlgorithmParameters::RSA(RSAKeyParameters {
+            key_type: RSAKeyType::RSA,
+            n: n.into(),
+            e: "AQAB".into(),
+        });
+        assert_eq!(
+            thumbprint(&params),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    /// RFC 8037 Appendix A.3: the Ed25519 key of A.2 and its SHA-256 thumbprint.
+    #[test]
+    fn ed25519_thumbprint_is_the_rfc_8037_example() {
+        let params = AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+        });
+        assert_eq!(
+            thumbprint(&params),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    /// Each key type's JWK has exactly the public members of RFC 7518 §6.2.1 / §6.3.1 and
+    /// RFC 8037 §2, its own `alg`, `use: sig`, and its thumbprint as `kid`.
+    #[test]
+    fn each_key_is_published_with_its_own_alg_and_public_members_only() {
+        let now = OffsetDateTime::now_utc();
+        let expected: [(SigningAlg, &[&str]); 3] = [
+            (SigningAlg::RS256, &["alg", "e", "kid", "kty", "n", "use"]),
+            (
+                SigningAlg::ES256,
+                &["alg", "crv", "kid", "kty", "use", "x", "y"],
+            ),
+            (SigningAlg::EdDSA, &["alg", "crv", "kid", "kty", "use", "x"]),
+        ];
+        assert_eq!(expected.map(|(a, _)| a), SIGNING_ALGS);
+        for (alg, members) in expected {
+            let entry = KeyEntry::generate(alg, now, now).unwrap();
+            let record = PublicKeyRecord::from_entry(&entry).unwrap();
+            let json = serde_json::to_value(&record.jwk).unwrap();
+            let mut names: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            names.sort();
+            assert_eq!(names, members, "{alg}: {json}");
+            assert_eq!(json["alg"], alg.as_str());
+            assert_eq!(json["use"], "sig");
+            assert_eq!(json["kid"], entry.kid.as_str());
+            assert_eq!(thumbprint(&record.jwk.algorithm), entry.kid);
+            match alg {
+                SigningAlg::RS256 => assert_eq!(json["kty"], "RSA"),
+                SigningAlg::ES256 => {
+                    assert_eq!(
+                        (json["kty"].as_str(), json["crv"].as_str()),
+                        (Some("EC"), Some("P-256"))
+                    );
+                }
+                SigningAlg::EdDSA => {
+                    assert_eq!(
+                        (json["kty"].as_str(), json["crv"].as_str()),
+                        (Some("OKP"), Some("Ed25519"))
+                    );
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod jwk;
+pub mod pair;
 pub mod ring;
 pub mod schedule;
 
@@ -12,18 +13,23 @@ use time::OffsetDateTime;
 
 pub use cache::{KeyCache, KeyCacheError};
 pub use jwk::PublicKeyRecord;
+pub use pair::{KeyPair, SIGNING_ALGS, SigningAlg};
 pub use ring::{KeyRing, SigningKey};
 pub use schedule::{KeyTimes, Schedule};
 
-/// The only algorithm the service signs with (RFC 8725 §3.1: one algorithm, fixed by us).
-pub const ALG: &str = "RS256";
+/// The `alg` of a stored key that has none: key sets written before keys recorded their
+/// algorithm hold RSA keys only.
+fn legacy_alg() -> String {
+    SigningAlg::RS256.as_str().to_owned()
+}
 
 /// One private key of the set (DESIGN.md "Data model").
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEntry {
     /// Key id: the RFC 7638 thumbprint of the public key, never reused.
     pub kid: String,
-    /// Always `RS256`.
+    /// The JWS algorithm the key signs with ([`SigningAlg`]); `RS256` when absent.
+    #[serde(default = "legacy_alg")]
     pub alg: String,
     /// When the key was generated.
     #[serde(with = "time::serde::rfc3339")]
@@ -39,6 +45,7 @@ impl std::fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyEntry")
             .field("kid", &self.kid)
+            .field("alg", &self.alg)
             .field("created_at", &self.created_at)
             .field("activates_at", &self.activates_at)
             .field("private_key", &"[redacted]")
@@ -62,10 +69,10 @@ impl KeyTimes for KeyEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Key generation failed in the crypto library.
-    #[error("RSA key generation failed")]
+    #[error("key generation failed")]
     Generate,
-    /// Stored key material is not a valid PKCS#8 RSA key.
-    #[error("key {0} is not a valid PKCS#8 RSA private key")]
+    /// Stored key material is not a valid PKCS#8 private key of the key's algorithm.
+    #[error("key {0} is not a valid PKCS#8 private key of its algorithm")]
     Invalid(String),
     /// The key set uses a version or algorithm this build does not know.
     #[error("unsupported key set: {0}")]
@@ -92,26 +99,40 @@ impl KeyError {
 }
 
 impl KeyEntry {
-    /// Generates a new RSA-2048 key that may sign from `activates_at` on.
-    pub fn generate(now: OffsetDateTime, activates_at: OffsetDateTime) -> Result<Self, KeyError> {
-        use aws_lc_rs::encoding::AsDer;
-        use aws_lc_rs::rsa::{KeyPair, KeySize};
-        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
-        let der = pair.as_der().map_err(|_| KeyError::Generate)?;
-        let kid = jwk::thumbprint(&pair);
+    /// Generates a new key of `alg` that may sign from `activates_at` on.
+    pub fn generate(
+        alg: SigningAlg,
+        now: OffsetDateTime,
+        activates_at: OffsetDateTime,
+    ) -> Result<Self, KeyError> {
+        let pair = KeyPair::generate(alg).map_err(|_| KeyError::Generate)?;
+        let der = pair.pkcs8().map_err(|_| KeyError::Generate)?;
         Ok(Self {
-            kid,
-            alg: ALG.to_owned(),
+            kid: jwk::thumbprint(&pair.public_params()),
+            alg: alg.as_str().to_owned(),
             created_at: now,
             activates_at,
-            private_key: STANDARD.encode(der.as_ref()),
+            private_key: STANDARD.encode(der),
         })
+    }
+
+    /// The algorithm the key signs with.
+    pub fn algorithm(&self) -> Result<SigningAlg, KeyError> {
+        self.alg
+            .parse()
+            .map_err(|_| KeyError::Unsupported(format!("alg {} of {}", self.alg, self.kid)))
     }
 
     /// The PKCS#8 DER bytes of the private key.
     pub fn pkcs8(&self) -> Result<Vec<u8>, KeyError> {
         STANDARD
             .decode(&self.private_key)
+            .map_err(|_| KeyError::Invalid(self.kid.clone()))
+    }
+
+    /// The parsed private key.
+    pub fn key_pair(&self) -> Result<KeyPair, KeyError> {
+        KeyPair::from_pkcs8(self.algorithm()?, &self.pkcs8()?)
             .map_err(|_| KeyError::Invalid(self.kid.clone()))
     }
 }
@@ -141,8 +162,8 @@ impl KeySet {
         if set.version != 1 {
             return Err(KeyError::Unsupported(format!("version {}", set.version)));
         }
-        if let Some(k) = set.keys.iter().find(|k| k.alg != ALG) {
-            return Err(KeyError::Unsupported(format!("alg {} of {}", k.alg, k.kid)));
+        for key in &set.keys {
+            key.algorithm()?;
         }
         Ok(set)
     }
@@ -152,17 +173,28 @@ impl KeySet {
         serde_json::to_string(self).expect("a key set always serialises")
     }
 
-    /// The set after one rotation at `now` (DESIGN.md "Keys and rotation"): a new key that
-    /// activates after the pre-publication delay is added, and keys that are no longer
-    /// published are dropped. An empty set gets a key that signs at once: nobody can have
-    /// cached a JWKS yet.
+    /// [`rotated_to`](Self::rotated_to) with a new key of the default algorithm, RS256.
     pub fn rotated(&self, now: OffsetDateTime, schedule: &Schedule) -> Result<Self, KeyError> {
+        self.rotated_to(SigningAlg::default(), now, schedule)
+    }
+
+    /// The set after one rotation at `now` (DESIGN.md "Keys and rotation"): a new key of `alg`
+    /// that activates after the pre-publication delay is added, and keys that are no longer
+    /// published are dropped. An empty set gets a key that signs at once: nobody can have
+    /// cached a JWKS yet. This is the only way a change of `TOKEN_SIGNING_ALG` takes effect:
+    /// the keys already in the set keep their algorithm until they retire.
+    pub fn rotated_to(
+        &self,
+        alg: SigningAlg,
+        now: OffsetDateTime,
+        schedule: &Schedule,
+    ) -> Result<Self, KeyError> {
         let activates_at = if self.keys.is_empty() {
             now
         } else {
             now + schedule.prepublication
         };
-        let new = KeyEntry::generate(now, activates_at)?;
+        let new = KeyEntry::generate(alg, now, activates_at)?;
         let mut keys: Vec<KeyEntry> = self
             .keys
             .iter()
@@ -204,5 +236,58 @@ pub(crate) mod tests {
         }
         let err = KeySet::from_json(r#"{"version":2,"keys":[]}"#).unwrap_err();
         assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    /// A key set written before keys recorded an algorithm (no `alg`), or with `RS256`, loads
+    /// and signs RS256; an algorithm this build does not sign with is refused by name.
+    #[test]
+    fn key_sets_without_alg_load_as_rs256() {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyEntry::generate(SigningAlg::RS256, now, now).unwrap();
+        let mut json = serde_json::to_value(KeySet {
+            version: 1,
+            keys: vec![key.clone()],
+        })
+        .unwrap();
+        json["keys"][0].as_object_mut().unwrap().remove("alg");
+        let set = KeySet::from_json(&json.to_string()).unwrap();
+        assert_eq!(set.keys[0].algorithm().unwrap(), SigningAlg::RS256);
+        let ring = KeyRing::load(&set).unwrap();
+        assert_eq!(ring.key(&key.kid).unwrap().alg(), SigningAlg::RS256);
+        assert_eq!(
+            set.public_records().unwrap()[0].jwk.common.key_algorithm,
+            Some(jsonwebtoken::jwk::KeyAlgorithm::RS256)
+        );
+
+        json["keys"][0]["alg"] = "PS256".into();
+        let err = KeySet::from_json(&json.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alg PS256"), "{err}");
+    }
+
+    /// A rotation makes its new key with the algorithm asked for, and leaves the keys already
+    /// in the set, and so the key that signs now, as they were.
+    #[test]
+    fn a_rotation_adds_a_key_of_the_new_algorithm_and_keeps_the_others() {
+        let schedule = Schedule {
+            prepublication: time::Duration::hours(1),
+            retirement: time::Duration::seconds(3660),
+        };
+        let t0 = OffsetDateTime::now_utc();
+        let first = KeySet::default().rotated(t0, &schedule).unwrap();
+        let t1 = t0 + time::Duration::hours(2);
+        let next = first.rotated_to(SigningAlg::ES256, t1, &schedule).unwrap();
+        assert_eq!(next.keys.len(), 2);
+        assert_eq!(next.keys[0], first.keys[0]);
+        assert_eq!(next.keys[1].algorithm().unwrap(), SigningAlg::ES256);
+        assert_eq!(next.keys[1].activates_at, t1 + schedule.prepublication);
+        let ring = KeyRing::load(&next).unwrap();
+        assert_eq!(ring.signer(&schedule, t1).unwrap().alg(), SigningAlg::RS256);
+        let later = t1 + schedule.prepublication;
+        assert_eq!(
+            ring.signer(&schedule, later).unwrap().alg(),
+            SigningAlg::ES256
+        );
     }
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine as _;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use time::OffsetDateTime;
 use token_service::admin::{Admin, NewClient};
@@ -204,8 +204,20 @@ impl Reply {
     }
 }
 
+/// The one algorithm a resource server accepts for tokens of `jwk`: the `alg` the JWKS
+/// publishes for it, if it is one of the service's (RS256, ES256, EdDSA). Never the token
+/// header's choice (RFC 8725 §3.1).
+pub fn published_alg(jwk: &Jwk) -> Result<Algorithm, String> {
+    match jwk.common.key_algorithm {
+        Some(KeyAlgorithm::RS256) => Ok(Algorithm::RS256),
+        Some(KeyAlgorithm::ES256) => Ok(Algorithm::ES256),
+        Some(KeyAlgorithm::EdDSA) => Ok(Algorithm::EdDSA),
+        other => Err(format!("the JWK's alg {other:?} is not accepted")),
+    }
+}
+
 /// Verifies a token the way a resource server would, with `jsonwebtoken` and the published
-/// JWK: RS256 only, `typ: at+jwt`, issuer, audience, expiry.
+/// JWK: the JWK's own algorithm only, `typ: at+jwt`, issuer, audience, expiry.
 pub fn verify(
     token: &str,
     jwks: &JwkSet,
@@ -216,15 +228,16 @@ pub fn verify(
     if header.typ.as_deref() != Some("at+jwt") {
         return Err(format!("typ is {:?}", header.typ));
     }
-    if header.alg != Algorithm::RS256 {
-        return Err(format!("alg is {:?}", header.alg));
-    }
     let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks
         .find(&kid)
         .ok_or_else(|| format!("unknown kid {kid}"))?;
+    let alg = published_alg(jwk)?;
+    if header.alg != alg {
+        return Err(format!("alg is {:?}, the JWK's is {alg:?}", header.alg));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut validation = Validation::new(Algorithm::RS256);
+    let mut validation = Validation::new(alg);
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf", "iat"]);

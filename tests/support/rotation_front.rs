@@ -67,6 +67,7 @@ impl RotationFront {
                 &names.public_keys_table,
             )),
             schedule,
+            alg: token_service::keys::SigningAlg::default(),
             clock: Arc::new(SystemClock),
         });
         let front = Arc::new(Front {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use token_service::encoding::random_b64url;
+use token_service::keys::SigningAlg;
 use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
     AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
@@ -117,10 +118,22 @@ impl Stores {
         schedule: token_service::keys::Schedule,
         clock: Arc<dyn token_service::clock::Clock>,
     ) -> token_service::keys::KeySet {
+        self.rotate_keys_to(SigningAlg::default(), schedule, clock)
+            .await
+    }
+
+    /// [`rotate_keys`](Self::rotate_keys) whose new key signs with `alg`
+    /// (`TOKEN_SIGNING_ALG` of the backend's writer).
+    pub async fn rotate_keys_to(
+        &self,
+        alg: SigningAlg,
+        schedule: token_service::keys::Schedule,
+        clock: Arc<dyn token_service::clock::Clock>,
+    ) -> token_service::keys::KeySet {
         use token_service::store::aws::protocol::KeyRotation;
         let Some(versions) = &self.versions else {
             let current = self.keys.load_key_set().await.unwrap();
-            let next = current.rotated(clock.now(), &schedule).unwrap();
+            let next = current.rotated_to(alg, clock.now(), &schedule).unwrap();
             self.keys.replace_key_set(&current, &next).await.unwrap();
             return next;
         };
@@ -128,6 +141,7 @@ impl Stores {
             secret: versions.clone(),
             public_keys: self.public_keys.clone(),
             schedule,
+            alg,
             clock,
         };
         // Secrets Manager version ids are 32 to 64 characters.
@@ -154,6 +168,7 @@ pub async fn rotate_keys_on(
             &names.public_keys_table,
         )),
         schedule: token_service::config::ServiceConfig::for_tests().schedule,
+        alg: SigningAlg::default(),
         clock,
     };
     rotation

@@ -98,6 +98,7 @@ mod tests {
                 secret: Arc::new(doubles::NoVersions),
                 public_keys: store,
                 schedule: ServiceConfig::for_tests().schedule,
+                alg: ServiceConfig::for_tests().signing_alg,
                 clock: Arc::new(SystemClock),
             },
             dir,
@@ -134,6 +135,7 @@ mod tests {
             secret: Arc::new(doubles::Untouchable),
             public_keys: Arc::new(doubles::Untouchable),
             schedule: ServiceConfig::for_tests().schedule,
+            alg: ServiceConfig::for_tests().signing_alg,
             clock: Arc::new(SystemClock),
         };
         let mut other = event("create");

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
             s.resources.public_keys_table.clone(),
         )),
         schedule: s.config.schedule,
+        alg: s.config.signing_alg,
         clock: Arc::new(SystemClock),
     });
     s.initialised();

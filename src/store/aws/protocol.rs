@@ -8,8 +8,12 @@
 //!   that publication.
 //! - `setSecret` makes the public-keys table exactly the pending set's public keys again (which
 //!   keeps every key still published and the new one).
-//! - `testSecret` signs with every pending key and verifies against the published JWK.
+//! - `testSecret` signs with every pending key and verifies against the published JWK, with
+//!   the algorithm that JWK names.
 //! - `finishSecret` moves `AWSCURRENT` to the pending version.
+//!
+//! The new key has the algorithm of `TOKEN_SIGNING_ALG`; the keys already in the set keep
+//! theirs, so a change of the setting rolls out through this same schedule.
 //!
 //! The first rotation after deployment finds no current value and creates a key that signs at
 //! once, so a new stack has a signing key without a manual step.
@@ -21,8 +25,7 @@ use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 
 use crate::clock::Clock;
-use crate::keys::Schedule;
-use crate::keys::{KeyRing, KeySet};
+use crate::keys::{KeyRing, KeySet, Schedule, SigningAlg};
 use crate::store::{PublicKeyStore, StoreError};
 
 /// Staging label of the live version.
@@ -136,6 +139,8 @@ pub struct KeyRotation {
     pub public_keys: Arc<dyn PublicKeyStore>,
     /// Rotation timing.
     pub schedule: Schedule,
+    /// The algorithm of the key `createSecret` makes (`TOKEN_SIGNING_ALG`).
+    pub alg: SigningAlg,
     /// Time source.
     pub clock: Arc<dyn Clock>,
 }
@@ -198,7 +203,7 @@ impl KeyRotation {
         let current = parse_set(self.secret.value_at_stage(AWSCURRENT).await?)?;
         let key_set = |e: crate::keys::KeyError| RotationError::KeySet(e.to_string());
         let mut next = current
-            .rotated(self.clock.now(), &self.schedule)
+            .rotated_to(self.alg, self.clock.now(), &self.schedule)
             .map_err(key_set)?;
         self.publish(&next).await?;
         if !current.keys.is_empty() {
@@ -241,7 +246,7 @@ impl KeyRotation {
     }
 
     async fn test(&self, token: &str) -> Result<(), RotationError> {
-        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        use jsonwebtoken::{DecodingKey, Validation};
         let pending = self.pending(token).await?;
         let ring = KeyRing::load(&pending).map_err(|e| RotationError::KeySet(e.to_string()))?;
         let published = self.public_keys.public_keys().await?;
@@ -264,8 +269,12 @@ impl KeyRotation {
             let token = signer
                 .sign_json(claims.as_bytes(), &rng)
                 .map_err(|e| fail(e.to_string()))?;
+            // The algorithm a verifier takes from the published JWK must be the key's own.
+            if jwk.common.key_algorithm != Some(signer.alg().key_algorithm()) {
+                return Err(fail(format!("not published as {}", signer.alg())));
+            }
             let key = DecodingKey::from_jwk(&jwk).map_err(|e| fail(e.to_string()))?;
-            let mut validation = Validation::new(Algorithm::RS256);
+            let mut validation = Validation::new(signer.alg().jwt_algorithm());
             validation.validate_exp = false;
             validation.required_spec_claims.clear();
             jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
