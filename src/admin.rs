@@ -504,6 +504,11 @@ impl Admin {
             .iter()
             .map(|r| KeyStatus {
                 kid: r.kid.clone(),
+                alg: r
+                    .jwk
+                    .common
+                    .key_algorithm
+                    .map_or_else(|| "-".to_owned(), |a| a.to_string()),
                 created_at: r.created_at,
                 activates_at: r.activates_at,
                 signing: signing.as_deref() == Some(r.kid.as_str()),
@@ -518,6 +523,8 @@ impl Admin {
 pub struct KeyStatus {
     /// Key id.
     pub kid: String,
+    /// The JWS algorithm it signs with, as its JWK publishes it.
+    pub alg: String,
     /// When it was generated.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -115,6 +115,23 @@ fn keys_rotate_and_list() {
     assert_eq!(keys.iter().filter(|k| k["signing"] == true).count(), 1);
     assert!(keys.iter().all(|k| k["published"] == true));
     assert_eq!(json(&db, &["keys", "list"]), second);
+    assert!(keys.iter().all(|k| k["alg"] == "RS256"), "{second}");
+
+    // A new algorithm takes effect with the next rotation; the keys in the set keep theirs.
+    let out = tokenctl(&db, &["--signing-alg", "ES256", "keys", "rotate", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let third: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let algs: Vec<_> = third
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["alg"])
+        .collect();
+    assert_eq!(algs, ["RS256", "RS256", "ES256"], "{third}");
+    let listing = String::from_utf8(tokenctl(&db, &["keys", "list"]).stdout).unwrap();
+    assert!(listing.starts_with("KID"), "{listing}");
+    assert_eq!(listing.matches(" ES256 ").count(), 1, "{listing}");
+    assert_eq!(listing.matches(" RS256 ").count(), 2, "{listing}");
 }
 
 #[test]

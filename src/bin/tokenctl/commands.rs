@@ -316,13 +316,14 @@ pub async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
         return print_json(&status);
     }
     println!(
-        "{:<44} {:<8} {:<10} ACTIVATES_AT",
-        "KID", "SIGNING", "PUBLISHED"
+        "{:<44} {:<6} {:<8} {:<10} ACTIVATES_AT",
+        "KID", "ALG", "SIGNING", "PUBLISHED"
     );
     for k in &status {
         println!(
-            "{:<44} {:<8} {:<10} {}",
+            "{:<44} {:<6} {:<8} {:<10} {}",
             k.kid,
+            k.alg,
             k.signing,
             k.published,
             ts(k.activates_at)
