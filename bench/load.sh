@@ -1,40 +1,196 @@
 #!/usr/bin/env bash
-# Load test of the embedded shape: tokens/s and latency with wrk against a release
-# token-server on a fresh database, next to the bare RSA-2048 signature rate of
-# `openssl speed` measured in the same run. Bounded: DURATION seconds of load (default 10).
+# Load test of the embedded shape, one fresh release token-server per signing algorithm,
+# with the machine's own limits measured in the same run:
+#
+#   tokens/s        wrk, CONNECTIONS connections, DURATION seconds, 200 answers only
+#   limit           `openssl speed -seconds 5 -multi 2 <alg>` signatures/s (both cores)
+#   latency         p50 / p99 at CONNECTIONS connections (wrk)
+#   CPU per token   utime+stime of the server process (/proc/<pid>/stat) over the load
+#                   window / tokens issued, against the CPU of one bare signature from a
+#                   single-process `openssl speed -seconds 5 <alg>` (it divides by user CPU
+#                   time, so a busy machine does not inflate it)
+#   RSS             the server's peak resident set (VmHWM)
+#
+# Goals (issue 12): tokens/s >= 0.85 x limit, p99 <= 10 ms at 32 connections, CPU per token
+# <= 1.15 x one bare signature. The machine's load average is printed: on a shared machine
+# compare the ratios of one run, not absolute figures across runs.
 #
 #   bench/load.sh [connections] [duration_s]
+#   ALGS="RS256 ES256 EdDSA" bench/load.sh 32 10      # default ALGS=RS256
+#   PERF_OUT=dir bench/load.sh 32 10                  # also `perf record -g` the server
+#   TOKEN_SERVER=path/to/token-server bench/load.sh   # measure that binary (no build)
+#
+# Each server gets TOKEN_SIGNING_ALG=<alg> in its environment. Every wait is bounded, each
+# server is stopped by its PID, and the temporary database is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${1:-32}
 DURATION=${2:-10}
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-command -v openssl >/dev/null || { echo "openssl is missing: apt-get install -y openssl" >&2; exit 1; }
-cargo build --release --quiet --bin token-server
-TARGET=${CARGO_TARGET_DIR:-target}
+ALGS=${ALGS:-RS256}
+for tool in wrk openssl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y $tool" >&2; exit 1; }
+done
+if [ -n "${PERF_OUT:-}" ]; then
+  command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
+  mkdir -p "$PERF_OUT"
+fi
+if [ -z "${TOKEN_SERVER:-}" ]; then
+  cargo build --release --quiet --bin token-server
+  TOKEN_SERVER=${CARGO_TARGET_DIR:-target}/release/token-server
+fi
 WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-# Lift the per-client issuance limit: this measures throughput, not the limiter.
-TOKEN_RATE_LIMIT=1000000000 RUST_LOG=warn "$TARGET/release/token-server" --listen "127.0.0.1:$PORT" --db "$WORK/bench.db" \
-  > "$WORK/server.out" 2>&1 &
-SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 100); do grep -q '^Listening on' "$WORK/server.out" && break; sleep 0.1; done
-grep -q '^Listening on' "$WORK/server.out" || { cat "$WORK/server.out"; exit 1; }
-export CLIENT_ID=demo
-CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$WORK/server.out")
-export CLIENT_SECRET
+SERVER=
+stop_server() {
+  if [ -n "$SERVER" ]; then
+    kill "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+  fi
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+CLK_TCK=$(getconf CLK_TCK)
 
-echo "== wrk: $CONNS connections, ${DURATION}s, POST /oauth/token"
-wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/token.lua "http://127.0.0.1:$PORT/oauth/token" \
-  | tee "$WORK/wrk.out" | grep -E 'RESULT|Latency|Requests/sec'
-RPS=$(sed -n 's/.*RESULT.* rps=\([0-9.]*\).*/\1/p' "$WORK/wrk.out")
+# utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat; the
+# command name in field 2 may hold spaces, so count from the closing parenthesis).
+cpu_ticks() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
 
-echo "== openssl speed -seconds 5 -multi 2 rsa2048"
-openssl speed -seconds 5 -multi 2 rsa2048 2>/dev/null | tee "$WORK/ssl.out" | grep -E '^rsa +2048'
-SIGNS=$(awk '/^rsa +2048/ {print $(NF-1)}' "$WORK/ssl.out" | tail -1)
-python3 - "$RPS" "$SIGNS" <<'PY'
-import sys
-rps, signs = float(sys.argv[1]), float(sys.argv[2])
-print(f"tokens/s {rps:.0f}  signatures/s {signs:.0f}  ratio {rps / signs:.2f} (goal >= 0.85)")
+# The sign/s figure of an `openssl speed` output for the line matching $2: the column under
+# the header's `sign/s`, counted from the end of the line (rsa, ecdsa and EdDSA lines differ
+# in their leading words, and newer OpenSSL adds columns before the rates).
+sign_rate() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+text, pattern = open(sys.argv[1]).read().splitlines(), re.compile(sys.argv[2])
+header = [l.split() for l in text if "sign/s" in l.split()]
+rows = [l.split() for l in text if pattern.search(l)]
+if not header or not rows:
+    sys.exit(f"no '{sys.argv[2]}' line with a sign/s column in {sys.argv[1]}")
+from_end = len(header[-1]) - header[-1].index("sign/s")
+print(rows[-1][-from_end])
 PY
+}
+
+# Self time of a perf recording by area (signing, SQLite, kernel, ...) and by function. perf
+# 6.1 finds no symbols in lld's layout (text mapped 0x1000 above its file offset), so the
+# server's addresses are resolved here with nm and that offset.
+perf_top() {
+  perf report -i "$1" --no-children --percent-limit 0 --stdio -g none --sort dso,symbol \
+    2>/dev/null > "$WORK/perf.report"
+  nm -n -C "$TOKEN_SERVER" > "$WORK/nm.out" 2>/dev/null || true
+  python3 - "$WORK/perf.report" "$WORK/nm.out" "$(basename "$TOKEN_SERVER")" \
+    "$(readelf -lW "$TOKEN_SERVER" | awk '$1 == "LOAD" && / R E / {print $3, $2; exit}')" <<'PY'
+import bisect, collections, re, sys
+report, nm, binary, segment = sys.argv[1:]
+vaddr, offset = (int(x, 16) for x in segment.split())
+syms = []
+for line in open(nm):
+    parts = line.split(" ", 2)
+    if len(parts) == 3 and parts[0] and parts[1] in ("t", "T", "w", "W"):
+        syms.append((int(parts[0], 16), parts[2].strip()))
+addrs = [a for a, _ in syms]
+def name(addr):
+    i = bisect.bisect_right(addrs, addr + vaddr - offset) - 1
+    return syms[i][1] if i >= 0 else hex(addr)
+def area(dso, sym):
+    if dso.startswith("[kernel"): return "kernel (syscalls, scheduling, loopback TCP)"
+    if "sqlite3" in sym: return "SQLite"
+    if re.search(r"aws_lc|rsaz|bn_|ecp_|x25519|ed25519|sha256|mont", sym, re.I): return "signing and hashing (aws-lc)"
+    if re.search(r"tokio|mio|parking|futex", sym): return "tokio runtime"
+    if re.search(r"hyper|axum|http|tower", sym): return "HTTP (hyper, axum)"
+    if re.search(r"serde|json", sym): return "JSON"
+    if re.search(r"malloc|free|realloc|memcpy|memmove|alloc", sym): return "allocation and copying"
+    if dso.startswith("libc"): return "libc (other)"
+    return "other"
+by_area, by_fn = collections.Counter(), collections.Counter()
+for line in open(report):
+    m = re.match(r"\s+([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$", line)
+    if not m: continue
+    pct, dso, _, sym = float(m[1]), m[2], m[3], m[4]
+    sym = re.sub(r"\s+-\s+-\s*$", "", sym)
+    if dso == binary and sym.startswith("0x"): sym = name(int(sym, 16))
+    by_area[area(dso, sym)] += pct
+    by_fn[f"{sym[:90]} ({dso[:20]})"] += pct
+for a, p in by_area.most_common(): print(f"{p:6.1f}%  {a}")
+print("top functions (self):")
+for f, p in by_fn.most_common(15): print(f"{p:6.1f}%  {f}")
+PY
+}
+
+# One algorithm: server, load, limits. Appends its summary line to $WORK/summary.
+measure() {
+  local alg=$1 ssl pattern
+  case "$alg" in
+    RS256) ssl=rsa2048 pattern='^rsa +2048 bits' ;;
+    ES256) ssl=ecdsap256 pattern='ecdsa \(nistp256\)' ;;
+    EdDSA) ssl=ed25519 pattern='EdDSA \(Ed25519\)' ;;
+    *) echo "unknown algorithm $alg (RS256, ES256, EdDSA)" >&2; exit 1 ;;
+  esac
+  local port out="$WORK/$alg.server.out"
+  port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  # The highest per-client issuance limit (a minute): this measures throughput, not refusals.
+  TOKEN_SIGNING_ALG=$alg TOKEN_RATE_LIMIT=1000000 RUST_LOG=warn \
+    "$TOKEN_SERVER" --listen "127.0.0.1:$port" --db "$WORK/$alg.db" > "$out" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q '^Listening on' "$out" && break; sleep 0.1; done
+  grep -q '^Listening on' "$out" || { cat "$out"; exit 1; }
+  export CLIENT_ID=demo
+  CLIENT_SECRET=$(awk '/^client_secret:/ {print $2}' "$out")
+  export CLIENT_SECRET
+  local url="http://127.0.0.1:$port/oauth/token"
+
+  echo "== $alg: warm-up 1s, then wrk $CONNS connections ${DURATION}s, POST /oauth/token"
+  wrk -t2 -c"$CONNS" -d1s -s bench/token.lua "$url" > /dev/null
+  local perf_pid=
+  if [ -n "${PERF_OUT:-}" ]; then
+    perf record -F 499 -g -p "$SERVER" -o "$PERF_OUT/$alg.perf.data" -- sleep "$DURATION" \
+      > "$WORK/perf.out" 2>&1 &
+    perf_pid=$!
+  fi
+  local cpu0 cpu1
+  cpu0=$(cpu_ticks "$SERVER")
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/token.lua "$url" > "$WORK/$alg.wrk.out"
+  cpu1=$(cpu_ticks "$SERVER")
+  local hwm_kb
+  hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER/status")
+  [ -n "$perf_pid" ] && wait "$perf_pid"
+  stop_server
+  grep -E 'RESULT|Latency  ' "$WORK/$alg.wrk.out"
+  if [ -n "${PERF_OUT:-}" ]; then
+    perf_top "$PERF_OUT/$alg.perf.data" > "$PERF_OUT/$alg.top.txt"
+    echo "-- perf: self time by area and top functions (all in $PERF_OUT/$alg.top.txt)"
+    head -24 "$PERF_OUT/$alg.top.txt"
+  fi
+
+  echo "== openssl speed -seconds 5 -multi 2 $ssl; openssl speed -seconds 5 $ssl"
+  openssl speed -seconds 5 -multi 2 "$ssl" > "$WORK/$alg.multi.out" 2>/dev/null
+  openssl speed -seconds 5 "$ssl" > "$WORK/$alg.single.out" 2>/dev/null
+  local multi single
+  multi=$(sign_rate "$WORK/$alg.multi.out" "$pattern")
+  single=$(sign_rate "$WORK/$alg.single.out" "$pattern")
+
+  python3 - "$alg" "$WORK/$alg.wrk.out" "$multi" "$single" "$cpu0" "$cpu1" "$CLK_TCK" \
+    "$hwm_kb" "$CONNS" >> "$WORK/summary" <<'PY'
+import re, sys
+alg, wrk, multi, single, cpu0, cpu1, tck, hwm_kb, conns = sys.argv[1:]
+fields = dict(re.findall(r"(\w+)=([0-9.]+)", next(l for l in open(wrk) if l.startswith("RESULT"))))
+requests, errors, seconds = int(fields["requests"]), int(fields["errors"]), float(fields["duration_s"])
+tokens = requests - errors
+rate = tokens / seconds
+cpu_ms = (int(cpu1) - int(cpu0)) / int(tck) * 1000 / max(tokens, 1)
+sign_ms = 1000 / float(single)
+print(f"{alg}: tokens/s {rate:.0f} vs openssl -multi 2 {float(multi):.0f} sign/s = {rate / float(multi):.2f} (goal >= 0.85)"
+      f" | p50 {float(fields['p50_ms']):.2f} ms p99 {float(fields['p99_ms']):.2f} ms at {conns} conns (goal p99 <= 10)"
+      f" | CPU/token {cpu_ms:.3f} ms vs bare signature {sign_ms:.3f} ms = {cpu_ms / sign_ms:.2f} (goal <= 1.15)"
+      f" | peak RSS {int(hwm_kb) / 1024:.1f} MiB | non-200 {errors}")
+PY
+}
+
+echo "== $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for alg in $ALGS; do
+  measure "$alg"
+done
+echo
+echo "== summary (load average after: $(cut -d' ' -f1-3 /proc/loadavg))"
+cat "$WORK/summary"

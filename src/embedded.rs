@@ -1,4 +1,6 @@
-//! The embedded shape: every port served by one SQLite file, wired into the shared router.
+//! The embedded shape: every port served by one SQLite file, except the rate-limit counters,
+//! which this process keeps in memory (it owns the file, so they are as exact), wired into
+//! the shared router.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -18,12 +20,17 @@ use crate::issue::TokenService;
 use crate::keys::KeyCache;
 use crate::oauth::OAuthError;
 use crate::store::StoreError;
+use crate::store::memory::MemoryRateLimits;
 use crate::store::sqlite::SqliteStore;
 
 /// Everything the embedded shape runs on.
 pub struct Embedded {
-    /// The store behind every port.
+    /// The store behind every port but the rate limits.
     pub store: Arc<SqliteStore>,
+    /// The rate-limit counters of the current windows, in this process's memory: no write
+    /// transaction per token; a restart forgets them (README "Rate limits on the embedded
+    /// shape").
+    pub limits: Arc<MemoryRateLimits>,
     /// Service settings.
     pub config: Arc<ServiceConfig>,
     /// Time source.
@@ -41,6 +48,7 @@ impl Embedded {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             store: Arc::new(SqliteStore::open(path)?),
+            limits: Arc::new(MemoryRateLimits::new(clock.clone())),
             config: Arc::new(config),
             clock,
             trusted_proxies: Arc::new(Vec::new()),
@@ -74,7 +82,7 @@ impl Embedded {
                 self.config.clone(),
                 self.store.clone(),
                 self.store.clone(),
-                self.store.clone(),
+                self.limits.clone(),
                 keys,
                 self.clock.clone(),
             )

@@ -199,6 +199,18 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// Writes a complete request that asks the server to close the connection after its answer,
+/// and reads that answer (bounded). The sending side stays open: hyper, without HTTP/1
+/// half-close support, drops a request still being answered once it reads the client's EOF.
+async fn ask(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send the request");
+    let mut answer = Vec::new();
+    let mut bounded = stream.take(1 << 16);
+    let _ = tokio::time::timeout(Duration::from_secs(10), bounded.read_to_end(&mut answer)).await;
+    answer
+}
+
 /// Checks what came back on a socket: no 5xx but 503; a 4xx from the router carries a JSON
 /// OAuth error body. The HTTP parser's own refusals (hyper's `400` on a malformed request
 /// line or header, with an empty body) are the only 4xx without one.
@@ -272,7 +284,7 @@ fn arbitrary_bytes_on_a_socket_never_break_the_server() {
         common::basic_header(CLIENT, &h.secret)
     );
     h.next_minute();
-    let answer = h.rt.block_on(exchange(addr, valid.as_bytes()));
+    let answer = h.rt.block_on(ask(addr, valid.as_bytes()));
     server.abort();
     if let Err(e) = result {
         panic!("{e}");

@@ -1,5 +1,6 @@
-//! Store conformance: the same behaviour, test for test, from the SQLite adapter and from the
-//! AWS adapters (DynamoDB and Secrets Manager on a local moto server, see `support/moto.rs`).
+//! Store conformance: the same behaviour, test for test, from the SQLite adapter, from the
+//! embedded shape's set (SQLite with the in-memory rate limits) and from the AWS adapters
+//! (DynamoDB and Secrets Manager on a local moto server, see `support/moto.rs`).
 
 mod support;
 
@@ -818,7 +819,14 @@ async fn concurrent_wrong_secrets_never_exceed_the_failure_limit(s: &Stores) {
     );
 }
 
-/// Runs each behaviour above once per backend: `sqlite::<name>` and `aws::<name>`.
+/// The in-memory counters' clock: it stands at [`T0`], the earliest instant the tests count
+/// at, so no counter expires during a test (expiry is tested in `store::memory`).
+fn counters_clock() -> Arc<dyn Clock> {
+    Arc::new(ManualClock::new(T0))
+}
+
+/// Runs each behaviour above once per backend: `sqlite::<name>`, `embedded::<name>` and
+/// `aws::<name>`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -826,6 +834,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(&crate::support::stores::sqlite().await).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let clock = super::counters_clock();
+                    super::$name(&crate::support::stores::embedded(clock).await).await;
                 }
             )*
         }

@@ -104,8 +104,8 @@ async fn first_start(embedded: &Embedded) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
-/// Drops expired audit records and rate counters now and every hour (DynamoDB does this with
-/// TTL on the AWS shape).
+/// Drops expired audit records and used assertion ids now and every hour (DynamoDB does this
+/// with TTL on the AWS shape); the in-memory rate counters drop their own.
 fn prune_expired(embedded: &Embedded) {
     let store = embedded.store.clone();
     let clock = embedded.clock.clone();
@@ -113,7 +113,7 @@ fn prune_expired(embedded: &Embedded) {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             every.tick().await;
-            match store.prune_expired(clock.now().unix_timestamp()) {
+            match store.prune_expired(clock.now().unix_timestamp()).await {
                 Ok(n) => tracing::debug!(deleted = n, "pruned expired records"),
                 Err(e) => tracing::warn!(error = %e, "pruning expired records failed"),
             }

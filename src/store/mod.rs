@@ -5,6 +5,8 @@
 
 pub mod aws;
 #[cfg(feature = "embedded")]
+pub mod memory;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use token_service::clock::Clock;
 use token_service::encoding::random_b64url;
 use token_service::keys::SigningAlg;
 use token_service::store::aws::protocol::VersionedSecret;
@@ -11,6 +12,7 @@ use token_service::store::aws::{
     DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions,
     create_resources,
 };
+use token_service::store::memory::MemoryRateLimits;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
     AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits,
@@ -57,6 +59,15 @@ pub async fn sqlite() -> Stores {
         limits: store,
         versions: None,
         _dir: Some(dir),
+    }
+}
+
+/// The embedded shape's ports: SQLite for all but the rate limits, which are kept in memory
+/// and expire on `clock`.
+pub async fn embedded(clock: Arc<dyn Clock>) -> Stores {
+    Stores {
+        limits: Arc::new(MemoryRateLimits::new(clock)),
+        ..sqlite().await
     }
 }
 

@@ -2,14 +2,23 @@
 //!
 //! One file holds clients, the audit trail, the key set and the public keys; it is created
 //! with mode 0600 because it holds private keys. WAL mode lets readers (the token endpoint)
-//! proceed while `tokenctl` writes. A writer and a reader connection keep audit appends from
-//! queueing behind client reads.
+//! proceed while a writer (this process's writer thread, or `tokenctl`) writes.
+//!
+//! Every write of this process goes through one thread ([`writer`]), which commits the writes
+//! queued meanwhile in one transaction (group commit); callers wait for it without blocking
+//! the async runtime. Reads run on a small pool of reader connections, none of which the
+//! writer ever locks: a read waits only on another read.
+
+mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+
+use writer::Writer;
 
 use super::{
     AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, StoreError,
@@ -60,11 +69,16 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
+/// Reader connections: two cover the runtime's worker threads on a small machine; a reader
+/// that finds every connection busy waits for one of them.
+const READERS: usize = 4;
+
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    writer: Writer,
+    readers: Box<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -167,12 +181,24 @@ impl SqliteStore {
         create_private_file(&path).map_err(backend)?;
         let mut writer = connect(&path)?;
         migrate(&mut writer)?;
-        let reader = connect(&path)?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             path,
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            writer: Writer::start(writer)?,
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// A reader connection: the first free one, else the next in turn (waiting for it).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        if let Some(free) = self.readers.iter().find_map(|r| r.try_lock().ok()) {
+            return free;
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        lock(&self.readers[turn])
     }
 
     /// The database file.
@@ -182,24 +208,23 @@ impl SqliteStore {
 
     /// Deletes audit records and rate counters that expired before `now_epoch` (DynamoDB
     /// does this with TTL). Returns how many rows were deleted.
-    pub fn prune_expired(&self, now_epoch: i64) -> Result<usize, StoreError> {
-        let conn = lock(&self.writer);
-        let audit = conn
-            .execute("DELETE FROM audit WHERE expires_at < ?1", [now_epoch])
-            .map_err(backend)?;
-        let counters = conn
-            .execute(
-                "DELETE FROM rate_counters WHERE expires_at < ?1",
-                [now_epoch],
-            )
-            .map_err(backend)?;
-        let assertions = conn
-            .execute(
-                "DELETE FROM assertion_ids WHERE expires_at < ?1",
-                [now_epoch],
-            )
-            .map_err(backend)?;
-        Ok(audit + counters + assertions)
+    pub async fn prune_expired(&self, now_epoch: i64) -> Result<usize, StoreError> {
+        self.writer
+            .run(move |tx| {
+                let sp = tx.savepoint().map_err(backend)?;
+                let mut deleted = 0;
+                for table in ["audit", "rate_counters", "assertion_ids"] {
+                    deleted += sp
+                        .execute(
+                            &format!("DELETE FROM {table} WHERE expires_at < ?1"),
+                            [now_epoch],
+                        )
+                        .map_err(backend)?;
+                }
+                sp.commit().map_err(backend)?;
+                Ok(deleted)
+            })
+            .await
     }
 }
 
@@ -223,15 +248,21 @@ fn missing_or_conflict(conn: &Connection, client_id: &str) -> Result<StoreError,
 #[async_trait]
 impl AssertionReplay for SqliteStore {
     async fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
-        // One statement, so atomic: an expired record (not pruned yet) counts as absent.
-        let changed = lock(&self.writer)
-            .execute(
-                "INSERT INTO assertion_ids (key, expires_at) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
-                 WHERE assertion_ids.expires_at <= ?3",
-                params![key, expires_at, now],
-            )
-            .map_err(backend)?;
+        // One statement, so atomic: an expired record (not pruned yet) counts as absent. The
+        // answer comes after the commit: a restart never forgets a use it allowed.
+        let key = key.to_owned();
+        let changed = self
+            .writer
+            .run(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO assertion_ids (key, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE assertion_ids.expires_at <= ?3",
+                )
+                .and_then(|mut s| s.execute(params![key, expires_at, now]))
+                .map_err(backend)
+            })
+            .await?;
         Ok(changed == 1)
     }
 }
@@ -239,7 +270,8 @@ impl AssertionReplay for SqliteStore {
 #[async_trait]
 impl ClientStore for SqliteStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
-        let text: Option<String> = lock(&self.reader)
+        let text: Option<String> = self
+            .reader()
             .prepare_cached("SELECT record FROM clients WHERE client_id = ?1")
             .and_then(|mut s| s.query_row([client_id], |r| r.get(0)).optional())
             .map_err(backend)?;
@@ -248,13 +280,18 @@ impl ClientStore for SqliteStore {
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let record = to_json(client)?;
-        let inserted = lock(&self.writer)
-            .execute(
-                "INSERT INTO clients (client_id, version, record) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (client_id) DO NOTHING",
-                params![client.client_id, client.version as i64, record],
-            )
-            .map_err(backend)?;
+        let (id, version) = (client.client_id.clone(), client.version as i64);
+        let inserted = self
+            .writer
+            .run(move |tx| {
+                tx.execute(
+                    "INSERT INTO clients (client_id, version, record) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (client_id) DO NOTHING",
+                    params![id, version, record],
+                )
+                .map_err(backend)
+            })
+            .await?;
         if inserted == 0 {
             return Err(StoreError::AlreadyExists(format!(
                 "client {}",
@@ -266,36 +303,44 @@ impl ClientStore for SqliteStore {
 
     async fn update_client(&self, client: &Client) -> Result<(), StoreError> {
         let record = to_json(client)?;
-        let conn = lock(&self.writer);
-        let updated = conn
-            .execute(
-                "UPDATE clients SET version = ?2, record = ?3
-                 WHERE client_id = ?1 AND version = ?2 - 1",
-                params![client.client_id, client.version as i64, record],
-            )
-            .map_err(backend)?;
-        if updated == 1 {
-            return Ok(());
-        }
-        Err(missing_or_conflict(&conn, &client.client_id)?)
+        let (id, version) = (client.client_id.clone(), client.version as i64);
+        self.writer
+            .run(move |tx| {
+                let updated = tx
+                    .execute(
+                        "UPDATE clients SET version = ?2, record = ?3
+                         WHERE client_id = ?1 AND version = ?2 - 1",
+                        params![id, version, record],
+                    )
+                    .map_err(backend)?;
+                if updated == 1 {
+                    return Ok(());
+                }
+                Err(missing_or_conflict(tx, &id)?)
+            })
+            .await
     }
 
     async fn delete_client(&self, client_id: &str, version: u64) -> Result<(), StoreError> {
-        let conn = lock(&self.writer);
-        let deleted = conn
-            .execute(
-                "DELETE FROM clients WHERE client_id = ?1 AND version = ?2",
-                params![client_id, version as i64],
-            )
-            .map_err(backend)?;
-        if deleted == 1 {
-            return Ok(());
-        }
-        Err(missing_or_conflict(&conn, client_id)?)
+        let id = client_id.to_owned();
+        self.writer
+            .run(move |tx| {
+                let deleted = tx
+                    .execute(
+                        "DELETE FROM clients WHERE client_id = ?1 AND version = ?2",
+                        params![id, version as i64],
+                    )
+                    .map_err(backend)?;
+                if deleted == 1 {
+                    return Ok(());
+                }
+                Err(missing_or_conflict(tx, &id)?)
+            })
+            .await
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let mut stmt = conn
             .prepare("SELECT record FROM clients ORDER BY client_id")
             .map_err(backend)?;
@@ -311,27 +356,25 @@ impl AuditLog for SqliteStore {
     async fn append(&self, record: &AuditRecord) -> Result<(), StoreError> {
         let json = to_json(record)?;
         let ts_ms = (record.timestamp.unix_timestamp_nanos() / 1_000_000) as i64;
-        lock(&self.writer)
-            .prepare_cached(
-                "INSERT INTO audit (client_id, ts_ms, outcome, expires_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    record.client_id,
-                    ts_ms,
-                    record.outcome,
-                    record.expires_at,
-                    json
-                ])
+        let (client_id, outcome) = (record.client_id.clone(), record.outcome.clone());
+        let expires_at = record.expires_at;
+        // One statement: a failed insert leaves nothing behind in the batch's transaction.
+        self.writer
+            .run(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO audit (client_id, ts_ms, outcome, expires_at, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| s.execute(params![client_id, ts_ms, outcome, expires_at, json]))
+                .map_err(backend)
             })
-            .map_err(backend)?;
+            .await?;
         Ok(())
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT record FROM audit
@@ -367,7 +410,8 @@ impl AuditLog for SqliteStore {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn load_key_set(&self) -> Result<KeySet, StoreError> {
-        let text: Option<String> = lock(&self.reader)
+        let text: Option<String> = self
+            .reader()
             .query_row("SELECT json FROM key_set WHERE id = 1", [], |r| r.get(0))
             .optional()
             .map_err(backend)?;
@@ -377,43 +421,43 @@ impl KeyStore for SqliteStore {
         }
     }
 
-    /// One `IMMEDIATE` transaction: it takes the write lock before reading, so the version
-    /// check (the stored set is `expected`) and both writes see no other writer in between,
-    /// in this process or another. Every rotation adds a fresh random key, so a set's JSON
-    /// never comes back once replaced and serves as its version.
+    /// Runs in the writer's `IMMEDIATE` transaction, which takes the write lock before
+    /// reading, so the version check (the stored set is `expected`) and both writes see no
+    /// other writer in between, in this process or another; a savepoint undoes a half-done
+    /// replacement. Every rotation adds a fresh random key, so a set's JSON never comes back
+    /// once replaced and serves as its version.
     async fn replace_key_set(&self, expected: &KeySet, next: &KeySet) -> Result<(), StoreError> {
         let records = next.public_records().map_err(backend)?;
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        let stored: Option<String> = tx
-            .query_row("SELECT json FROM key_set WHERE id = 1", [], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
-        let stored = match stored {
-            None => KeySet::default(),
-            Some(t) => KeySet::from_json(&t).map_err(backend)?,
-        };
-        if &stored != expected {
-            return Err(StoreError::Conflict("the key set".to_owned()));
-        }
-        tx.execute(
-            "INSERT INTO key_set (id, json) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET json = excluded.json",
-            [next.to_json()],
-        )
-        .map_err(backend)?;
-        write_public_keys(&tx, &records)?;
-        tx.commit().map_err(backend)
+        let (expected, next) = (expected.clone(), next.to_json());
+        self.writer
+            .run(move |tx| {
+                let sp = tx.savepoint().map_err(backend)?;
+                let stored: Option<String> = sp
+                    .query_row("SELECT json FROM key_set WHERE id = 1", [], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                let stored = match stored {
+                    None => KeySet::default(),
+                    Some(t) => KeySet::from_json(&t).map_err(backend)?,
+                };
+                if stored != expected {
+                    return Err(StoreError::Conflict("the key set".to_owned()));
+                }
+                sp.execute(
+                    "INSERT INTO key_set (id, json) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+                    [next],
+                )
+                .map_err(backend)?;
+                write_public_keys(&sp, &records)?;
+                sp.commit().map_err(backend)
+            })
+            .await
     }
 }
 
 /// Makes the public-keys table exactly `records`, inside the caller's transaction.
-fn write_public_keys(
-    tx: &rusqlite::Transaction<'_>,
-    records: &[PublicKeyRecord],
-) -> Result<(), StoreError> {
+fn write_public_keys(tx: &Connection, records: &[PublicKeyRecord]) -> Result<(), StoreError> {
     tx.execute("DELETE FROM public_keys", []).map_err(backend)?;
     for r in records {
         tx.execute(
@@ -428,7 +472,7 @@ fn write_public_keys(
 #[async_trait]
 impl PublicKeyStore for SqliteStore {
     async fn public_keys(&self) -> Result<Vec<PublicKeyRecord>, StoreError> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached("SELECT record FROM public_keys ORDER BY kid")
             .map_err(backend)?;
@@ -439,40 +483,54 @@ impl PublicKeyStore for SqliteStore {
     }
 
     async fn replace_public_keys(&self, records: &[PublicKeyRecord]) -> Result<(), StoreError> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(backend)?;
-        write_public_keys(&tx, records)?;
-        tx.commit().map_err(backend)
+        let records = records.to_vec();
+        self.writer
+            .run(move |tx| {
+                let sp = tx.savepoint().map_err(backend)?;
+                write_public_keys(&sp, &records)?;
+                sp.commit().map_err(backend)
+            })
+            .await
     }
 }
 
 #[async_trait]
 impl RateLimits for SqliteStore {
     async fn acquire(&self, key: &str, limit: u32, expires_at: i64) -> Result<bool, StoreError> {
-        // One statement is one atomic transaction: the upsert only counts while below the limit.
-        let changed = lock(&self.writer)
-            .prepare_cached(
-                "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?3)
-                 ON CONFLICT (key) DO UPDATE SET count = count + 1 WHERE count < ?2",
-            )
-            .and_then(|mut s| s.execute(params![key, i64::from(limit), expires_at]))
-            .map_err(backend)?;
+        // One statement is atomic: the upsert only counts while below the limit.
+        let key = key.to_owned();
+        let changed = self
+            .writer
+            .run(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?3)
+                     ON CONFLICT (key) DO UPDATE SET count = count + 1 WHERE count < ?2",
+                )
+                .and_then(|mut s| s.execute(params![key, i64::from(limit), expires_at]))
+                .map_err(backend)
+            })
+            .await?;
         Ok(changed == 1)
     }
 
     async fn increment(&self, key: &str, expires_at: i64) -> Result<(), StoreError> {
-        lock(&self.writer)
-            .prepare_cached(
-                "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET count = count + 1",
-            )
-            .and_then(|mut s| s.execute(params![key, expires_at]))
-            .map_err(backend)?;
+        let key = key.to_owned();
+        self.writer
+            .run(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO rate_counters (key, count, expires_at) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET count = count + 1",
+                )
+                .and_then(|mut s| s.execute(params![key, expires_at]))
+                .map_err(backend)
+            })
+            .await?;
         Ok(())
     }
 
     async fn count(&self, key: &str) -> Result<u64, StoreError> {
-        let n: Option<i64> = lock(&self.reader)
+        let n: Option<i64> = self
+            .reader()
             .prepare_cached("SELECT count FROM rate_counters WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
             .map_err(backend)?;
