@@ -1,77 +1,117 @@
 //! Service settings, read once at start-up (flags or environment) and validated into a
 //! [`ServiceConfig`]; a bad value stops the start with a clear message.
+//!
+//! Each setting is declared once, in `service_settings!` below: its field, type,
+//! environment variable and default. From that one entry come the Lambda functions' reader
+//! of the environment ([`ServiceSettings::from_env`]) and, with feature `clap` (the command
+//! lines: `token-server`, `tokenctl`), its `--flag` and `env` fallback; the Lambda functions
+//! link no argument parser.
 
 use std::net::IpAddr;
+use std::str::FromStr;
 
-use clap::{Args, Parser};
 use time::Duration;
 
 use crate::keys::{Schedule, SigningAlg};
 
-/// Settings shared by every shape; each is a flag and an environment variable.
-#[derive(Debug, Clone, Args)]
-pub struct ServiceSettings {
-    /// Issuer URL (`iss` claim, RFC 8414 `issuer`); absolute http(s) URL without query or
-    /// fragment.
-    #[arg(long, env = "TOKEN_ISSUER")]
-    pub issuer: Option<String>,
-    /// Token lifetime in seconds for clients that set none.
-    #[arg(long, env = "TOKEN_DEFAULT_TTL", default_value_t = 900)]
-    pub default_ttl: u64,
-    /// Longest token lifetime in seconds, whatever a client asks for.
-    #[arg(long, env = "TOKEN_MAX_TTL", default_value_t = 3600)]
-    pub max_ttl: u64,
-    /// Clock skew allowance in seconds: how long past the longest token lifetime a retired
-    /// key stays published.
-    #[arg(long, env = "TOKEN_CLOCK_SKEW", default_value_t = 60)]
-    pub clock_skew: u64,
-    /// Seconds a new signing key is published before it signs; must exceed the JWKS
-    /// `max-age` plus the key cache lifetime.
-    #[arg(long, env = "TOKEN_KEY_PREPUBLICATION", default_value_t = 3600)]
-    pub key_prepublication: u64,
-    /// Seconds the token endpoint keeps a loaded key set before refreshing it.
-    #[arg(long, env = "TOKEN_KEY_CACHE", default_value_t = 300)]
-    pub key_cache: u64,
-    /// `Cache-Control: max-age` of the JWKS and metadata documents, in seconds.
-    #[arg(long, env = "TOKEN_JWKS_MAX_AGE", default_value_t = 300)]
-    pub jwks_max_age: u64,
-    /// Days an audit record is kept.
-    #[arg(long, env = "TOKEN_AUDIT_RETENTION_DAYS", default_value_t = 90)]
-    pub audit_retention_days: u64,
-    /// Space-separated `scopes_supported` for the metadata document; when unset the embedded
-    /// server lists the union of its clients' scopes.
-    #[arg(long, env = "TOKEN_SCOPES_SUPPORTED")]
-    pub scopes_supported: Option<String>,
-    /// Tokens a client may obtain per minute, unless the client sets its own limit.
-    #[arg(long, env = "TOKEN_RATE_LIMIT", default_value_t = 60)]
-    pub rate_limit: u32,
-    /// Failed authentications per minute from one source address for one client id, after
-    /// which that pair gets `429` until the minute ends.
-    #[arg(long, env = "TOKEN_FAIL_LIMIT_CLIENT_IP", default_value_t = 10)]
-    pub fail_limit_client_ip: u32,
-    /// Failed authentications per minute from one source address, all client ids together.
-    #[arg(long, env = "TOKEN_FAIL_LIMIT_IP", default_value_t = 100)]
-    pub fail_limit_ip: u32,
-    /// Longest time, in seconds, from now to a client assertion's `exp` (`private_key_jwt`).
-    /// Client libraries such as Authlib sign with `exp = iat + 3600` by default.
-    #[arg(long, env = "TOKEN_ASSERTION_MAX_LIFETIME", default_value_t = 3600)]
-    pub assertion_max_lifetime: u64,
-    /// Refused requests (every 4xx answer) per minute from one source address; past it the
-    /// address gets `429`, and only the first of those is audited, until the minute ends.
-    #[arg(long, env = "TOKEN_FAIL_BUDGET_IP", default_value_t = 100)]
-    pub fail_budget_ip: u32,
-    /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
-    /// with the next key rotation; the keys in use keep their algorithm until they retire.
-    #[arg(long, env = "TOKEN_SIGNING_ALG", default_value = "RS256")]
-    pub signing_alg: String,
+/// Declares [`ServiceSettings`]. Each entry is the field's doc comment (also its `--help`
+/// text), `field: Type, env "VARIABLE"` and, for a setting that is never unset,
+/// `, default value`; a setting without a default has an `Option` type. The flag is the
+/// field name in kebab case (`--default-ttl`).
+macro_rules! service_settings {
+    ($( $(#[doc = $doc:literal])* $field:ident: $ty:ty, env $env:literal $(, default $default:expr)?; )*) => {
+        /// Settings shared by every shape; each is an environment variable and, in the command
+        /// lines, a flag.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[cfg_attr(feature = "clap", derive(clap::Args))]
+        pub struct ServiceSettings {
+            $(
+                $(#[doc = $doc])*
+                #[cfg_attr(feature = "clap", arg(long, env = $env $(, default_value_t = $default)?))]
+                pub $field: $ty,
+            )*
+        }
+
+        impl ServiceSettings {
+            /// The environment variable of each setting, by field name.
+            #[cfg(test)]
+            const VARIABLES: &[(&str, &str)] = &[$((stringify!($field), $env)),*];
+
+            /// Reads the settings through `lookup` (a variable's value, if it is set); an unset
+            /// variable takes the setting's default.
+            pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+                Ok(Self {
+                    $( $field: or_default!(read(&lookup, $env)? $(, $default)?), )*
+                })
+            }
+        }
+    };
 }
 
-/// Reads [`ServiceSettings`] from the environment alone (for the Lambda functions).
-#[derive(Debug, Parser)]
-#[command(name = "token-service")]
-struct FromEnv {
-    #[command(flatten)]
-    settings: ServiceSettings,
+/// The value read, or the default when there is one (a setting without one stays an
+/// `Option`).
+macro_rules! or_default {
+    ($read:expr) => {
+        $read
+    };
+    ($read:expr, $default:expr) => {
+        $read.unwrap_or($default)
+    };
+}
+
+/// The value of variable `name` through `lookup`, parsed; `None` when it is not set.
+fn read<T>(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    lookup(name)
+        .map(|text| {
+            text.parse()
+                .map_err(|e| invalid(format!("{name}: invalid value {text:?}: {e}")))
+        })
+        .transpose()
+}
+
+service_settings! {
+    /// Issuer URL (`iss` claim, RFC 8414 `issuer`); absolute http(s) URL without query or
+    /// fragment.
+    issuer: Option<String>, env "TOKEN_ISSUER";
+    /// Token lifetime in seconds for clients that set none.
+    default_ttl: u64, env "TOKEN_DEFAULT_TTL", default 900;
+    /// Longest token lifetime in seconds, whatever a client asks for.
+    max_ttl: u64, env "TOKEN_MAX_TTL", default 3600;
+    /// Clock skew allowance in seconds: how long past the longest token lifetime a retired
+    /// key stays published.
+    clock_skew: u64, env "TOKEN_CLOCK_SKEW", default 60;
+    /// Seconds a new signing key is published before it signs; must exceed the JWKS
+    /// `max-age` plus the key cache lifetime.
+    key_prepublication: u64, env "TOKEN_KEY_PREPUBLICATION", default 3600;
+    /// Seconds the token endpoint keeps a loaded key set before refreshing it.
+    key_cache: u64, env "TOKEN_KEY_CACHE", default 300;
+    /// `Cache-Control: max-age` of the JWKS and metadata documents, in seconds.
+    jwks_max_age: u64, env "TOKEN_JWKS_MAX_AGE", default 300;
+    /// Days an audit record is kept.
+    audit_retention_days: u64, env "TOKEN_AUDIT_RETENTION_DAYS", default 90;
+    /// Space-separated `scopes_supported` for the metadata document; when unset the embedded
+    /// server lists the union of its clients' scopes.
+    scopes_supported: Option<String>, env "TOKEN_SCOPES_SUPPORTED";
+    /// Tokens a client may obtain per minute, unless the client sets its own limit.
+    rate_limit: u32, env "TOKEN_RATE_LIMIT", default 60;
+    /// Failed authentications per minute from one source address for one client id, after
+    /// which that pair gets `429` until the minute ends.
+    fail_limit_client_ip: u32, env "TOKEN_FAIL_LIMIT_CLIENT_IP", default 10;
+    /// Failed authentications per minute from one source address, all client ids together.
+    fail_limit_ip: u32, env "TOKEN_FAIL_LIMIT_IP", default 100;
+    /// Longest time, in seconds, from now to a client assertion's `exp` (`private_key_jwt`).
+    /// Client libraries such as Authlib sign with `exp = iat + 3600` by default.
+    assertion_max_lifetime: u64, env "TOKEN_ASSERTION_MAX_LIFETIME", default 3600;
+    /// Refused requests (every 4xx answer) per minute from one source address; past it the
+    /// address gets `429`, and only the first of those is audited, until the minute ends.
+    fail_budget_ip: u32, env "TOKEN_FAIL_BUDGET_IP", default 100;
+    /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
+    /// with the next key rotation; the keys in use keep their algorithm until they retire.
+    signing_alg: String, env "TOKEN_SIGNING_ALG", default String::from("RS256");
 }
 
 /// Why the settings were refused.
@@ -161,11 +201,11 @@ pub fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
 }
 
 impl ServiceSettings {
-    /// Reads the settings from the environment only.
+    /// Reads the settings from the environment only (the Lambda functions).
     pub fn from_env() -> Result<Self, ConfigError> {
-        FromEnv::try_parse_from(["token-service"])
-            .map(|p| p.settings)
-            .map_err(|e| invalid(e.to_string()))
+        Self::from_lookup(|name| {
+            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+        })
     }
 
     /// Validates the settings; `default_issuer` is used when no issuer is set.
@@ -366,10 +406,10 @@ impl ServiceConfig {
 
     /// A configuration for tests: issuer `https://issuer.test`, defaults otherwise.
     pub fn for_tests() -> Self {
-        let settings = FromEnv::try_parse_from(["t", "--issuer", "https://issuer.test"])
+        ServiceSettings::from_lookup(|_| None)
             .expect("defaults parse")
-            .settings;
-        settings.validate(None).expect("defaults are valid")
+            .validate(Some("https://issuer.test"))
+            .expect("defaults are valid")
     }
 }
 
@@ -377,13 +417,75 @@ impl ServiceConfig {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<ServiceConfig, ConfigError> {
-        let mut all = vec!["t"];
-        all.extend_from_slice(args);
-        FromEnv::try_parse_from(all)
-            .unwrap()
-            .settings
-            .validate(Some("http://127.0.0.1:9000"))
+    /// The environment variable of a setting's flag (`--default-ttl`: `TOKEN_DEFAULT_TTL`).
+    fn variable(flag: &str) -> &'static str {
+        let field = flag.trim_start_matches("--").replace('-', "_");
+        let found = ServiceSettings::VARIABLES.iter().find(|(f, _)| *f == field);
+        found.unwrap_or_else(|| panic!("no setting {flag}")).1
+    }
+
+    /// The configuration from an environment that sets each flag's variable to its value.
+    fn parse(flags_and_values: &[&str]) -> Result<ServiceConfig, ConfigError> {
+        let env: Vec<(&str, &str)> = flags_and_values
+            .chunks(2)
+            .map(|pair| (variable(pair[0]), pair[1]))
+            .collect();
+        ServiceSettings::from_lookup(|name| {
+            env.iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| value.to_string())
+        })?
+        .validate(Some("http://127.0.0.1:9000"))
+    }
+
+    #[test]
+    fn an_unparsable_value_names_its_variable() {
+        for (flag, value) in [
+            ("--max-ttl", "1h"),
+            ("--rate-limit", "-1"),
+            ("--key-cache", ""),
+        ] {
+            let refused = parse(&[flag, value]).expect_err(flag).to_string();
+            assert!(refused.contains(variable(flag)), "{refused}");
+        }
+    }
+
+    /// The command lines read each setting from its flag, else from the same variable and
+    /// with the same default as the Lambda functions' reader.
+    #[cfg(feature = "clap")]
+    #[test]
+    fn flags_and_environment_read_the_same_settings() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: ServiceSettings,
+        }
+        let from_flags =
+            |args: &[&str]| Flags::try_parse_from([&["t"], args].concat()).map(|f| f.settings);
+        let process_env = |name: &str| std::env::var(name).ok();
+        assert_eq!(
+            from_flags(&[]).unwrap(),
+            ServiceSettings::from_lookup(process_env).unwrap()
+        );
+        for (field, env) in ServiceSettings::VARIABLES {
+            let flag = format!("--{}", field.replace('_', "-"));
+            let with_flag = from_flags(&[&flag, "7"]).unwrap();
+            let with_variable = ServiceSettings::from_lookup(|name| {
+                if name == *env {
+                    Some("7".into())
+                } else {
+                    process_env(name)
+                }
+            });
+            assert_eq!(with_flag, with_variable.unwrap(), "{flag} / {env}");
+            assert_ne!(
+                with_flag,
+                from_flags(&[]).unwrap(),
+                "{flag} changed nothing"
+            );
+        }
     }
 
     #[test]
