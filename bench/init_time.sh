@@ -31,11 +31,11 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=eu-west-1 AWS_DEF
 export PATH=$VENV/bin:$PATH
 (cd "$ROOT/functions/token" && cargo lambda build --release --bin token) >&2
 (cd "$ROOT/functions/jwks" && cargo lambda build --release --bin jwks) >&2
-(cd "$ROOT" && $CARGO build --quiet --bin tokenctl --features lambda --example aws-seed) >&2
+(cd "$ROOT" && $CARGO build --quiet --features lambda --example aws-seed) >&2
 
 for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" && break; sleep 0.1; done
-"$TARGET/debug/examples/aws-seed" >&2
-"$TARGET/debug/tokenctl" --backend aws keys init > /dev/null
+# The tables, the secret and the first key, made by the rotation steps as after a deployment.
+"$TARGET/debug/examples/aws-seed" --first-key >&2
 
 # Nothing listens on the runtime API port: the function logs init_ms, then fails to get an event.
 export AWS_LAMBDA_RUNTIME_API=127.0.0.1:$(port) AWS_LAMBDA_FUNCTION_NAME=init-time \

@@ -5,12 +5,21 @@
 //! `AWS_ENDPOINT_URL` for the emulator). The first signing key then comes from the rotation
 //! function, as after a deployment, and clients from `tokenctl --backend aws`
 //! (`infra/local-aws.sh` does both).
+//!
+//! `aws-seed --first-key` also makes the first signing key: it runs the four rotation steps
+//! in-process, with the rotate-keys function's code and settings, playing Secrets Manager's
+//! part (moto's `RotateSecret` cannot invoke a function). For tools that need a stack with a
+//! key and no Lambda runtime, such as `bench/init_time.sh`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
+use token_service::clock::SystemClock;
+use token_service::encoding::random_b64url;
 use token_service::lambda;
-use token_service::store::aws::create_resources;
+use token_service::store::aws::protocol::KeyRotation;
+use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions, create_resources};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,9 +33,34 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (_, resources) = lambda::config_from_env()?;
+    let first_key = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--first-key") => true,
+        Some(other) => {
+            return Err(format!("unknown argument {other:?}; usage: aws-seed [--first-key]").into());
+        }
+    };
+    let (config, resources) = lambda::config_from_env()?;
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     create_resources(&sdk, &resources).await?;
     eprintln!("aws-seed: tables and secret are there");
+    if first_key {
+        let rotation = KeyRotation {
+            secret: Arc::new(SecretsManagerVersions::new(
+                aws_sdk_secretsmanager::Client::new(&sdk),
+                resources.key_secret_id.clone(),
+            )),
+            public_keys: Arc::new(DynamoDbPublicKeyStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                resources.public_keys_table.clone(),
+            )),
+            schedule: config.schedule,
+            alg: config.signing_alg,
+            clock: Arc::new(SystemClock),
+        };
+        // Secrets Manager's version ids (ClientRequestToken) are 32 to 64 characters.
+        rotation.run_all(&random_b64url(24)).await?;
+        eprintln!("aws-seed: the first rotation made the signing key");
+    }
     Ok(())
 }
