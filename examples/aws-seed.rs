@@ -37,7 +37,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => false,
         Some("--first-key") => true,
         Some(other) => {
-            return Err(format!("unknown argument {other:?}; usage: aws-seed [--first-key]").into());
+            return Err(
+                format!("unknown argument {other:?}; usage: aws-seed [--first-key]").into(),
+            );
         }
     };
     let (config, resources) = lambda::config_from_env()?;
