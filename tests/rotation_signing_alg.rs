@@ -11,19 +11,18 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use time::{Duration, OffsetDateTime};
-use token_service::admin::{Admin, NewClient};
+use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::issue::{RequestMeta, TokenService};
+use token_service::issue::RequestMeta;
 use token_service::keys::jwk::jwks;
-use token_service::keys::{KeyCache, KeySet, SigningAlg};
+use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
 
-use support::stores::Stores;
+use support::stores::{Stores, svc_client};
 
 /// The JWKS as the discovery route computes it: the schedule's published keys.
 async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> JwkSet {
@@ -145,29 +144,8 @@ async fn change_of_algorithm(s: &Stores) {
     // The first key comes from the first rotation, as after a deployment: RS256.
     let first = rotate(s, &config, SigningAlg::RS256, clock.clone()).await;
     assert_eq!(first.keys[0].alg, "RS256");
-    let (_, secret) = admin(s, &config, clock.clone())
-        .create_client(NewClient {
-            client_id: Some("svc".into()),
-            name: "svc".into(),
-            scopes: vec!["a".into()],
-            audiences: vec!["https://api.test/".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let keys = KeyCache::from_config(s.keys.clone(), clock.clone(), &config);
-    let service = TokenService::new(
-        Arc::new(config.clone()),
-        s.clients.clone(),
-        s.audit.clone(),
-        s.limits.clone(),
-        keys,
-        clock.clone(),
-    );
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", secret.expose()))
-    );
+    let auth = svc_client(&admin(s, &config, clock.clone())).await;
+    let service = s.token_service(&config, clock.clone());
 
     // Fetched once, before any change of the setting.
     let mut verifier = CachingVerifier {

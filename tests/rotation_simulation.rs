@@ -8,21 +8,19 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use time::{Duration, OffsetDateTime};
-use token_service::admin::{Admin, NewClient};
+use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
-use token_service::issue::{RequestMeta, TokenService};
-use token_service::keys::KeyCache;
+use token_service::issue::RequestMeta;
 use token_service::keys::jwk::jwks;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{KeyRotation, Step};
 
-use support::stores::Stores;
+use support::stores::{Stores, svc_client};
 
 /// The JWKS as the discovery route computes it: the schedule's published keys.
 async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> JwkSet {
@@ -96,29 +94,8 @@ async fn simulate(s: &Stores) {
     };
     // The first key comes from the first rotation, as after a deployment.
     rotate(s, &admin, &config, clock.clone()).await;
-    let (_, secret) = admin
-        .create_client(NewClient {
-            client_id: Some("svc".into()),
-            name: "svc".into(),
-            scopes: vec!["a".into()],
-            audiences: vec!["https://api.test/".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let keys = KeyCache::from_config(s.keys.clone(), clock.clone(), &config);
-    let service = TokenService::new(
-        Arc::new(config.clone()),
-        s.clients.clone(),
-        s.audit.clone(),
-        s.limits.clone(),
-        keys,
-        clock.clone(),
-    );
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("svc:{}", secret.expose()))
-    );
+    let auth = svc_client(&admin).await;
+    let service = s.token_service(&config, clock.clone());
     let max_age = Duration::seconds(config.jwks_max_age as i64);
     let start = clock.now();
     let mut cached = published(s, &config, start).await;

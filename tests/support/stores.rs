@@ -3,8 +3,13 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use token_service::admin::{Admin, NewClient};
 use token_service::clock::Clock;
+use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
+use token_service::issue::TokenService;
+use token_service::keys::KeyCache;
 use token_service::keys::SigningAlg;
 use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
@@ -41,6 +46,41 @@ pub struct Stores {
     pub versions: Option<Arc<dyn VersionedSecret>>,
     /// Keeps the backend's temporary files alive.
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Stores {
+    /// The token service over these stores, as a shape builds it (no `private_key_jwt`).
+    pub fn token_service(&self, config: &ServiceConfig, clock: Arc<dyn Clock>) -> TokenService {
+        let keys = KeyCache::from_config(self.keys.clone(), clock.clone(), config);
+        TokenService::new(
+            Arc::new(config.clone()),
+            self.clients.clone(),
+            self.audit.clone(),
+            self.limits.clone(),
+            keys,
+            clock,
+        )
+    }
+}
+
+/// Creates client `svc` (scope `a`, audience `https://api.test/`) and returns its `Basic`
+/// authorization header.
+pub async fn svc_client(admin: &Admin) -> String {
+    let (_, secret) = admin
+        .create_client(NewClient {
+            client_id: Some("svc".into()),
+            name: "svc".into(),
+            scopes: vec!["a".into()],
+            audiences: vec!["https://api.test/".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("create client svc");
+    let pair = format!("svc:{}", secret.expose());
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// A fresh SQLite store in a temporary directory.
