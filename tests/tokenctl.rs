@@ -121,13 +121,19 @@ fn keys_rotate_and_list() {
     let out = tokenctl(&db, &["--signing-alg", "ES256", "keys", "rotate", "--json"]);
     assert!(out.status.success(), "{out:?}");
     let third: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let algs: Vec<_> = third
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| &k["alg"])
-        .collect();
+    // Listed by kid; ordered here by creation.
+    let created = |k: &serde_json::Value| {
+        let text = k["created_at"].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let mut by_age: Vec<_> = third.as_array().unwrap().iter().collect();
+    by_age.sort_by_key(|k| created(k));
+    let algs: Vec<_> = by_age.iter().map(|k| &k["alg"]).collect();
     assert_eq!(algs, ["RS256", "RS256", "ES256"], "{third}");
+    assert_eq!(
+        by_age[2]["signing"], false,
+        "the new key waits for its activation"
+    );
     let listing = String::from_utf8(tokenctl(&db, &["keys", "list"]).stdout).unwrap();
     assert!(listing.starts_with("KID"), "{listing}");
     assert_eq!(listing.matches(" ES256 ").count(), 1, "{listing}");
