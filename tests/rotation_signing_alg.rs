@@ -11,55 +11,18 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use time::{Duration, OffsetDateTime};
 use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::RequestMeta;
-use token_service::keys::jwk::jwks;
 use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
 
+use support::resource_server::{check, published};
 use support::stores::{Stores, svc_client};
-
-/// The JWKS as the discovery route computes it: the schedule's published keys.
-async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> JwkSet {
-    jwks(
-        &s.public_keys.public_keys().await.unwrap(),
-        &config.schedule,
-        now,
-    )
-}
-
-/// A resource server's check: the `kid` in `jwks`, the algorithm the JWK publishes (one of
-/// the service's three, never the header's choice), the signature, and `exp` against `now`.
-/// Returns the token's algorithm.
-fn check(jwks: &JwkSet, token: &str, now: OffsetDateTime) -> Result<Algorithm, String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let kid = header.kid.ok_or("no kid")?;
-    let jwk = jwks
-        .find(&kid)
-        .ok_or_else(|| format!("unknown kid {kid}"))?;
-    let alg = match jwk.common.key_algorithm {
-        Some(KeyAlgorithm::RS256) => Algorithm::RS256,
-        Some(KeyAlgorithm::ES256) => Algorithm::ES256,
-        Some(KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
-        other => return Err(format!("JWK alg {other:?} not accepted")),
-    };
-    let mut v = Validation::new(alg);
-    v.validate_exp = false; // checked against the simulated clock below
-    v.validate_aud = false;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let data =
-        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| e.to_string())?;
-    let exp = data.claims["exp"].as_i64().ok_or("no exp")?;
-    if exp <= now.unix_timestamp() {
-        return Err("expired".into());
-    }
-    Ok(alg)
-}
 
 /// A verifier that fetched the JWKS once and fetches it again only for a `kid` it does not
 /// know.
@@ -84,7 +47,7 @@ impl CachingVerifier {
             self.jwks = published(s, config, now).await;
             self.fetches += 1;
         }
-        check(&self.jwks, token, now)
+        check(&self.jwks, token, now).map(|(alg, _)| alg)
     }
 }
 
@@ -230,7 +193,7 @@ async fn change_of_algorithm(s: &Stores) {
         // this moment; every expired one is refused.
         for (kid, list) in &tokens {
             for token in list.iter().rev().take(3) {
-                let fresh = check(&current, token, now);
+                let fresh = check(&current, token, now).map(|(alg, _)| alg);
                 if exp_of(token) > now.unix_timestamp() {
                     fresh.unwrap_or_else(|e| {
                         panic!("unexpired token of {kid} refused at {now}: {e}")

@@ -8,50 +8,17 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, Validation};
 use time::{Duration, OffsetDateTime};
 use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
 use token_service::issue::RequestMeta;
-use token_service::keys::jwk::jwks;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{KeyRotation, Step};
 
+use support::resource_server::{check, published};
 use support::stores::{Stores, svc_client};
-
-/// The JWKS as the discovery route computes it: the schedule's published keys.
-async fn published(s: &Stores, config: &ServiceConfig, now: OffsetDateTime) -> JwkSet {
-    jwks(
-        &s.public_keys.public_keys().await.unwrap(),
-        &config.schedule,
-        now,
-    )
-}
-
-/// A resource server's check: known kid, the algorithm its JWK publishes, signature, and not
-/// expired at `now`.
-fn accepts(jwks: &JwkSet, token: &str, now: OffsetDateTime) -> Result<i64, String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let kid = header.kid.ok_or("no kid")?;
-    let jwk = jwks
-        .find(&kid)
-        .ok_or_else(|| format!("unknown kid {kid}"))?;
-    let alg = jwk.common.key_algorithm.ok_or("the JWK names no alg")?;
-    let mut v = Validation::new(alg.to_string().parse().map_err(|_| "not a JWS alg")?);
-    v.validate_exp = false; // checked against the simulated clock below
-    v.validate_aud = false;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let data =
-        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| e.to_string())?;
-    let exp = data.claims["exp"].as_i64().ok_or("no exp")?;
-    if exp <= now.unix_timestamp() {
-        return Err("expired".into());
-    }
-    Ok(exp)
-}
 
 async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<ManualClock>) {
     match &s.versions {
@@ -124,7 +91,7 @@ async fn simulate(s: &Stores) {
             .handle(raw, &RequestMeta::default())
             .await
             .unwrap_or_else(|e| panic!("at {now}: {e}"));
-        accepts(&cached, &issued.access_token, now)
+        check(&cached, &issued.access_token, now)
             .unwrap_or_else(|e| panic!("at {now}, JWKS cached since {fetched_at}: {e}"));
         let kid = jsonwebtoken::decode_header(&issued.access_token)
             .unwrap()
@@ -142,7 +109,7 @@ async fn simulate(s: &Stores) {
                     .claims["exp"]
                     .as_i64()
                     .unwrap();
-                let verdict = accepts(&current, token, now);
+                let verdict = check(&current, token, now);
                 if exp > now.unix_timestamp() {
                     verdict.unwrap_or_else(|e| {
                         panic!("unexpired token of {kid} refused at {now}: {e}")

@@ -4,5 +4,6 @@
 
 pub mod fault_proxy;
 pub mod moto;
+pub mod resource_server;
 pub mod rotation_front;
 pub mod stores;
