@@ -33,6 +33,25 @@ def _tagged(loader, tag_suffix, node):
 CfnLoader.add_multi_constructor("!", _tagged)
 
 
+def as_list(value):
+    """A property that may be one item or a list, as a list (`None`: empty)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def strings(value):
+    """Every string value inside a property, including inside intrinsic functions."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+
+
 def load(path):
     """The template as plain data, intrinsic functions in their long form."""
     with open(path, encoding="utf-8") as f:

@@ -10,23 +10,7 @@ NotAction/NotResource, and no managed policy or SAM policy template in a functio
 
 import sys
 
-from cfn_yaml import run_check
-
-
-def _as_list(value):
-    return value if isinstance(value, list) else [value]
-
-
-def _strings(value):
-    """Every string inside a value, including inside intrinsic functions."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+from cfn_yaml import as_list, run_check, strings
 
 
 def _statement_findings(where, statement):
@@ -39,7 +23,7 @@ def _statement_findings(where, statement):
     for key in ("Action", "Resource"):
         if key not in statement and statement.get("Effect") == "Allow":
             findings.append(f"{where}: Allow statement without {key}")
-        for text in _strings(statement.get(key, [])):
+        for text in strings(statement.get(key, [])):
             if "*" in text:
                 findings.append(f"{where}: {key} {text!r} uses a wildcard")
     return findings
@@ -49,7 +33,7 @@ def _walk(where, node, findings):
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "Statement":
-                for i, statement in enumerate(_as_list(value)):
+                for i, statement in enumerate(as_list(value)):
                     findings.extend(_statement_findings(f"{where}.Statement[{i}]", statement))
             else:
                 _walk(f"{where}.{key}", value, findings)
@@ -64,7 +48,7 @@ def check(template):
     for name, resource in (template.get("Resources") or {}).items():
         properties = resource.get("Properties") or {}
         if resource.get("Type") == "AWS::Serverless::Function":
-            for i, policy in enumerate(_as_list(properties.get("Policies", []))):
+            for i, policy in enumerate(as_list(properties.get("Policies", []))):
                 if not (isinstance(policy, dict) and "Statement" in policy):
                     findings.append(
                         f"{name}.Policies[{i}]: only inline statements can be checked; "

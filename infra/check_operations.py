@@ -23,7 +23,7 @@ rule, which `make template-check` runs this check on.
 
 import sys
 
-from cfn_yaml import run_check
+from cfn_yaml import as_list, run_check, strings
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 PITR_TABLES = ("ClientsTable", "AuditTable", "PublicKeysTable")
@@ -37,12 +37,6 @@ ACCESS_LOG_FIELDS = (
     "$context.responseLatency",
     "$context.identity.userAgent",
 )
-
-
-def _as_list(value):
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 def _text(value):
@@ -61,18 +55,6 @@ def _ref(value):
         if "Fn::GetAtt" in value:
             return value["Fn::GetAtt"][0]
     return None
-
-
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
 
 
 def _of_type(resources, *types):
@@ -108,12 +90,12 @@ def _metrics(alarm):
     props = _props(alarm)
     found = []
     if "MetricName" in props:
-        dims = {d.get("Name"): d.get("Value") for d in _as_list(props.get("Dimensions"))}
+        dims = {d.get("Name"): d.get("Value") for d in as_list(props.get("Dimensions"))}
         found.append((props.get("Namespace"), props["MetricName"], dims))
-    for query in _as_list(props.get("Metrics")):
+    for query in as_list(props.get("Metrics")):
         metric = (query.get("MetricStat") or {}).get("Metric")
         if metric:
-            dims = {d.get("Name"): d.get("Value") for d in _as_list(metric.get("Dimensions"))}
+            dims = {d.get("Name"): d.get("Value") for d in as_list(metric.get("Dimensions"))}
             found.append((metric.get("Namespace"), metric.get("MetricName"), dims))
     return found
 
@@ -177,7 +159,7 @@ def check_alarms(resources):
     topics = set(_of_type(resources, "AWS::SNS::Topic"))
     for name, alarm in alarms.items():
         props = _props(alarm)
-        if not any(_ref(a) in topics for a in _as_list(props.get("AlarmActions"))):
+        if not any(_ref(a) in topics for a in as_list(props.get("AlarmActions"))):
             findings.append(f"{name}: no AlarmActions to the stack's SNS topic")
         description = _text(props.get("AlarmDescription")) or ""
         if "Runbook: ${RunbookUrl}#runbook-" not in description:
@@ -213,15 +195,15 @@ def check_jwks_secret(resources):
     if function is None:
         return [f"{JWKS_FUNCTION}: missing"]
     findings = []
-    for policy in _as_list(_props(function).get("Policies")):
+    for policy in as_list(_props(function).get("Policies")):
         if not isinstance(policy, dict):
             findings.append(f"{JWKS_FUNCTION}: policy {policy!r} is not an inline statement")
             continue
-        for statement in _as_list(policy.get("Statement")):
-            actions = [a.lower() for a in _strings(statement.get("Action"))]
+        for statement in as_list(policy.get("Statement")):
+            actions = [a.lower() for a in strings(statement.get("Action"))]
             if any(a.startswith(("secretsmanager:", "kms:")) for a in actions):
                 findings.append(f"{JWKS_FUNCTION}: may call {actions}")
-            if SECRET in set(_strings(statement.get("Resource"))):
+            if SECRET in set(strings(statement.get("Resource"))):
                 findings.append(f"{JWKS_FUNCTION}: a statement names {SECRET}")
     return findings
 
@@ -265,7 +247,7 @@ def check_deployment(resources):
         if _props(resources.get(permission, {})).get("FunctionName") != alias:
             findings.append(f"{permission}: FunctionName is not {name}'s alias")
         rollback = [
-            _ref(a) for a in _as_list((props.get("DeploymentPreference") or {}).get("Alarms"))
+            _ref(a) for a in as_list((props.get("DeploymentPreference") or {}).get("Alarms"))
         ]
         if not any(
             (ns, m, _ref(d.get("FunctionName"))) == ("AWS/Lambda", "Errors", name)
