@@ -235,7 +235,7 @@ impl TokenService {
         let issued = if failures.is_over(None, read.source_failures) {
             Err(window.limited().into())
         } else {
-            self.issue(request, read, &failures, now).await
+            self.issue(request, claimed, read, &failures, now).await
         };
         let rejection = match issued {
             Ok(issued) => return Ok(issued),
@@ -279,13 +279,13 @@ impl TokenService {
     async fn issue(
         &self,
         request: Result<TokenRequest, Rejection>,
+        claimed: Option<String>,
         read: Read,
         failures: &FailureLimits<'_>,
         now: OffsetDateTime,
     ) -> Result<(IssuedToken, Issued), Rejection> {
         let window = Window::at(now);
         let request = request?;
-        let claimed = recordable_client_id(&request);
         let reject = |error: OAuthError| Rejection {
             error,
             client_id: claimed.clone(),
