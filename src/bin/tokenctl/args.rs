@@ -215,11 +215,11 @@ pub struct ClaimArgs {
     /// Extra token claim with a string value (repeat). On update it sets this name and keeps
     /// the others.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
-    pub set: Vec<String>,
+    pub claims: Vec<String>,
     /// File with the extra claims as a JSON object (values of any JSON type). On update it
     /// replaces the whole set; --claim then adds to it.
     #[arg(long = "claims-json", value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub claims_json: Option<PathBuf>,
 }
 
 /// `--auth` of `clients create`.

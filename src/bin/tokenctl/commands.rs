@@ -156,7 +156,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
 /// sets a name, then each --remove-claim removes one. Nothing is checked against the rules
 /// here: admin checks the resulting set, and refuses it whole.
 fn claims_edit(args: ClaimArgs, remove: Vec<String>) -> Result<ClaimsEdit, String> {
-    let replace = match args.json {
+    let replace = match args.claims_json {
         None => None,
         Some(path) => {
             let text = read_bounded(&path)?;
@@ -166,7 +166,7 @@ fn claims_edit(args: ClaimArgs, remove: Vec<String>) -> Result<ClaimsEdit, Strin
         }
     };
     let set = args
-        .set
+        .claims
         .iter()
         .map(|a| claims::parse_assignment(a).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
