@@ -153,15 +153,20 @@ fn check_bounds(var: &str, cell: &str) {
     };
     let refused = |value: &str| match config_with(&roomy_with(var, value)) {
         Ok(_) => panic!("{var}={value} is outside the documented bounds ({cell}) but accepted"),
-        Err(e) => assert!(e.contains(var), "{var}={value} refused without naming it: {e}"),
+        Err(e) => assert!(
+            e.contains(var),
+            "{var}={value} refused without naming it: {e}"
+        ),
     };
-    let range = Regex::new(r"^`(\d+)` to `(\d+)`").unwrap();
-    let at_most = Regex::new(r"at most `(\d+)`").unwrap();
-    let lower = range.captures(cell).map(|c| c[1].parse::<u64>().unwrap());
-    let upper = range
-        .captures(cell)
-        .or_else(|| at_most.captures(cell))
-        .map(|c| c[c.len() - 1].parse::<u64>().unwrap());
+    let number = |re: &str| {
+        Regex::new(re)
+            .unwrap()
+            .captures(cell)
+            .map(|c| c[1].parse::<u64>().unwrap())
+    };
+    // "`1` to `86400`", "`1` to `TOKEN_MAX_TTL`", "...; at most `2592000`".
+    let lower = number(r"^`(\d+)` to ");
+    let upper = number(r"^`\d+` to `(\d+)`").or_else(|| number(r"at most `(\d+)`"));
     if let Some(lo) = lower {
         accepted(&lo.to_string());
         refused(&lo.checked_sub(1).map_or("-1".to_owned(), |v| v.to_string()));
