@@ -345,3 +345,14 @@ fn anchors_follow_github() {
         ["a.md#b", "d.md", "https://e"]
     );
 }
+
+/// The README is the front door (what it is, the shapes, prerequisites, quick start, tests,
+/// links); reference text belongs in docs/.
+#[test]
+fn the_readme_stays_short() {
+    let lines = read(&root().join("README.md")).lines().count();
+    assert!(
+        lines < 200,
+        "README.md has {lines} lines; move reference text to docs/"
+    );
+}
