@@ -86,7 +86,8 @@ pub(crate) fn check(proof: &str, expect: &Expected<'_>) -> Result<Accepted, Erro
         return Err(bad("signature does not verify"));
     }
 
-    let claims: ProofClaims = decode_json(claims_b64).ok_or(bad("jti, htm, htu or iat missing"))?;
+    let claims: ProofClaims =
+        decode_json(claims_b64).ok_or(bad("jti, htm, htu or iat missing or mistyped"))?;
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(bad("jti is empty or too long"));
     }
