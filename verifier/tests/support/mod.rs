@@ -230,6 +230,8 @@ struct Served {
     jwks: Mutex<Value>,
     cache_control: Mutex<Option<String>>,
     jwks_hits: AtomicUsize,
+    /// Answer the JWKS with 500 (an outage of the issuer).
+    failing: std::sync::atomic::AtomicBool,
     /// The RFC 8414 and OpenID documents; `None` answers 404.
     oauth_metadata: Mutex<Option<Value>>,
     openid_metadata: Mutex<Option<Value>>,
@@ -293,6 +295,11 @@ impl Issuer {
         *self.served.openid_metadata.lock().unwrap() = doc;
     }
 
+    /// Makes the JWKS answer 500 (true) or serve again (false).
+    pub fn set_failing(&self, failing: bool) {
+        self.served.failing.store(failing, Ordering::SeqCst);
+    }
+
     /// How many times the JWKS was fetched.
     pub fn jwks_hits(&self) -> usize {
         self.served.jwks_hits.load(Ordering::SeqCst)
@@ -301,6 +308,9 @@ impl Issuer {
 
 async fn jwks(State(s): State<Arc<Served>>) -> Response {
     s.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    if s.failing.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
