@@ -1,6 +1,7 @@
 //! The token function's CloudWatch embedded metrics: one `token_requests` count per outcome,
 //! written as an EMF document after each request.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use axum::body::Body;

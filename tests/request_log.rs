@@ -3,6 +3,7 @@
 //! and the embedded metrics document (with the signing key's age on issued tokens), together
 //! under 1 KB.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! JWKS and RFC 8414 metadata, the audit trail of token requests, and failing closed when a
 //! store fails.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -7,10 +7,10 @@
 //! `429`s of a source past its refusal budget's cut-off, which leave none (see `issue.rs`).
 //!
 //! `make test` runs a bounded number of cases; a long run:
-//! `PROPTEST_CASES=100000 cargo test --release --test fuzz_router`.
+//! `PROPTEST_CASES=100000 cargo test --release --test it fuzz_router::`.
 
-mod common;
-mod fuzz_support;
+use crate::common;
+use crate::fuzz_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

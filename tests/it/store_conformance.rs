@@ -2,7 +2,7 @@
 //! embedded shape's set (SQLite with the in-memory rate limits) and from the AWS adapters
 //! (DynamoDB and Secrets Manager on a local moto server, see `support/moto.rs`).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

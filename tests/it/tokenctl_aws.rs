@@ -1,7 +1,7 @@
 //! `tokenctl --backend aws` against DynamoDB and Secrets Manager on the moto server, driven as
 //! an operator would with the stack's resource names in the environment.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

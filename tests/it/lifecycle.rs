@@ -1,7 +1,7 @@
 //! Client lifecycle on the embedded shape: secret rotation with a grace period, the live-secret
 //! bound, deletion, optimistic locking, and the admin audit trail.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! record, readable before its answer; a commit that fails answers every request of its batch
 //! `503 temporarily_unavailable` and lets no token out.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

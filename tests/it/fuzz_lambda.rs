@@ -4,10 +4,9 @@
 //!
 //! The promises are those of `fuzz_router.rs`; the request id and source address come from
 //! the event's `requestContext`, as on AWS. A long run:
-//! `PROPTEST_CASES=100000 cargo test --release --all-features --test fuzz_lambda`.
+//! `PROPTEST_CASES=100000 cargo test --release --all-features --test it fuzz_lambda::`.
 
-mod common;
-mod fuzz_support;
+use crate::fuzz_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -209,7 +208,7 @@ fn arbitrary_and_damaged_event_texts_never_break_the_function() {
     let h = Harness::new();
     let basic = format!("{CLIENT}:{}", h.secret);
     let fixture =
-        include_str!("fixtures/token-basic.json").replace("{{BASIC}}", &STANDARD.encode(basic));
+        include_str!("../fixtures/token-basic.json").replace("{{BASIC}}", &STANDARD.encode(basic));
     let parsed = AtomicUsize::new(0);
     let mut runner = TestRunner::new(fuzz_support::runner_config(TEXT_CASES));
     let result = runner.run(&event_text(fixture), |text| {
@@ -265,7 +264,7 @@ fn quiet_dependency_panics() {
 
 /// The fixture with one part of its text replaced.
 fn fixture_with(from: &str, to: &str) -> String {
-    let fixture = include_str!("fixtures/token-basic.json");
+    let fixture = include_str!("../fixtures/token-basic.json");
     assert!(fixture.contains(from), "{from} is in the fixture");
     fixture.replace(from, to)
 }

@@ -1,7 +1,7 @@
 //! `tokenctl audit report`, text and JSON, on a SQLite file and on DynamoDB (moto), over an
 //! audit trail written through the store ports with times relative to now.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! made with a manual clock: a client used from a new address, a password-spraying address, a
 //! volume jump and a disabled client still tried each show up; a quiet client does not.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,8 +3,8 @@
 //! and exactness under concurrency. The tests of the atomic limits and of the budget run on
 //! SQLite and on DynamoDB (moto, see `support/moto.rs`).
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::sync::Arc;
 

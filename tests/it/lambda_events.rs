@@ -123,7 +123,7 @@ fn header_of(response: &Response<()>, name: header::HeaderName) -> &str {
 async fn jwks(h: &Harness) -> JwkSet {
     let (response, body) = call(
         h.discovery_router(),
-        h.event(include_str!("fixtures/jwks.json")),
+        h.event(include_str!("../fixtures/jwks.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -152,7 +152,7 @@ async fn basic_auth_event_gets_a_token_audited_with_api_gateway_ids() {
     let h = harness().await;
     let (response, body) = call(
         h.token_router(),
-        h.event(include_str!("fixtures/token-basic.json")),
+        h.event(include_str!("../fixtures/token-basic.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK, "{body}");
@@ -181,7 +181,7 @@ async fn client_secret_post_event_gets_a_token() {
     let h = harness().await;
     let (response, body) = call(
         h.token_router(),
-        h.event(include_str!("fixtures/token-post.json")),
+        h.event(include_str!("../fixtures/token-post.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK, "{body}");
@@ -199,7 +199,7 @@ async fn wrong_grant_type_event_is_unsupported_grant_type_and_audited() {
     let h = harness().await;
     let (response, body) = call(
         h.token_router(),
-        h.event(include_str!("fixtures/token-bad-grant.json")),
+        h.event(include_str!("../fixtures/token-bad-grant.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -217,7 +217,7 @@ async fn jwks_event_lists_the_signing_key_with_cache_headers() {
     let h = harness().await;
     let (response, body) = call(
         h.discovery_router(),
-        h.event(include_str!("fixtures/jwks.json")),
+        h.event(include_str!("../fixtures/jwks.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -237,7 +237,7 @@ async fn metadata_event_describes_the_issuer() {
     let h = harness().await;
     let (response, body) = call(
         h.discovery_router(),
-        h.event(include_str!("fixtures/metadata.json")),
+        h.event(include_str!("../fixtures/metadata.json")),
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -255,13 +255,13 @@ async fn each_function_serves_only_its_own_routes() {
     let h = harness().await;
     let response = h
         .token_router()
-        .oneshot(h.event(include_str!("fixtures/jwks.json")))
+        .oneshot(h.event(include_str!("../fixtures/jwks.json")))
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = h
         .discovery_router()
-        .oneshot(h.event(include_str!("fixtures/token-basic.json")))
+        .oneshot(h.event(include_str!("../fixtures/token-basic.json")))
         .await
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);

@@ -3,7 +3,7 @@
 //! and a resource server that refreshes its JWKS only every `max-age` seconds never meets an
 //! unknown `kid`, and never accepts a token signed by a key past its retirement.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Conformance matrix of `POST /oauth/token` (RFC 6749 §2.3, §3.2, §3.3, §4.4, §5; RFC 8707;
 //! RFC 9068), through the real router on a SQLite store.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

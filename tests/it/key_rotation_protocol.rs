@@ -1,7 +1,7 @@
 //! The Secrets Manager rotation protocol of the signing-key secret, step by step and with
 //! retries of every step, against Secrets Manager and DynamoDB on the moto server.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! AWS-only behaviour of the store adapters, on moto: the resources `create_resources` makes,
 //! the item layout other tools rely on (TTL, sort key), and error texts free of item contents.
 
-mod support;
+use crate::support;
 
 use aws_sdk_dynamodb::types::{
     AttributeValue, BillingMode, KeyType, PointInTimeRecoveryStatus, TimeToLiveStatus,

@@ -6,7 +6,7 @@
 //! (as resource-server libraries do) verifies every token throughout; and a key leaves the
 //! JWKS only after the last token it signed expired.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

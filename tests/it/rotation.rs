@@ -2,7 +2,7 @@
 //! continuously while keys rotate, and resource servers that refresh the JWKS only every
 //! `max-age` seconds never meet an unknown `kid`, while no key outlives the tokens it signed.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

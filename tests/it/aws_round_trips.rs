@@ -11,7 +11,7 @@
 //! answers within the time a debug build takes to poll a call once, which could let one call
 //! end before a call issued concurrently with it had even started.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! `X-Forwarded-For` lines, IPv4-mapped peers, CIDR ranges, hops with ports), failure counting
 //! per IPv6 /64, `Host` on HTTP/1.1 over a real socket, and client ids that are secrets.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;

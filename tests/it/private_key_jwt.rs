@@ -2,7 +2,7 @@
 //! (moto): each case sends a client assertion to `POST /oauth/token` through the router and
 //! checks the exact status and error.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

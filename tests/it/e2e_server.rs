@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 
-mod common;
+use crate::common;
 
 struct Server {
     child: Child,

@@ -5,7 +5,7 @@
 //! - when Secrets Manager fails at init, the init still completes, and the first request
 //!   loads the set itself once Secrets Manager answers again.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@
 //!
 //! Once the fault clears, the same router serves tokens again by itself.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
