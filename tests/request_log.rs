@@ -3,15 +3,17 @@
 //! and the embedded metrics document (with the signing key's age on issued tokens), together
 //! under 1 KB.
 
-#[path = "it/common/mod.rs"]
-mod common;
+// The embedded stack of the integration tests (tests/it), of which this test uses a part.
+#[allow(dead_code)]
+#[path = "it/support/stack.rs"]
+mod stack;
 
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use base64::Engine as _;
-use common::Stack;
 use serde_json::Value;
+use stack::Stack;
 use token_service::admin::NewClient;
 use token_service::lambda::{init_metrics, json_subscriber, log_filter, token_router};
 use tower::ServiceExt as _;

@@ -3,16 +3,11 @@
 //! and exactness under concurrency. The tests of the atomic limits and of the budget run on
 //! SQLite and on DynamoDB (moto, see `support/moto.rs`).
 
-use crate::common;
-use crate::support;
-
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use common::{AUDIENCE, Stack};
-use support::stores::{self, Stores};
 use token_service::admin::{Admin, NewClient};
 use token_service::audit::AuditRecord;
 use token_service::clock::{Clock, ManualClock};
@@ -22,6 +17,9 @@ use token_service::issue::TokenService;
 use token_service::keys::KeyCache;
 use token_service::limits::{Window, refusals_of_source_key};
 use tower::ServiceExt as _;
+
+use crate::support::stack::{self, AUDIENCE, Stack};
+use crate::support::stores::{self, Stores};
 
 const GRANT: &str = "grant_type=client_credentials";
 
@@ -50,7 +48,7 @@ fn start_of_minute(s: &Stack) {
     s.clock.set(floor + time::Duration::minutes(1));
 }
 
-fn assert_limited(r: &common::Reply) -> u64 {
+fn assert_limited(r: &stack::Reply) -> u64 {
     r.assert_error(429, "temporarily_unavailable");
     let retry: u64 = r
         .header("retry-after")
@@ -209,7 +207,7 @@ async fn requests_without_credentials_count_against_the_address() {
     start_of_minute(&s);
     let send = || async {
         let request = Request::post("/oauth/token")
-            .header("content-type", common::FORM)
+            .header("content-type", stack::FORM)
             .extension(RequestContext {
                 request_id: None,
                 source_ip: Some("203.0.113.9".into()),
@@ -309,8 +307,8 @@ impl Backend {
 
     async fn basic(&self, ip: &str, id: &str, secret: &str) -> u16 {
         let request = Request::post("/oauth/token")
-            .header("content-type", common::FORM)
-            .header("authorization", common::basic_header(id, secret))
+            .header("content-type", stack::FORM)
+            .header("authorization", stack::basic_header(id, secret))
             .body(Body::from(GRANT))
             .unwrap();
         self.send(ip, request).await
@@ -325,11 +323,11 @@ impl Backend {
                 .header("content-type", "text/plain")
                 .body(GRANT.into()),
             1 => post()
-                .header("content-type", common::FORM)
+                .header("content-type", stack::FORM)
                 .body("grant_type=password".into()),
             2 => Request::get("/oauth/token").body(Body::empty()),
             _ => post()
-                .header("content-type", common::FORM)
+                .header("content-type", stack::FORM)
                 .body(vec![b'a'; 9000].into()),
         };
         self.send(ip, request.unwrap()).await

@@ -2,8 +2,6 @@
 //! made with a manual clock: a client used from a new address, a password-spraying address, a
 //! volume jump and a disabled client still tried each show up; a quiet client does not.
 
-use crate::support;
-
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
@@ -16,7 +14,7 @@ use token_service::issue::{RequestMeta, TokenService};
 use token_service::keys::KeyCache;
 use token_service::oauth::request::RawRequest;
 
-use support::stores::Stores;
+use crate::support::stores::Stores;
 
 const QUIET_IP: &str = "10.0.0.1";
 const ROAMER_IP: &str = "10.0.0.2";

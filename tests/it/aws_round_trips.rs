@@ -11,8 +11,6 @@
 //! answers within the time a debug build takes to poll a call once, which could let one call
 //! end before a call issued concurrently with it had even started.
 
-use crate::support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,8 +38,8 @@ use token_service::store::aws::{DynamoDbRateLimits, create_resources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::moto;
-use support::stores::{random_resources, rotate_keys_on};
+use crate::support::moto;
+use crate::support::stores::{random_resources, rotate_keys_on};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 

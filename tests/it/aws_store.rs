@@ -1,8 +1,6 @@
 //! AWS-only behaviour of the store adapters, on moto: the resources `create_resources` makes,
 //! the item layout other tools rely on (TTL, sort key), and error texts free of item contents.
 
-use crate::support;
-
 use aws_sdk_dynamodb::types::{
     AttributeValue, BillingMode, KeyType, PointInTimeRecoveryStatus, TimeToLiveStatus,
 };
@@ -15,7 +13,7 @@ use token_service::store::aws::{
 };
 use token_service::store::{AuditLog, ClientStore, KeyStore, StoreError};
 
-use support::{moto, stores::random_resources};
+use crate::support::{moto, stores::random_resources};
 
 fn client_with_secret(id: &str) -> (Client, String) {
     let hash = ClientSecret::generate().hash();

@@ -1,14 +1,11 @@
 //! JWKS and RFC 8414 metadata, the audit trail of token requests, and failing closed when a
 //! store fails.
 
-use crate::common;
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request;
-use common::{AUDIENCE, FORM, Stack, basic_header, verify};
 use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::clients::Client;
 use token_service::clock::Clock as _;
@@ -17,6 +14,8 @@ use token_service::http::token_routes;
 use token_service::issue::TokenService;
 use token_service::keys::KeyCache;
 use token_service::store::{AuditLog, ClientStore, StoreError};
+
+use crate::support::stack::{self, AUDIENCE, FORM, Stack, basic_header, verify};
 
 const GRANT: &str = "grant_type=client_credentials";
 const ISSUER: &str = "https://issuer.test";
@@ -252,7 +251,7 @@ fn service(s: &Stack, clients: Arc<dyn ClientStore>, audit: Arc<dyn AuditLog>) -
     )))
 }
 
-async fn post(router: axum::Router, auth: &str, body: &str) -> common::Reply {
+async fn post(router: axum::Router, auth: &str, body: &str) -> stack::Reply {
     let s = Stack {
         router,
         ..Stack::new().await

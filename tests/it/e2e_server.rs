@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 
-use crate::common;
+use crate::support::stack;
 
 struct Server {
     child: Child,
@@ -141,7 +141,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
     let agent = agent();
     let mut response = agent
         .post(format!("{}/oauth/token", server.base))
-        .header("Authorization", common::basic_header("demo", &secret))
+        .header("Authorization", stack::basic_header("demo", &secret))
         .content_type("application/x-www-form-urlencoded")
         .send("grant_type=client_credentials")
         .unwrap();
@@ -161,7 +161,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
             .unwrap(),
     )
     .unwrap();
-    let claims = common::verify(&token, &jwks, &server.base, common::AUDIENCE).expect("verifies");
+    let claims = stack::verify(&token, &jwks, &server.base, stack::AUDIENCE).expect("verifies");
     assert_eq!(claims.client_id, "demo");
     assert_eq!(claims.scope, "api.read");
 
@@ -192,7 +192,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
     );
     let response = agent
         .post(format!("{}/oauth/token", again.base))
-        .header("Authorization", common::basic_header("demo", &secret))
+        .header("Authorization", stack::basic_header("demo", &secret))
         .content_type("application/x-www-form-urlencoded")
         .send("grant_type=client_credentials")
         .unwrap();
@@ -208,7 +208,7 @@ fn first_start_prints_working_credentials_and_a_token_verifies_against_jwks() {
         .post(format!("{}/oauth/token", again.base))
         .header(
             "Authorization",
-            common::basic_header("demo", "tks_not_the_secret"),
+            stack::basic_header("demo", "tks_not_the_secret"),
         )
         .content_type("application/x-www-form-urlencoded")
         .send("grant_type=client_credentials")
@@ -298,7 +298,7 @@ fn pyjwt_verify(token: &str, jwks: &str, issuer: &str) -> Result<serde_json::Val
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pyjwt_verify.py");
     let mut child = Command::new(python_with_pyjwt())
         .arg(script)
-        .args([issuer, common::AUDIENCE])
+        .args([issuer, stack::AUDIENCE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -332,7 +332,7 @@ fn a_fresh_server_signs_with_the_configured_algorithm() {
         let agent = agent();
         let mut response = agent
             .post(format!("{}/oauth/token", server.base))
-            .header("Authorization", common::basic_header("demo", &secret))
+            .header("Authorization", stack::basic_header("demo", &secret))
             .content_type("application/x-www-form-urlencoded")
             .send("grant_type=client_credentials")
             .unwrap();
@@ -353,8 +353,7 @@ fn a_fresh_server_signs_with_the_configured_algorithm() {
         assert_eq!(published["keys"][0]["alg"], alg);
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(format!("{:?}", header.alg), alg);
-        let claims =
-            common::verify(&token, &jwks, &server.base, common::AUDIENCE).expect("verifies");
+        let claims = stack::verify(&token, &jwks, &server.base, stack::AUDIENCE).expect("verifies");
         assert_eq!(claims.client_id, "demo");
         let verdict = pyjwt_verify(&token, &text, &server.base)
             .unwrap_or_else(|e| panic!("PyJWT refused the {alg} token: {e}"));

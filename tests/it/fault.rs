@@ -14,8 +14,6 @@
 //!
 //! Once the fault clears, the same router serves tokens again by itself.
 
-use crate::support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +25,6 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine as _;
 use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
 use serde_json::Value;
-use support::fault_proxy::{Fault, FaultProxy, Service};
-use support::moto;
-use support::stores::{random_resources, rotate_keys_on};
 use token_service::admin::NewClient;
 use token_service::audit::AuditQuery;
 use token_service::aws_shape::{AwsShape, JWKS_DEPENDENCY_BOUND, TOKEN_DEPENDENCY_BOUND};
@@ -43,6 +38,10 @@ use token_service::keys::KeyCache;
 use token_service::store::aws::{AwsResources, create_resources};
 use token_service::store::{AuditLog, ClientStore, StoreError};
 use tower::ServiceExt as _;
+
+use crate::support::fault_proxy::{Fault, FaultProxy, Service};
+use crate::support::moto;
+use crate::support::stores::{random_resources, rotate_keys_on};
 
 const AUDIENCE: &str = "https://api.example.com";
 const SOURCE_IP: &str = "198.51.100.23";

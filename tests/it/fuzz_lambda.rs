@@ -6,20 +6,19 @@
 //! the event's `requestContext`, as on AWS. A long run:
 //! `PROPTEST_CASES=100000 cargo test --release --all-features --test it fuzz_lambda::`.
 
-use crate::fuzz_support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use fuzz_support::{Answer, CLIENT, Model, Resolve, Stage, Structured};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::json;
 use token_service::audit::AuditQuery;
 use token_service::store::AuditLog as _;
 use tower::ServiceExt as _;
+
+use crate::support::fuzz::{self, Answer, CLIENT, Model, Resolve, Stage, Structured};
 
 const STRUCTURED_CASES: u32 = 1500;
 const TEXT_CASES: u32 = 1000;
@@ -155,14 +154,14 @@ impl Harness {
                 })
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            fuzz_support::check_records(&records, &expected, &self.secret)
+            fuzz::check_records(&records, &expected, &self.secret)
         })
     }
 }
 
-/// A case of [`fuzz_support::case`], each request's body sent in base64 or not.
+/// A case of [`fuzz::case`], each request's body sent in base64 or not.
 fn lambda_case() -> impl Strategy<Value = (Option<String>, Vec<(Structured, bool)>)> {
-    fuzz_support::case().prop_flat_map(|(source, requests)| {
+    fuzz::case().prop_flat_map(|(source, requests)| {
         let n = requests.len();
         (
             Just(source),
@@ -176,7 +175,7 @@ fn lambda_case() -> impl Strategy<Value = (Option<String>, Vec<(Structured, bool
 #[test]
 fn structured_events_through_the_token_function_keep_every_promise() {
     let h = Harness::new();
-    let mut runner = TestRunner::new(fuzz_support::runner_config(STRUCTURED_CASES));
+    let mut runner = TestRunner::new(fuzz::runner_config(STRUCTURED_CASES));
     let result = runner.run(&lambda_case(), |(source, requests)| {
         h.run(source.as_deref(), &requests)
     });
@@ -210,7 +209,7 @@ fn arbitrary_and_damaged_event_texts_never_break_the_function() {
     let fixture =
         include_str!("../fixtures/token-basic.json").replace("{{BASIC}}", &STANDARD.encode(basic));
     let parsed = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(fuzz_support::runner_config(TEXT_CASES));
+    let mut runner = TestRunner::new(fuzz::runner_config(TEXT_CASES));
     let result = runner.run(&event_text(fixture), |text| {
         h.next_minute();
         // An event the runtime cannot read never reaches the router (the runtime reports an
@@ -224,7 +223,7 @@ fn arbitrary_and_damaged_event_texts_never_break_the_function() {
         prop_assert!(status < 500 || status == 503, "status {}", status);
         // (The answer to a HEAD request has no body.)
         if status >= 400 && !answer.body.is_empty() {
-            fuzz_support::error_body(&answer)?;
+            fuzz::error_body(&answer)?;
         }
         Ok(())
     });
@@ -308,6 +307,6 @@ fn an_event_for_another_route_gets_a_json_404() {
     let request = read_event(&event).expect("a valid event");
     let answer = h.rt.block_on(h.call(request));
     assert_eq!(answer.status, axum::http::StatusCode::NOT_FOUND);
-    let body = fuzz_support::error_body(&answer).expect("a JSON error body");
+    let body = fuzz::error_body(&answer).expect("a JSON error body");
     assert_eq!(body["error"], "invalid_request");
 }

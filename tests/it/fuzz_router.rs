@@ -9,16 +9,11 @@
 //! `make test` runs a bounded number of cases; a long run:
 //! `PROPTEST_CASES=100000 cargo test --release --test it fuzz_router::`.
 
-use crate::common;
-use crate::fuzz_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, header};
-use common::Stack;
-use fuzz_support::{Answer, CLIENT, Model, Resolve, Stage, Structured};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use token_service::audit::AuditQuery;
@@ -26,6 +21,9 @@ use token_service::http::RequestContext;
 use token_service::store::AuditLog as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt as _;
+
+use crate::support::fuzz::{self, Answer, CLIENT, Model, Resolve, Stage, Structured};
+use crate::support::stack::{self, Stack};
 
 /// Cases of the bounded run (each up to five requests).
 const STRUCTURED_CASES: u32 = 3000;
@@ -141,7 +139,7 @@ impl Harness {
                 })
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            fuzz_support::check_records(&records, &expected, &self.secret)
+            fuzz::check_records(&records, &expected, &self.secret)
         })
     }
 }
@@ -149,8 +147,8 @@ impl Harness {
 #[test]
 fn structured_requests_through_the_router_keep_every_promise() {
     let h = Harness::new();
-    let mut runner = TestRunner::new(fuzz_support::runner_config(STRUCTURED_CASES));
-    let result = runner.run(&fuzz_support::case(), |(source, requests)| {
+    let mut runner = TestRunner::new(fuzz::runner_config(STRUCTURED_CASES));
+    let result = runner.run(&fuzz::case(), |(source, requests)| {
         h.run(source.as_deref(), &requests)
     });
     if let Err(e) = result {
@@ -240,7 +238,7 @@ fn check_raw_answer(answer: &[u8]) -> Result<(), TestCaseError> {
             let json: serde_json::Value = serde_json::from_str(body)
                 .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {text:?}")))?;
             let code = json["error"].as_str().unwrap_or_default();
-            prop_assert!(fuzz_support::CODES.contains(&code), "{}", json);
+            prop_assert!(fuzz::CODES.contains(&code), "{}", json);
         } else {
             prop_assert!(
                 head.contains("content-length: 0") && body.is_empty(),
@@ -272,7 +270,7 @@ fn arbitrary_bytes_on_a_socket_never_break_the_server() {
     let server = h.rt.spawn(async move {
         axum::serve(listener, app).await.expect("serve");
     });
-    let mut runner = TestRunner::new(fuzz_support::runner_config(RAW_CASES));
+    let mut runner = TestRunner::new(fuzz::runner_config(RAW_CASES));
     let result = runner.run(&raw_request(), |bytes| {
         h.next_minute();
         let answer = h.rt.block_on(exchange(addr, &bytes));
@@ -281,7 +279,7 @@ fn arbitrary_bytes_on_a_socket_never_break_the_server() {
     // Still serving: a valid request after all of them.
     let valid = format!(
         "POST /oauth/token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: {}\r\nContent-Length: 29\r\nConnection: close\r\n\r\ngrant_type=client_credentials",
-        common::basic_header(CLIENT, &h.secret)
+        stack::basic_header(CLIENT, &h.secret)
     );
     h.next_minute();
     let answer = h.rt.block_on(ask(addr, valid.as_bytes()));
@@ -307,7 +305,7 @@ async fn an_unknown_path_gets_a_json_404_and_no_audit_record() {
         "/x%2F",
     ] {
         let request = Request::post(path)
-            .header(header::CONTENT_TYPE, common::FORM)
+            .header(header::CONTENT_TYPE, stack::FORM)
             .body(Body::from("grant_type=client_credentials"))
             .unwrap();
         let reply = stack.send(request).await;

@@ -3,14 +3,13 @@
 //! record, readable before its answer; a commit that fails answers every request of its batch
 //! `503 temporarily_unavailable` and lets no token out.
 
-use crate::common;
-
 use std::sync::Arc;
 
-use common::{AUDIENCE, Stack};
 use token_service::admin::NewClient;
 use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::store::AuditLog as _;
+
+use crate::support::stack::{self, AUDIENCE, Stack};
 
 const GRANT: &str = "grant_type=client_credentials";
 
@@ -53,7 +52,7 @@ async fn two_hundred_concurrent_tokens_leave_two_hundred_records_each_before_its
                 assert_eq!(reply.status, 200, "{}", reply.text);
                 let token = reply.json["access_token"].as_str().expect("a token");
                 let jti =
-                    common::verify(token, &s.jwks().await, &s.embedded.config.issuer, AUDIENCE)
+                    stack::verify(token, &s.jwks().await, &s.embedded.config.issuer, AUDIENCE)
                         .expect("a valid token")
                         .jti;
                 // Read right after the answer: the record was committed before it.

@@ -2,8 +2,6 @@
 //! `X-Forwarded-For` lines, IPv4-mapped peers, CIDR ranges, hops with ports), failure counting
 //! per IPv6 /64, `Host` on HTTP/1.1 over a real socket, and client ids that are secrets.
 
-use crate::common;
-
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +10,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use common::{FORM, Stack, basic_header};
 use time::OffsetDateTime;
 use token_service::clock::ManualClock;
 use token_service::config::ServiceConfig;
 use token_service::embedded::Embedded;
 use token_service::store::AuditLog as _;
 use tower::ServiceExt as _;
+
+use crate::support::stack::{FORM, Stack, basic_header};
 
 const GRANT: &str = "grant_type=client_credentials";
 

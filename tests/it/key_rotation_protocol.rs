@@ -1,8 +1,6 @@
 //! The Secrets Manager rotation protocol of the signing-key secret, step by step and with
 //! retries of every step, against Secrets Manager and DynamoDB on the moto server.
 
-use crate::support;
-
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
@@ -16,8 +14,8 @@ use token_service::store::aws::{
 };
 use token_service::store::{KeyStore, PublicKeyStore};
 
-use support::moto;
-use support::stores::random_resources;
+use crate::support::moto;
+use crate::support::stores::random_resources;
 
 const STEPS: [Step; 4] = [
     Step::CreateSecret,

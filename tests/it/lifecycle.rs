@@ -1,14 +1,13 @@
 //! Client lifecycle on the embedded shape: secret rotation with a grace period, the live-secret
 //! bound, deletion, optimistic locking, and the admin audit trail.
 
-use crate::common;
-
 use std::sync::Arc;
 
-use common::Stack;
 use time::Duration;
 use token_service::admin::{AdminError, ClientUpdate, MAX_LIVE_SECRETS};
 use token_service::store::{ClientStore, StoreError};
+
+use crate::support::stack::Stack;
 
 const GRANT: &str = "grant_type=client_credentials";
 

@@ -1,10 +1,8 @@
 //! The integration tests, built as one test binary: one module per behaviour area, the
-//! helpers they share, and the Lambda shape's tests behind the `lambda` feature. The tests
+//! helpers they share (`support/`), and the Lambda shape's tests behind the `lambda` feature. The tests
 //! that install a process-wide metrics recorder run in binaries of their own
 //! (`tests/embedded_metrics.rs`, `tests/request_log.rs`).
 
-mod common;
-mod fuzz_support;
 mod support;
 
 mod abuse;

@@ -2,8 +2,6 @@
 //! (moto): each case sends a client assertion to `POST /oauth/token` through the router and
 //! checks the exact status and error.
 
-use crate::support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -25,7 +23,7 @@ use token_service::keys::KeyCache;
 use token_service::oauth::assertion::JWT_BEARER;
 use tower::ServiceExt as _;
 
-use support::stores::Stores;
+use crate::support::stores::Stores;
 
 const ISSUER: &str = "https://issuer.test";
 const TOKEN_URL: &str = "https://issuer.test/oauth/token";

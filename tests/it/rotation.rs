@@ -2,13 +2,12 @@
 //! continuously while keys rotate, and resource servers that refresh the JWKS only every
 //! `max-age` seconds never meet an unknown `kid`, while no key outlives the tokens it signed.
 
-use crate::common;
-
 use std::collections::HashMap;
 
-use common::{AUDIENCE, Stack, verify};
 use time::{Duration, OffsetDateTime};
 use token_service::clock::Clock as _;
+
+use crate::support::stack::{AUDIENCE, Stack, verify};
 
 const GRANT: &str = "grant_type=client_credentials";
 const ISSUER: &str = "https://issuer.test";

@@ -6,8 +6,6 @@
 //! (as resource-server libraries do) verifies every token throughout; and a key leaves the
 //! JWKS only after the last token it signed expired.
 
-use crate::support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,8 +19,8 @@ use token_service::issue::RequestMeta;
 use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
 
-use support::resource_server::{check, published};
-use support::stores::{Stores, svc_client};
+use crate::support::resource_server::{check, published};
+use crate::support::stores::{Stores, svc_client};
 
 /// A verifier that fetched the JWKS once and fetches it again only for a `kid` it does not
 /// know.
@@ -243,10 +241,10 @@ async fn change_of_algorithm(s: &Stores) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_change_of_signing_algorithm_rolls_out_through_rotation() {
-    change_of_algorithm(&support::stores::sqlite().await).await;
+    change_of_algorithm(&crate::support::stores::sqlite().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_change_of_signing_algorithm_rolls_out_through_rotation() {
-    change_of_algorithm(&support::stores::aws().await).await;
+    change_of_algorithm(&crate::support::stores::aws().await).await;
 }

@@ -3,8 +3,6 @@
 //! and a resource server that refreshes its JWKS only every `max-age` seconds never meets an
 //! unknown `kid`, and never accepts a token signed by a key past its retirement.
 
-use crate::support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,8 +15,8 @@ use token_service::issue::RequestMeta;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{KeyRotation, Step};
 
-use support::resource_server::{check, published};
-use support::stores::{Stores, svc_client};
+use crate::support::resource_server::{check, published};
+use crate::support::stores::{Stores, svc_client};
 
 async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<ManualClock>) {
     match &s.versions {
@@ -128,10 +126,10 @@ async fn simulate(s: &Stores) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rotation_simulation() {
-    simulate(&support::stores::sqlite().await).await;
+    simulate(&crate::support::stores::sqlite().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_rotation_simulation() {
-    simulate(&support::stores::aws().await).await;
+    simulate(&crate::support::stores::aws().await).await;
 }

@@ -2,8 +2,6 @@
 //! embedded shape's set (SQLite with the in-memory rate limits) and from the AWS adapters
 //! (DynamoDB and Secrets Manager on a local moto server, see `support/moto.rs`).
 
-use crate::support;
-
 use std::sync::Arc;
 
 use time::macros::datetime;
@@ -20,7 +18,7 @@ use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;
 use token_service::store::StoreError;
 
-use support::stores::Stores;
+use crate::support::stores::Stores;
 
 /// An instant with sub-millisecond digits, so round trips must keep full precision.
 const T0: OffsetDateTime = datetime!(2026-03-04 05:06:07.123456789 UTC);

@@ -1,14 +1,13 @@
 //! Conformance matrix of `POST /oauth/token` (RFC 6749 §2.3, §3.2, §3.3, §4.4, §5; RFC 8707;
 //! RFC 9068), through the real router on a SQLite store.
 
-use crate::common;
-
 use axum::body::Body;
 use axum::http::Request;
-use common::{AUDIENCE, FORM, Stack, basic_header, verify};
 use token_service::admin::NewClient;
 use token_service::clients::ClientStatus;
 use token_service::config::ServiceConfig;
+
+use crate::support::stack::{self, AUDIENCE, FORM, Stack, basic_header, verify};
 
 const GRANT: &str = "grant_type=client_credentials";
 const ISSUER: &str = "https://issuer.test";
@@ -370,7 +369,7 @@ async fn unknown_client_is_rejected_like_a_wrong_secret() {
         );
     }
     assert_eq!(wrong.text, unknown.text);
-    let names = |r: &common::Reply| {
+    let names = |r: &stack::Reply| {
         let mut v: Vec<String> = r
             .headers
             .keys()

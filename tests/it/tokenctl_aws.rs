@@ -1,13 +1,8 @@
 //! `tokenctl --backend aws` against DynamoDB and Secrets Manager on the moto server, driven as
 //! an operator would with the stack's resource names in the environment.
 
-use crate::support;
-
 use std::process::{Command, Output};
 
-use support::moto;
-use support::rotation_front::{Function, RotationFront};
-use support::stores::random_resources;
 use time::Duration;
 use token_service::config::ServiceConfig;
 use token_service::keys::Schedule;
@@ -15,6 +10,10 @@ use token_service::store::aws::{
     AwsResources, DynamoDbPublicKeyStore, SecretsManagerKeyStore, create_resources,
 };
 use token_service::store::{KeyStore, PublicKeyStore};
+
+use crate::support::moto;
+use crate::support::rotation_front::{Function, RotationFront};
+use crate::support::stores::random_resources;
 
 fn tokenctl(names: &AwsResources, args: &[&str]) -> Output {
     tokenctl_at(moto::endpoint(), names, args)

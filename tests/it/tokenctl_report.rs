@@ -1,8 +1,6 @@
 //! `tokenctl audit report`, text and JSON, on a SQLite file and on DynamoDB (moto), over an
 //! audit trail written through the store ports with times relative to now.
 
-use crate::support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,8 +11,8 @@ use token_service::store::aws::{AwsResources, DynamoDbAuditLog, DynamoDbClientSt
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{AuditLog, ClientStore};
 
-use support::moto;
-use support::stores::random_resources;
+use crate::support::moto;
+use crate::support::stores::random_resources;
 
 const NEW_IP: &str = "203.0.113.7";
 const SPRAYER_IP: &str = "198.51.100.66";

@@ -5,17 +5,12 @@
 //! - when Secrets Manager fails at init, the init still completes, and the first request
 //!   loads the set itself once Secrets Manager answers again.
 
-use crate::support;
-
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
-use support::fault_proxy::{Fault, FaultProxy, Service};
-use support::moto;
-use support::stores::{random_resources, rotate_keys_on};
 use token_service::admin::NewClient;
 use token_service::aws_shape::AwsShape;
 use token_service::clock::SystemClock;
@@ -23,6 +18,10 @@ use token_service::config::ServiceConfig;
 use token_service::http::{RequestContext, token_routes};
 use token_service::store::aws::create_resources;
 use tower::ServiceExt as _;
+
+use crate::support::fault_proxy::{Fault, FaultProxy, Service};
+use crate::support::moto;
+use crate::support::stores::{random_resources, rotate_keys_on};
 
 /// An AWS shape reaching moto through a fault proxy, with a signing key and one client.
 struct Harness {

@@ -1,12 +1,13 @@
 //! What a resource server does with our tokens, for the rotation tests: the JWKS as the
 //! discovery route publishes it, and the check of one token against a JWKS at a given time.
 
-use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use time::OffsetDateTime;
 use token_service::config::ServiceConfig;
 use token_service::keys::jwk::jwks;
 
+use super::stack::published_alg;
 use super::stores::Stores;
 
 /// The JWKS as the discovery route computes it: the schedule's published keys.
@@ -27,12 +28,7 @@ pub fn check(jwks: &JwkSet, token: &str, now: OffsetDateTime) -> Result<(Algorit
     let jwk = jwks
         .find(&kid)
         .ok_or_else(|| format!("unknown kid {kid}"))?;
-    let alg = match jwk.common.key_algorithm {
-        Some(KeyAlgorithm::RS256) => Algorithm::RS256,
-        Some(KeyAlgorithm::ES256) => Algorithm::ES256,
-        Some(KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
-        other => return Err(format!("JWK alg {other:?} not accepted")),
-    };
+    let alg = published_alg(jwk)?;
     let mut v = Validation::new(alg);
     v.validate_exp = false; // checked against the simulated clock below
     v.validate_aud = false;

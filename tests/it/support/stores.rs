@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use token_service::admin::{Admin, NewClient};
 use token_service::clock::Clock;
 use token_service::config::ServiceConfig;
@@ -24,6 +23,7 @@ use token_service::store::{
 };
 
 use super::moto;
+use super::stack::basic_header;
 
 /// The four ports of one backend, plus a second, independent client store on the same data
 /// (another connection, or another Lambda instance's SDK client).
@@ -76,11 +76,7 @@ pub async fn svc_client(admin: &Admin) -> String {
         })
         .await
         .expect("create client svc");
-    let pair = format!("svc:{}", secret.expose());
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    )
+    basic_header("svc", secret.expose())
 }
 
 /// A fresh SQLite store in a temporary directory.
@@ -163,7 +159,6 @@ impl Stores {
     /// One key rotation at `clock`'s time, as the backend's own writer does it: an atomic
     /// replace on SQLite, the four-step rotation protocol on Secrets Manager (where the key
     /// store refuses writes). Returns the new set.
-    #[allow(dead_code)]
     pub async fn rotate_keys(
         &self,
         schedule: token_service::keys::Schedule,

@@ -1,6 +1,5 @@
 //! Shared set-up for the integration tests: an embedded stack on a temporary SQLite file,
 //! requests through the real router, and an independent token verifier.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -24,7 +23,8 @@ pub const FORM: &str = "application/x-www-form-urlencoded";
 
 /// An embedded stack on a fresh temporary database with a manual clock.
 pub struct Stack {
-    pub dir: tempfile::TempDir,
+    /// Keeps the database's temporary directory alive.
+    pub _dir: tempfile::TempDir,
     pub embedded: Embedded,
     pub clock: Arc<ManualClock>,
     pub router: Router,
@@ -47,7 +47,7 @@ impl Stack {
             .expect("first key");
         let router = embedded.router();
         Self {
-            dir,
+            _dir: dir,
             embedded,
             clock,
             router,

@@ -4,7 +4,6 @@
 //! A case is a short sequence of requests from one source address in one fresh rate-limit
 //! window (the manual clock moves one minute per case), against a refusal budget of
 //! [`BUDGET`]: small, so that most cases also run into the cut-off.
-#![allow(dead_code)] // each test binary uses a different part
 
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
@@ -35,7 +34,7 @@ pub const CODES: [&str; 6] = [
 /// a manual clock that gives each case a minute no case had before.
 pub struct Stage {
     pub rt: tokio::runtime::Runtime,
-    pub stack: crate::common::Stack,
+    pub stack: super::stack::Stack,
     pub secret: String,
     pub seen: Seen,
     first_minute: time::OffsetDateTime,
@@ -49,7 +48,7 @@ impl Stage {
             .enable_all()
             .build()
             .expect("runtime");
-        let stack = rt.block_on(crate::common::Stack::with_config(config()));
+        let stack = rt.block_on(super::stack::Stack::with_config(config()));
         let (_, secret) = rt.block_on(stack.client(CLIENT));
         let now = time::OffsetDateTime::now_utc();
         let first_minute = now
