@@ -108,16 +108,19 @@ impl Authorizer {
     /// (once per execution environment) to find it; the keys themselves are fetched by the
     /// first request and then cached per their `Cache-Control`.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
-        let verifier = match settings.jwks_uri {
-            Some(jwks_uri) => Verifier::new(
-                Config::new(settings.issuer, "", jwks_uri).with_audiences(settings.audiences),
-            ),
-            None => {
-                let first = settings.audiences[0].clone();
-                Verifier::discover(settings.issuer, first)
-                    .await
-                    .map_err(StartError::Discovery)?
-            }
+        let first = settings.audiences.first().cloned().unwrap_or_default();
+        let config = Config::new(
+            settings.issuer,
+            first,
+            settings.jwks_uri.unwrap_or_default(),
+        )
+        .with_audiences(settings.audiences);
+        let verifier = if config.jwks_uri.is_empty() {
+            Verifier::discover_with(config)
+                .await
+                .map_err(StartError::Discovery)?
+        } else {
+            Verifier::new(config)
         };
         Ok(Self::new(verifier, settings.required_scopes))
     }

@@ -172,7 +172,10 @@ mod tests {
             "authorization",
             HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
         );
-        assert_eq!(ApiRequest::from_event(&e), Err(EventError::UnreadableHeader));
+        assert_eq!(
+            ApiRequest::from_event(&e),
+            Err(EventError::UnreadableHeader)
+        );
     }
 
     #[test]
@@ -192,6 +195,9 @@ mod tests {
             target_uri("id.execute-api.eu-west-1.amazonaws.com", "/orders"),
             "https://id.execute-api.eu-west-1.amazonaws.com/orders"
         );
-        assert_eq!(target_uri("api.example.com", ""), "https://api.example.com/");
+        assert_eq!(
+            target_uri("api.example.com", ""),
+            "https://api.example.com/"
+        );
     }
 }

@@ -183,7 +183,10 @@ mod tests {
             Err(SettingsError::Missing("AUTHORIZER_AUDIENCE"))
         );
         let message = settings(&BASE[..1]).unwrap_err().to_string();
-        assert!(message.starts_with("AUTHORIZER_AUDIENCE is not set"), "{message}");
+        assert!(
+            message.starts_with("AUTHORIZER_AUDIENCE is not set"),
+            "{message}"
+        );
     }
 
     #[test]

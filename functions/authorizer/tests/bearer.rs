@@ -11,7 +11,7 @@ use authorizer::{Authorizer, Event, Settings};
 use serde_json::{Value, json};
 use support::keys::{Alg, SigningKey};
 use support::server::{Issuer, Stall, refusing_address};
-use support::{AUDIENCE, access_claims, fixture};
+use support::{AUDIENCE, access_claims, fixture, fixture_text};
 use token_verifier::{Config, Verifier};
 
 /// An issuer publishing one key of each algorithm, and an authorizer reading its JWKS.
@@ -148,7 +148,12 @@ async fn a_token_of_another_issuer_is_refused() {
     let s = setup(&[]).await;
     let mut claims = access_claims(&s.issuer.url);
     claims["iss"] = "https://evil.example.com".into();
-    assert_refused(&s.authorizer, &bearer(&s.keys[0].token(&claims)), "wrong_issuer").await;
+    assert_refused(
+        &s.authorizer,
+        &bearer(&s.keys[0].token(&claims)),
+        "wrong_issuer",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -156,7 +161,12 @@ async fn a_token_for_another_api_is_refused() {
     let s = setup(&[]).await;
     let mut claims = access_claims(&s.issuer.url);
     claims["aud"] = json!(["https://billing.example.com"]);
-    assert_refused(&s.authorizer, &bearer(&s.keys[2].token(&claims)), "wrong_audience").await;
+    assert_refused(
+        &s.authorizer,
+        &bearer(&s.keys[2].token(&claims)),
+        "wrong_audience",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -184,11 +194,24 @@ async fn a_token_of_an_unpublished_key_is_refused() {
     assert_refused(&s.authorizer, &bearer(&token), "unknown_kid").await;
 }
 
+/// An authorizer set up with payload format 1.0 gets an event the function cannot read: the
+/// runtime reports an invocation error and API Gateway answers 500, never an allow.
 #[tokio::test]
-async fn a_payload_v1_event_is_refused() {
+async fn a_payload_v1_event_is_not_read() {
     let s = setup(&[]).await;
     let token = s.keys[0].token(&access_claims(&s.issuer.url));
-    let event = fixture("payload-v1.json", &format!("Bearer {token}"), "");
+    let text = fixture_text("payload-v1.json", &format!("Bearer {token}"), "");
+    let read = serde_json::from_str::<Event>(&text);
+    assert!(read.is_err(), "a payload 1.0 event was read as 2.0");
+}
+
+/// The same event with the 2.0 shape but another version is refused by the handler.
+#[tokio::test]
+async fn an_event_of_another_payload_version_is_refused() {
+    let s = setup(&[]).await;
+    let token = s.keys[0].token(&access_claims(&s.issuer.url));
+    let mut event = bearer(&token);
+    event.version = Some("1.0".into());
     assert_refused(&s.authorizer, &event, "not_payload_v2").await;
 }
 
@@ -249,7 +272,10 @@ async fn the_settings_with_a_jwks_uri_accept_any_configured_audience() {
     for aud in ["https://billing.example.com", AUDIENCE] {
         claims["aud"] = aud.into();
         assert!(
-            authorizer.authorize(&bearer(&key.token(&claims))).await.is_authorized,
+            authorizer
+                .authorize(&bearer(&key.token(&claims)))
+                .await
+                .is_authorized,
             "{aud}"
         );
     }

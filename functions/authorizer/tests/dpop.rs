@@ -75,10 +75,11 @@ async fn assert_refused(authorizer: &Authorizer, event: &Event, reason: &str) {
     assert_eq!(wire, DENIED, "expected a refusal for {reason}");
 }
 
-/// The refusal's code, from the decision alone (the proof is then spent: use a fresh one).
-async fn reason(authorizer: &Authorizer, event: &Event) -> String {
+/// The refusal's code and description, from the decision alone (a proof that reaches the
+/// replay check is then spent: use a fresh one).
+async fn reason(authorizer: &Authorizer, event: &Event) -> (String, String) {
     match authorizer.decide(event).await {
-        Err(refusal) => refusal.code().to_owned(),
+        Err(refusal) => (refusal.code().to_owned(), refusal.to_string()),
         Ok(token) => panic!("authorized {}", token.client_id),
     }
 }
@@ -117,13 +118,18 @@ async fn a_proof_key_of_each_algorithm_is_accepted() {
     }
 }
 
-/// Each broken proof, checked twice with fresh `jti`s: once on the wire, once for its reason.
-async fn assert_proof_refused(s: &Setup, token: &str, make: impl Fn() -> String) {
-    assert_refused(&s.authorizer, &dpop_event(token, &make()), "invalid_dpop_proof").await;
-    assert_eq!(
-        reason(&s.authorizer, &dpop_event(token, &make())).await,
-        "invalid_dpop_proof"
-    );
+/// Each broken proof, checked twice with fresh `jti`s: once on the wire, once for its reason
+/// (`invalid_dpop_proof`, for the check that `why` names).
+async fn assert_proof_refused(s: &Setup, token: &str, why: &str, make: impl Fn() -> String) {
+    assert_refused(
+        &s.authorizer,
+        &dpop_event(token, &make()),
+        "invalid_dpop_proof",
+    )
+    .await;
+    let (code, detail) = reason(&s.authorizer, &dpop_event(token, &make())).await;
+    assert_eq!(code, "invalid_dpop_proof", "{detail}");
+    assert!(detail.contains(why), "{detail:?} does not say {why:?}");
 }
 
 #[tokio::test]
@@ -131,7 +137,10 @@ async fn a_proof_for_another_token_is_refused() {
     let s = setup().await;
     let token = s.bound_token();
     let other = s.bound_token();
-    assert_proof_refused(&s, &token, || proof(&s.client_key, &proof_claims(&other))).await;
+    assert_proof_refused(&s, &token, "ath is not the hash", || {
+        proof(&s.client_key, &proof_claims(&other))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -139,7 +148,10 @@ async fn a_proof_by_another_key_than_the_tokens_is_refused() {
     let s = setup().await;
     let token = s.bound_token();
     let thief = SigningKey::generate(Alg::ES256, "unused");
-    assert_proof_refused(&s, &token, || proof(&thief, &proof_claims(&token))).await;
+    assert_proof_refused(&s, &token, "not the key the token is bound to", || {
+        proof(&thief, &proof_claims(&token))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -154,7 +166,7 @@ async fn a_proof_for_another_url_is_refused() {
         "http://api.example.com/prod/orders",
         "https://api.example.com/prod/orders/42",
     ] {
-        assert_proof_refused(&s, &token, || {
+        assert_proof_refused(&s, &token, "htu is not the request URL", || {
             let mut claims = proof_claims(&token);
             claims["htu"] = htu.into();
             proof(&s.client_key, &claims)
@@ -178,7 +190,7 @@ async fn a_proof_with_the_query_of_the_request_is_still_for_its_url() {
 async fn a_proof_for_another_method_is_refused() {
     let s = setup().await;
     let token = s.bound_token();
-    assert_proof_refused(&s, &token, || {
+    assert_proof_refused(&s, &token, "htm is not the request method", || {
         let mut claims = proof_claims(&token);
         claims["htm"] = "GET".into();
         proof(&s.client_key, &claims)
@@ -191,7 +203,7 @@ async fn a_stale_proof_is_refused() {
     let s = setup().await;
     let token = s.bound_token();
     for iat in [now() - 600, now() + 600] {
-        assert_proof_refused(&s, &token, || {
+        assert_proof_refused(&s, &token, "iat is outside the accepted window", || {
             let mut claims = proof_claims(&token);
             claims["iat"] = iat.into();
             proof(&s.client_key, &claims)
@@ -207,7 +219,9 @@ async fn a_replayed_proof_is_refused() {
     let event = dpop_event(&token, &proof(&s.client_key, &proof_claims(&token)));
     assert!(s.authorizer.authorize(&event).await.is_authorized);
     assert_refused(&s.authorizer, &event, "invalid_dpop_proof").await;
-    assert_eq!(reason(&s.authorizer, &event).await, "invalid_dpop_proof");
+    let (code, detail) = reason(&s.authorizer, &event).await;
+    assert_eq!(code, "invalid_dpop_proof");
+    assert!(detail.contains("proof replayed"), "{detail}");
 }
 
 #[tokio::test]
@@ -221,6 +235,8 @@ async fn two_proofs_in_one_request_are_refused() {
     // API Gateway joins a repeated header's values with a comma.
     let event = dpop_event(&token, &format!("{a},{b}"));
     assert_refused(&s.authorizer, &event, "invalid_dpop_proof").await;
+    let (_, detail) = reason(&s.authorizer, &event).await;
+    assert!(detail.contains("more than one DPoP header"), "{detail}");
 }
 
 #[tokio::test]
@@ -230,14 +246,14 @@ async fn a_bound_token_sent_as_a_bearer_token_is_refused() {
     let event = fixture("bearer.json", &format!("Bearer {token}"), "");
     assert_refused(&s.authorizer, &event, "dpop_bound_token_as_bearer").await;
     assert_eq!(
-        reason(&s.authorizer, &event).await,
+        reason(&s.authorizer, &event).await.0,
         "dpop_bound_token_as_bearer"
     );
     // With a valid proof beside it, too: the scheme says how the token is presented.
     let proof = proof(&s.client_key, &proof_claims(&token));
     let event = fixture("dpop.json", &format!("Bearer {token}"), &proof);
     assert_eq!(
-        reason(&s.authorizer, &event).await,
+        reason(&s.authorizer, &event).await.0,
         "dpop_bound_token_as_bearer"
     );
 }
@@ -248,4 +264,14 @@ async fn a_bound_token_without_a_proof_is_refused() {
     let token = s.bound_token();
     let event = fixture("bearer.json", &format!("DPoP {token}"), "");
     assert_refused(&s.authorizer, &event, "invalid_dpop_proof").await;
+    let (_, detail) = reason(&s.authorizer, &event).await;
+    assert!(detail.contains("no DPoP header"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_unbound_token_sent_with_the_dpop_scheme_is_refused() {
+    let s = setup().await;
+    let token = s.signer.token(&access_claims(&s.issuer.url));
+    let event = dpop_event(&token, &proof(&s.client_key, &proof_claims(&token)));
+    assert_refused(&s.authorizer, &event, "dpop_scheme_without_binding").await;
 }

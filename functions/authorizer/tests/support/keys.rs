@@ -5,8 +5,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SystemRandom, fill};
 use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
-    RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -89,7 +88,9 @@ impl SigningKey {
                 let (x, y) = point[1..].split_at(32);
                 json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)})
             }
-            Pair::Ed(p) => json!({"crv": "Ed25519", "kty": "OKP", "x": b64(p.public_key().as_ref())}),
+            Pair::Ed(p) => {
+                json!({"crv": "Ed25519", "kty": "OKP", "x": b64(p.public_key().as_ref())})
+            }
         }
     }
 

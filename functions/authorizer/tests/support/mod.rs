@@ -47,14 +47,18 @@ pub fn access_claims(issuer: &str) -> Value {
 /// The fixture event `name` (tests/fixtures/) with its `{{authorization}}` and `{{dpop}}`
 /// placeholders replaced (JSON-escaped, so any header value can be tried).
 pub fn fixture(name: &str, authorization: &str, dpop: &str) -> Event {
+    let text = fixture_text(name, authorization, dpop);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The text of [`fixture`], not yet read as an event.
+pub fn fixture_text(name: &str, authorization: &str, dpop: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let escaped = |v: &str| {
         let quoted = Value::from(v).to_string();
         quoted[1..quoted.len() - 1].to_owned()
     };
-    let text = text
-        .replace("{{authorization}}", &escaped(authorization))
-        .replace("{{dpop}}", &escaped(dpop));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    text.replace("{{authorization}}", &escaped(authorization))
+        .replace("{{dpop}}", &escaped(dpop))
 }
