@@ -108,14 +108,12 @@ impl Authorizer {
     /// (once per execution environment) to find it; the keys themselves are fetched by the
     /// first request and then cached per their `Cache-Control`.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let discover = settings.jwks_uri.is_none();
         let first = settings.audiences.first().cloned().unwrap_or_default();
-        let config = Config::new(
-            settings.issuer,
-            first,
-            settings.jwks_uri.unwrap_or_default(),
-        )
-        .with_audiences(settings.audiences);
-        let verifier = if config.jwks_uri.is_empty() {
+        let jwks_uri = settings.jwks_uri.unwrap_or_default();
+        let config =
+            Config::new(settings.issuer, first, jwks_uri).with_audiences(settings.audiences);
+        let verifier = if discover {
             Verifier::discover_with(config)
                 .await
                 .map_err(StartError::Discovery)?

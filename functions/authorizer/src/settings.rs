@@ -76,15 +76,21 @@ fn invalid(name: &'static str, why: impl Into<String>) -> SettingsError {
     }
 }
 
-/// An absolute `https` (or `http`, for a local issuer) URL without query or fragment, as an
-/// issuer identifier is (RFC 8414 §2) and as the verifier fetches.
+/// An absolute `https` URL without query or fragment, as an issuer identifier is (RFC 8414
+/// §2) and as the verifier fetches; `http` only on a loopback host (a local issuer).
 fn check_url(name: &'static str, url: &str) -> Result<(), SettingsError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid(name, format!("{url:?} is not an absolute http(s) URL")))?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() {
+    let (secure, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return Err(invalid(
+                name,
+                format!("{url:?} is not an absolute https URL"),
+            ));
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
         return Err(invalid(name, format!("{url:?} has no host")));
     }
     if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -93,7 +99,25 @@ fn check_url(name: &'static str, url: &str) -> Result<(), SettingsError> {
             format!("{url:?} must have no query, fragment or spaces"),
         ));
     }
+    if !secure && !is_loopback(authority) {
+        return Err(invalid(
+            name,
+            format!("{url:?} must be https (http only on a loopback host)"),
+        ));
+    }
     Ok(())
+}
+
+/// Whether `authority` (`host[:port]`) names this machine.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The comma-separated audiences, each trimmed; none may be empty.
@@ -190,6 +214,19 @@ mod tests {
     }
 
     #[test]
+    fn http_is_accepted_on_loopback_only() {
+        for issuer in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://[::1]:9000/t",
+        ] {
+            let s = settings(&[(ISSUER, issuer), BASE[1]]).unwrap();
+            assert_eq!(s.issuer, issuer);
+        }
+        assert!(settings(&[(ISSUER, "http://10.0.0.1"), BASE[1]]).is_err());
+    }
+
+    #[test]
     fn an_empty_optional_setting_is_unset() {
         let s = settings(&[BASE[0], BASE[1], (JWKS_URI, ""), (REQUIRED_SCOPE, " ")]).unwrap();
         assert_eq!(s.jwks_uri, None);
@@ -204,6 +241,8 @@ mod tests {
             (ISSUER, "https://auth.example.com/?x=1"),
             (ISSUER, "https://auth.example.com/#f"),
             (ISSUER, "ftp://auth.example.com"),
+            (ISSUER, "http://auth.example.com"),
+            (JWKS_URI, "http://auth.example.com/.well-known/jwks.json"),
             (AUDIENCE, "a,,b"),
             (AUDIENCE, "a,"),
             (JWKS_URI, "/.well-known/jwks.json"),
