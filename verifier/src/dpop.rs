@@ -86,7 +86,8 @@ pub(crate) fn check(proof: &str, expect: &Expected<'_>) -> Result<Accepted, Erro
         return Err(bad("signature does not verify"));
     }
 
-    let claims: ProofClaims = decode_json(claims_b64).ok_or(bad("jti, htm, htu or iat missing"))?;
+    let claims: ProofClaims =
+        decode_json(claims_b64).ok_or(bad("jti, htm, htu or iat missing or mistyped"))?;
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(bad("jti is empty or too long"));
     }
@@ -188,30 +189,40 @@ pub(crate) fn normalised_htu(url: &str) -> Option<String> {
 /// the API does not see them (RFC 9449 §11.1 leaves the scope to the server).
 pub(crate) struct ReplayCache {
     capacity: usize,
-    seen: Mutex<HashMap<[u8; 32], i64>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Proof id -> the last second its proof is accepted.
+    ids: HashMap<[u8; 32], i64>,
+    /// Expired ids are swept when the cache is full, at most once a second, so a full cache
+    /// costs a request a lookup, not a sweep.
+    next_sweep: i64,
 }
 
 impl ReplayCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
     /// Records `proof`, or refuses it if its id was seen and is still within its window.
     pub(crate) fn remember(&self, proof: Accepted, now: i64) -> Result<(), Error> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.get(&proof.id).is_some_and(|until| *until >= now) {
+        if seen.ids.get(&proof.id).is_some_and(|until| *until >= now) {
             return Err(Error::InvalidDpopProof("proof replayed"));
         }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, until| *until >= now);
+        if seen.ids.len() >= self.capacity && now >= seen.next_sweep {
+            seen.ids.retain(|_, until| *until >= now);
+            seen.next_sweep = now + 1;
         }
-        if seen.len() >= self.capacity {
+        if seen.ids.len() >= self.capacity {
             return Err(Error::ReplayCacheFull);
         }
-        seen.insert(proof.id, proof.usable_until);
+        seen.ids.insert(proof.id, proof.usable_until);
         Ok(())
     }
 }
