@@ -1,6 +1,7 @@
 //! The audit report on both backends (SQLite, and DynamoDB on moto), over real token requests
-//! made with a manual clock: a client used from a new address, a password-spraying address, a
-//! volume jump and a disabled client still tried each show up; a quiet client does not.
+//! made with a manual clock: a client used from a new address, a password-spraying address
+//! (against clients' ids or unknown ones), a volume jump and a disabled client still tried each
+//! show up; a quiet client does not. On DynamoDB the report reads no Scan of the audit table.
 
 mod support;
 
@@ -24,6 +25,7 @@ const ROAMER_NEW_IP: &str = "203.0.113.7";
 const BURST_IP: &str = "10.0.0.3";
 const OLD_IP: &str = "10.0.0.9";
 const SPRAYER_IP: &str = "198.51.100.66";
+const GUESSER_IP: &str = "198.51.100.99";
 
 /// A report over hours, with a three-hour baseline and small thresholds for small numbers.
 fn options() -> ReportOptions {
@@ -198,9 +200,11 @@ async fn each_kind_of_suspicious_use_shows_up_and_a_quiet_client_does_not(s: &St
     );
     assert_eq!(f.spraying.len(), 1, "{f:?}");
     assert_eq!(f.spraying[0].address, SPRAYER_IP);
-    // Only clients are queried: the unknown id `ghost` is out of reach.
     assert_eq!(f.spraying[0].client_ids, ["t1", "t2", "t3"]);
-    assert_eq!(f.spraying[0].failures, 3);
+    // The unknown id is read through the failure index, without asking for it.
+    assert_eq!(f.spraying[0].unknown_ids, 1);
+    assert_eq!(f.spraying[0].unknown_examples, ["ghost"]);
+    assert_eq!(f.spraying[0].failures, 4);
     let jumps: Vec<_> = f
         .volume_jumps
         .iter()
@@ -236,54 +240,71 @@ async fn each_kind_of_suspicious_use_shows_up_and_a_quiet_client_does_not(s: &St
     let t1 = report.clients.iter().find(|c| c.client_id == "t1").unwrap();
     assert_eq!(t1.counts.by_outcome.get("invalid_client"), Some(&1));
 
-    assert_eq!(report.unknown_clients, None);
-    assert_eq!(report.reads.client_list, 1);
-    assert_eq!(report.reads.audit_queries, 7, "one query per client");
-    assert_eq!(report.reads.audit_scans, 0);
-    assert_eq!(report.period.until, w.clock.now());
-}
-
-async fn include_unknown_reads_every_id_in_one_scan(s: &Stores) {
-    let (w, _) = scenario(s).await;
-    let all = report::build(
-        s.clients.as_ref(),
-        s.audit.as_ref(),
-        w.clock.as_ref(),
-        &ReportOptions {
-            include_unknown: true,
-            ..options()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!((all.reads.audit_queries, all.reads.audit_scans), (0, 1));
-    assert_eq!(
-        all.findings.spraying[0].client_ids,
-        ["ghost", "t1", "t2", "t3"]
-    );
-    let unknown = all.unknown_clients.as_ref().unwrap();
+    let unknown = &report.unknown_clients;
     assert_eq!(unknown.len(), 1, "{unknown:?}");
     assert_eq!(unknown[0].client_id, "ghost");
     assert_eq!((unknown[0].counts.failed, unknown[0].addresses), (1, 1));
-    // The same clients and findings otherwise.
-    let by_queries = report::build(
+    assert_eq!(report.reads.client_list, 1);
+    assert_eq!(report.reads.audit_queries, 7, "one query per client");
+    assert_eq!(report.reads.audit_scans, 0);
+    assert!(report.reads.failure_queries >= 1, "{:?}", report.reads);
+    assert_eq!(report.period.until, w.clock.now());
+}
+
+/// An address guessing six ids that are no client, one a minute, and another address failing
+/// once against a client; the report with no option but the period is made at the hour's end.
+async fn guesses_then_report(s: &Stores) -> (World, Report) {
+    let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(2);
+    let w = World::new(s, start).await;
+    for i in 0..6 {
+        w.ask(&format!("guess-{i}"), GUESSER_IP, false).await;
+    }
+    w.ask("t1", QUIET_IP, false).await;
+    w.clock.advance(Duration::minutes(30));
+    let report = report::build(
         s.clients.as_ref(),
         s.audit.as_ref(),
         w.clock.as_ref(),
-        &options(),
+        &ReportOptions::new(Duration::hours(1)),
     )
     .await
     .unwrap();
-    assert_eq!(all.clients, by_queries.clients);
+    (w, report)
+}
+
+async fn an_address_trying_unknown_ids_is_named_by_the_default_report(s: &Stores) {
+    let (_, report) = guesses_then_report(s).await;
+    // Read as JSON: what `tokenctl audit report --json` prints.
+    let json = serde_json::to_value(&report).unwrap();
+    let spraying = json["findings"]["spraying"].as_array().unwrap();
+    let named: Vec<&serde_json::Value> = spraying
+        .iter()
+        .filter(|s| s["address"] == GUESSER_IP)
+        .collect();
+    assert_eq!(named.len(), 1, "the guessing address is named: {json}");
+    assert_eq!(named[0]["failures"], 6);
+    assert_eq!(named[0]["unknown_ids"], 6);
+    assert_eq!(named[0]["client_ids"], serde_json::json!([]));
     assert_eq!(
-        all.findings.new_addresses,
-        by_queries.findings.new_addresses
+        named[0]["unknown_examples"],
+        serde_json::json!(["guess-0", "guess-1", "guess-2", "guess-3", "guess-4"]),
+        "a few shown, all counted"
     );
-    assert_eq!(all.findings.volume_jumps, by_queries.findings.volume_jumps);
+    assert_eq!(spraying.len(), 1, "one failure is no spraying: {json}");
+    // A client's failure is reported on its line as before.
+    let t1 = report.clients.iter().find(|c| c.client_id == "t1").unwrap();
+    assert_eq!((t1.counts.failed, t1.counts.issued), (1, 0));
+    let unknown: Vec<&str> = report
+        .unknown_clients
+        .iter()
+        .map(|u| u.client_id.as_str())
+        .collect();
     assert_eq!(
-        all.findings.disabled_tried,
-        by_queries.findings.disabled_tried
+        unknown,
+        ["guess-0", "guess-1", "guess-2", "guess-3", "guess-4", "guess-5"]
     );
+    assert_eq!(json["options"]["include_unknown"], true);
+    assert_eq!(report.reads.audit_scans, 0);
 }
 
 /// Runs each behaviour above once per backend: `sqlite::<name>` and `aws::<name>`.
@@ -310,5 +331,5 @@ macro_rules! both_backends {
 
 both_backends!(
     each_kind_of_suspicious_use_shows_up_and_a_quiet_client_does_not,
-    include_unknown_reads_every_id_in_one_scan,
+    an_address_trying_unknown_ids_is_named_by_the_default_report,
 );
