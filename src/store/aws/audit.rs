@@ -409,3 +409,43 @@ impl AuditLog for DynamoDbAuditLog {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ADMIN, INVALID_CLIENT, ISSUED, RATE_LIMITED, RequestMeta};
+    use time::macros::datetime;
+
+    fn item(outcome: &str, action: Option<&str>) -> Item {
+        let at = datetime!(2026-12-06 11:59:59.999 UTC);
+        let mut r = AuditRecord::for_request(
+            Some("svc"),
+            outcome,
+            &RequestMeta::default(),
+            at,
+            Duration::days(1),
+        );
+        r.action = action.map(str::to_owned);
+        to_item(&r).unwrap()
+    }
+
+    #[test]
+    fn only_refusals_carry_their_hour_so_only_they_are_in_the_failure_index() {
+        for outcome in [INVALID_CLIENT, RATE_LIMITED, "invalid_scope"] {
+            assert_eq!(
+                item(outcome, None).get(FAILURE_HOUR),
+                Some(&s("2026-12-06T11:00:00Z")),
+                "{outcome}"
+            );
+        }
+        assert_eq!(item(ISSUED, None).get(FAILURE_HOUR), None);
+        assert_eq!(item(ADMIN, Some("client.create")).get(FAILURE_HOUR), None);
+    }
+
+    #[test]
+    fn an_hour_starts_on_the_hour_in_utc() {
+        let at = datetime!(2026-12-06 13:30:00 +02:00);
+        assert_eq!(hour_start(at), datetime!(2026-12-06 11:00 UTC));
+        assert_eq!(failure_hour(at).unwrap(), "2026-12-06T11:00:00Z");
+    }
+}
