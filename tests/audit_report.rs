@@ -413,9 +413,12 @@ mod dynamodb {
     use crate::support::moto;
     use crate::support::stores::random_resources;
 
-    /// Every call of the client it is on: (operation, table, index).
+    /// One DynamoDB call: operation, table, index.
+    type Call = (String, String, Option<String>);
+
+    /// Every call of the client it is on.
     #[derive(Debug, Clone, Default)]
-    struct Calls(Arc<Mutex<Vec<(String, String, Option<String>)>>>);
+    struct Calls(Arc<Mutex<Vec<Call>>>);
 
     impl Intercept for Calls {
         fn name(&self) -> &'static str {
@@ -445,7 +448,7 @@ mod dynamodb {
 
     impl Calls {
         /// Calls by (operation, table, index).
-        fn counted(&self) -> BTreeMap<(String, String, Option<String>), usize> {
+        fn counted(&self) -> BTreeMap<Call, usize> {
             let mut counts = BTreeMap::new();
             for call in self.0.lock().unwrap().iter() {
                 *counts.entry(call.clone()).or_default() += 1;

@@ -267,7 +267,7 @@ const UNKNOWN_ROWS: usize = 20;
 /// guesser's thousands of ids would bury the rest of the report.
 fn print_unknown(unknown: &[UnknownClient]) {
     let mut rows: Vec<&UnknownClient> = unknown.iter().collect();
-    rows.sort_by(|a, b| b.counts.requests().cmp(&a.counts.requests()));
+    rows.sort_by_key(|u| std::cmp::Reverse(u.counts.requests()));
     println!();
     println!(
         "{:<24} {:>7} {:>7} {:>7} {:>9}",
