@@ -41,8 +41,7 @@ pub const UNKNOWN_EXAMPLES: usize = 5;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(into = "OptionsJson")]
 pub struct ReportOptions {
-    /// The reported period, ending now.
-    #[serde(skip)]
+    /// The reported period, ending now (the JSON shows it as the report's `period`).
     pub period: Duration,
     /// Baseline length in periods: the records of the `baseline_periods` periods before the
     /// reported one are read too, to find new addresses and volume jumps.
