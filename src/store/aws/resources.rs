@@ -199,3 +199,41 @@ pub async fn create_resources(
     ensure_ttl(&db, &names.assertion_ids_table).await?;
     ensure_secret(&SecretsManager::new(sdk), &names.key_secret_id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `AuditTable` resource of `template.yaml`, as text: its line and the more deeply
+    /// indented (or blank) lines after it.
+    fn audit_table_in_template() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+        let template = std::fs::read_to_string(path).expect("template.yaml");
+        let mut lines = template.lines().skip_while(|l| *l != "  AuditTable:");
+        let header = lines.next().expect("AuditTable in template.yaml");
+        let body = lines.take_while(|l| l.is_empty() || l.starts_with("    "));
+        std::iter::once(header)
+            .chain(body)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_template_declares_the_failure_index_create_resources_makes() {
+        let table = audit_table_in_template();
+        for needle in [
+            format!("IndexName: {FAILURES_INDEX}"),
+            format!("- AttributeName: {FAILURE_HOUR}\n          AttributeType: S"),
+            format!(
+                "- AttributeName: {FAILURE_HOUR}\n              KeyType: HASH\n            \
+                 - AttributeName: {AUDIT_SORT_KEY}\n              KeyType: RANGE"
+            ),
+            "ProjectionType: INCLUDE".to_owned(),
+            format!("NonKeyAttributes: [{}]", FAILURES_PROJECTED.join(", ")),
+        ] {
+            assert!(table.contains(&needle), "{needle:?} not in:\n{table}");
+        }
+        let (index, _) = failures_index().unwrap();
+        assert_eq!(index.index_name(), FAILURES_INDEX);
+    }
+}
