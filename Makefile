@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 AARCH64 := aarch64-unknown-linux-gnu
-FUNCTIONS := TokenFunction JwksFunction RotateKeysFunction
+FUNCTIONS := TokenFunction JwksFunction RotateKeysFunction AuthorizerFunction
 # SAM must not phone home (telemetry, version check); validate needs a region, no credentials.
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1}
 
@@ -88,32 +88,34 @@ cfn-guard:
 	.venv-checkov/bin/pip install --disable-pip-version-check -q -r infra/requirements-checkov.txt
 	touch $@
 
-# Lints template.yaml and its nested monitoring.yaml, and template.yaml again with a custom
-# domain; runs the policy rules (infra/policy/*.guard: IAM, logs, tables, access log, aliases
-# and rollback, alarms; docs/aws.md "Tests of the Lambda front") after checking that each rule
-# passes and fails its own fixtures, over what SAM generates from each variant
-# (infra/sam_transform.py) and over monitoring.yaml; runs checkov's CloudFormation checks
+# Lints template.yaml and its nested monitoring.yaml and example-api.yaml, and template.yaml
+# again with a custom domain and with the example API on; runs the policy rules
+# (infra/policy/*.guard: IAM, logs, tables, access log, aliases and rollback, alarms, the
+# example's authorizers; docs/aws.md "Template checks") after checking that each rule passes
+# and fails its own fixtures, over what SAM generates from each variant
+# (infra/sam_transform.py) and over the nested templates; runs checkov's CloudFormation checks
 # (suppressions and their reasons in .checkov.yaml and the resources' Metadata); and builds
 # the arm64 bootstrap of each function as a deployment would (sam build -> cargo lambda -> zig;
 # the venv's python3 comes first on PATH so that cargo lambda finds zig). `make template-rules`
 # is everything but the build, in about a minute. The variants are written beside a copy of
-# the nested template they name (Location: monitoring.yaml).
+# the nested templates they name (Location: monitoring.yaml, example-api.yaml).
 CHECK_DIR := .aws-sam/template-check
-VARIANTS := template with-domain
+VARIANTS := template with-domain with-example
+NESTED := monitoring.yaml example-api.yaml
 .PHONY: template-rules
 template-check: template-rules aarch64-target
 	PATH="$(CURDIR)/.venv-sam/bin:$$PATH" $(SAM_ENV) .venv-sam/bin/sam build
 	.venv-sam/bin/python infra/check_bootstrap.py $(foreach f,$(FUNCTIONS),.aws-sam/build/$(f)/bootstrap)
 
 template-rules: .venv-sam/.installed .venv-checkov/.installed cfn-guard
-	.venv-sam/bin/cfn-lint template.yaml monitoring.yaml
-	$(SAM_ENV) .venv-sam/bin/sam validate --lint
-	$(SAM_ENV) .venv-sam/bin/sam validate --lint -t monitoring.yaml
 	rm -rf $(CHECK_DIR) && mkdir -p $(CHECK_DIR)
-	cp template.yaml monitoring.yaml $(CHECK_DIR)/
+	cp template.yaml $(NESTED) $(CHECK_DIR)/
 	.venv-sam/bin/python infra/with_domain.py template.yaml $(CHECK_DIR)/with-domain.yaml
-	.venv-sam/bin/cfn-lint $(CHECK_DIR)/with-domain.yaml
-	$(SAM_ENV) .venv-sam/bin/sam validate --lint -t $(CHECK_DIR)/with-domain.yaml
+	.venv-sam/bin/python infra/with_example.py template.yaml $(CHECK_DIR)/with-example.yaml
+	.venv-sam/bin/cfn-lint $(NESTED) $(foreach v,$(VARIANTS),$(CHECK_DIR)/$(v).yaml)
+	for t in $(NESTED) $(foreach v,$(VARIANTS),$(CHECK_DIR)/$(v).yaml); do \
+	  $(SAM_ENV) .venv-sam/bin/sam validate --lint -t $$t || exit 1; \
+	done
 	.venv-sam/bin/python infra/policy/check_fixtures.py infra/policy
 	@$(CFN_GUARD) test --dir infra/policy > $(CHECK_DIR)/guard-test.log \
 	  && echo "cfn-guard test: every rule in infra/policy meets its fixtures" \
@@ -124,7 +126,8 @@ template-rules: .venv-sam/.installed .venv-checkov/.installed cfn-guard
 	$(CFN_GUARD) validate --show-summary fail -r infra/policy/iam.guard -r infra/policy/operations.guard \
 	  $(foreach v,$(VARIANTS),-d $(CHECK_DIR)/$(v).json)
 	$(CFN_GUARD) validate --show-summary fail -r infra/policy/monitoring.guard -d monitoring.yaml
-	.venv-checkov/bin/checkov --config-file .checkov.yaml -f monitoring.yaml \
+	$(CFN_GUARD) validate --show-summary fail -r infra/policy/example.guard -d example-api.yaml
+	.venv-checkov/bin/checkov --config-file .checkov.yaml $(foreach t,$(NESTED),-f $(t)) \
 	  $(foreach v,$(VARIANTS),-f $(CHECK_DIR)/$(v).json)
 
 # cargo-lambda and PyJWT on top of moto, for the local AWS path.
