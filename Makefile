@@ -90,7 +90,7 @@ cfn-guard:
 
 # Lints template.yaml and its nested monitoring.yaml and example-api.yaml, and template.yaml
 # again with a custom domain and with the example API on; runs the policy rules
-# (infra/policy/*.guard: IAM, logs, tables, access log, aliases and rollback, alarms, the
+# (infra/policy/*.guard: IAM, the key secret, logs, tables, access log, aliases, alarms, the
 # example's authorizers; docs/aws.md "Template checks") after checking that each rule passes
 # and fails its own fixtures, over what SAM generates from each variant
 # (infra/sam_transform.py) and over the nested templates; runs checkov's CloudFormation checks
@@ -124,6 +124,7 @@ template-rules: .venv-sam/.installed .venv-checkov/.installed cfn-guard
 	  $(SAM_ENV) .venv-sam/bin/python infra/sam_transform.py $(CHECK_DIR)/$$v.yaml $(CHECK_DIR)/$$v.json || exit 1; \
 	done
 	$(CFN_GUARD) validate --show-summary fail -r infra/policy/iam.guard -r infra/policy/operations.guard \
+	  -r infra/policy/keys.guard \
 	  $(foreach v,$(VARIANTS),-d $(CHECK_DIR)/$(v).json)
 	$(CFN_GUARD) validate --show-summary fail -r infra/policy/monitoring.guard -d monitoring.yaml
 	$(CFN_GUARD) validate --show-summary fail -r infra/policy/example.guard -d example-api.yaml
