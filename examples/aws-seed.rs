@@ -17,7 +17,7 @@ use std::sync::Arc;
 use aws_config::BehaviorVersion;
 use token_service::clock::SystemClock;
 use token_service::encoding::random_b64url;
-use token_service::lambda;
+use token_service::shapes::lambda;
 use token_service::store::aws::protocol::KeyRotation;
 use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions, create_resources};
 

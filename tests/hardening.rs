@@ -16,7 +16,7 @@ use common::{FORM, Stack, basic_header};
 use time::OffsetDateTime;
 use token_service::clock::ManualClock;
 use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
+use token_service::shapes::embedded::Embedded;
 use token_service::store::AuditLog as _;
 use tower::ServiceExt as _;
 

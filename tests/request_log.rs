@@ -12,7 +12,7 @@ use base64::Engine as _;
 use common::Stack;
 use serde_json::Value;
 use token_service::admin::NewClient;
-use token_service::lambda::{init_metrics, json_subscriber, log_filter, token_router};
+use token_service::shapes::lambda::{init_metrics, json_subscriber, log_filter, token_router};
 use tower::ServiceExt as _;
 
 /// CloudWatch Logs bills ingestion per byte; the budget per token request (issue 9).

@@ -17,10 +17,10 @@ use support::fault_proxy::{Fault, FaultProxy, Service};
 use support::moto;
 use support::stores::{random_resources, rotate_keys_on};
 use token_service::admin::NewClient;
-use token_service::aws_shape::AwsShape;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
 use token_service::http::{RequestContext, token_routes};
+use token_service::shapes::aws::AwsShape;
 use token_service::store::aws::create_resources;
 use tower::ServiceExt as _;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lambda_http::lambda_runtime::{self, service_fn};
 use token_service::clock::SystemClock;
-use token_service::lambda;
+use token_service::shapes::lambda;
 use token_service::store::aws::protocol::KeyRotation;
 use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions};
 

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use token_service::clock::SystemClock;
-use token_service::lambda::{self, AwsShape};
+use token_service::shapes::aws::AwsShape;
+use token_service::shapes::lambda;
 
 #[tokio::main]
 async fn main() -> ExitCode {

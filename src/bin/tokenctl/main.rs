@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use token_service::admin::{Admin, AdminError};
-use token_service::aws_shape::AwsShape;
 use token_service::clock::{Clock, SystemClock};
-use token_service::embedded::Embedded;
+use token_service::shapes::aws::AwsShape;
+use token_service::shapes::embedded::Embedded;
 
 use args::{AwsNames, Backend, Cli, Command, KeysCommand};
 use commands::CliResult;

@@ -1,5 +1,6 @@
 //! The AWS Lambda front: reads API Gateway's request context into the shared router's
-//! [`RequestContext`], and wires the AWS adapters into the routes (see [`AwsShape`]).
+//! [`RequestContext`], and sets up what every function has (JSON logs, embedded metrics, its
+//! init); the AWS adapters behind the routes come from [`crate::shapes::aws::AwsShape`].
 
 use std::sync::Arc;
 
@@ -17,8 +18,6 @@ use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
 use crate::http::{self, Discovery, RequestContext};
 use crate::issue::TokenService;
 use crate::store::aws::AwsResources;
-
-pub use crate::aws_shape::AwsShape;
 
 /// What the API Gateway HTTP API (payload format 2.0) context tells about a request.
 ///
@@ -157,7 +156,7 @@ pub struct Started {
     /// Table and secret names.
     pub resources: AwsResources,
     /// The SDK configuration, loaded once per execution environment, with the shape's
-    /// timeouts and retries ([`crate::aws_shape::bounded_sdk_config`]).
+    /// timeouts and retries ([`crate::shapes::aws::bounded_sdk_config`]).
     pub sdk: aws_config::SdkConfig,
     function: &'static str,
     at: std::time::Instant,
@@ -181,7 +180,7 @@ pub async fn start(function: &'static str) -> Option<Started> {
         Ok((config, resources)) => Some(Started {
             config,
             resources,
-            sdk: crate::aws_shape::bounded_sdk_config(
+            sdk: crate::shapes::aws::bounded_sdk_config(
                 &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
             ),
             function,
@@ -210,20 +209,6 @@ pub fn exit(result: Result<(), lambda_http::Error>) -> std::process::ExitCode {
 pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
     let config = ServiceSettings::from_env()?.validate(None)?;
     Ok((config, AwsResources::from_env()?))
-}
-
-impl AwsShape {
-    /// The token function's router: `POST /oauth/token`, with the key set loaded before the
-    /// first request ([`AwsShape::token_service_loaded`]).
-    #[cfg(feature = "secrets")]
-    pub async fn token_router(&self) -> Router {
-        token_router(self.token_service_loaded().await)
-    }
-
-    /// The jwks function's router: the `/.well-known/` documents.
-    pub fn discovery_router(&self) -> Router {
-        discovery_router(self.discovery())
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The AWS shape: DynamoDB and Secrets Manager adapters wired into the token service,
-//! discovery and management, the counterpart of [`crate::embedded::Embedded`]. The Lambda
+//! discovery and management, the counterpart of [`crate::shapes::embedded::Embedded`]. The Lambda
 //! functions (feature `lambda`) serve its routers; `tokenctl --backend aws` uses its admin.
 //!
 //! Every SDK client of the shape is bounded in time ([`bounded_sdk_config`]): a stalled or
@@ -238,5 +238,18 @@ impl AwsShape {
             clock: self.clock.clone(),
             actor: actor.into(),
         }
+    }
+
+    /// The token function's router: `POST /oauth/token`, with the key set loaded before the
+    /// first request ([`AwsShape::token_service_loaded`]).
+    #[cfg(all(feature = "secrets", feature = "lambda"))]
+    pub async fn token_router(&self) -> axum::Router {
+        crate::shapes::lambda::token_router(self.token_service_loaded().await)
+    }
+
+    /// The jwks function's router: the `/.well-known/` documents.
+    #[cfg(feature = "lambda")]
+    pub fn discovery_router(&self) -> axum::Router {
+        crate::shapes::lambda::discovery_router(self.discovery())
     }
 }
