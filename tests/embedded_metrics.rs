@@ -14,7 +14,7 @@ use tower::ServiceExt as _;
 async fn token_requests_are_counted_per_outcome_in_embedded_metric_format() {
     // The recorder is process-wide: this test binary holds this one test only.
     let collector =
-        token_service::shapes::lambda::init_metrics("token").expect("recorder installs");
+        token_service::shapes::lambda::init_metrics("token", None).expect("recorder installs");
     let stack = Stack::new().await;
     let (_, secret) = stack
         .client_with(NewClient {

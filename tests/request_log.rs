@@ -52,7 +52,7 @@ fn event(client_id: &str, secret: &str) -> lambda_http::Request {
 #[tokio::test]
 async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
     // The metrics recorder is process-wide: this test binary holds this one test only.
-    let collector = init_metrics("token").expect("recorder installs");
+    let collector = init_metrics("token", None).expect("recorder installs");
     let logs = Sink::default();
     let writer = logs.clone();
     let _guard = tracing::subscriber::set_default(json_subscriber(

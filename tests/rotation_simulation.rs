@@ -15,7 +15,7 @@ use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
 use token_service::issue::RequestMeta;
 use token_service::oauth::request::RawRequest;
-use token_service::store::aws::protocol::{KeyRotation, Step};
+use token_service::store::aws::protocol::{RotationProtocol, Step};
 
 use support::resource_server::{check, published};
 use support::stores::{Stores, svc_client};
@@ -26,7 +26,7 @@ async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<Ma
             admin.rotate_keys().await.unwrap();
         }
         Some(versions) => {
-            let rotation = KeyRotation {
+            let rotation = RotationProtocol {
                 secret: versions.clone(),
                 public_keys: s.public_keys.clone(),
                 schedule: config.schedule,

@@ -23,11 +23,13 @@ use crate::issue::DECISION_DEADLINE;
 use crate::issue::TokenService;
 #[cfg(feature = "secrets")]
 use crate::keys::KeyCache;
+#[cfg(feature = "secrets")]
+pub use crate::store::aws::protocol::{RotationError, RotationProtocol, Step};
 use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
 #[cfg(feature = "secrets")]
 use crate::store::aws::{
     DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits,
-    SecretsManagerKeyStore,
+    SecretsManagerKeyStore, SecretsManagerVersions,
 };
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
@@ -169,6 +171,22 @@ impl AwsShape {
             self.secrets.clone(),
             self.resources.key_secret_id.clone(),
         ))
+    }
+
+    /// The rotate-keys function's logic over the key secret's versions and the public-keys
+    /// table, rotating with the shape's settings (`TOKEN_SIGNING_ALG`, the schedule).
+    #[cfg(feature = "secrets")]
+    pub fn rotation_protocol(&self) -> RotationProtocol {
+        RotationProtocol {
+            secret: Arc::new(SecretsManagerVersions::new(
+                self.secrets.clone(),
+                self.resources.key_secret_id.clone(),
+            )),
+            public_keys: self.public_keys(),
+            schedule: self.config.schedule,
+            alg: self.config.signing_alg,
+            clock: self.clock.clone(),
+        }
     }
 
     #[cfg(feature = "secrets")]

@@ -9,9 +9,9 @@ use token_service::admin::parse_duration;
 use token_service::store::KeyStore;
 use token_service::store::aws::{SecretsManagerKeyStore, rotate_now};
 
-use crate::args::AwsNames;
 use crate::commands::CliResult;
 use crate::views::{print_json, ts};
+use token_service::config::AwsResourceSettings;
 
 /// What `keys init` / `keys rotate --json` print on the aws backend.
 #[derive(Debug, Serialize)]
@@ -31,11 +31,16 @@ struct RotationView {
 
 /// Rotates through the stack's rotation function; with `only_if_empty`, only when there is no
 /// key yet (`keys init`). Waits at most `wait` (e.g. `120s`).
-pub async fn rotate(names: &AwsNames, json: bool, only_if_empty: bool, wait: &str) -> CliResult {
+pub async fn rotate(
+    names: &AwsResourceSettings,
+    json: bool,
+    only_if_empty: bool,
+    wait: &str,
+) -> CliResult {
     let wait = parse_duration(wait)
         .filter(|d| d.is_positive())
         .ok_or("--wait must be a duration such as 120s or 5m")?;
-    let names = names.resources()?;
+    let names = names.validate()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
     let keys = SecretsManagerKeyStore::new(sm.clone(), &names.key_secret_id);

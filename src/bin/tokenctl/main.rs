@@ -17,17 +17,18 @@ use token_service::clock::{Clock, SystemClock};
 use token_service::shapes::aws::AwsShape;
 use token_service::shapes::embedded::Embedded;
 
-use args::{AwsNames, Backend, Cli, Command, KeysCommand};
+use args::{Backend, Cli, Command, KeysCommand};
 use commands::CliResult;
+use token_service::config::AwsResourceSettings;
 
 /// The management façade over the deployed stack's resources, acting as the caller's
 /// principal (its ARN from STS, so that admin audit records name who did what).
 async fn aws_admin(
-    names: &AwsNames,
+    names: &AwsResourceSettings,
     config: token_service::config::ServiceConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Admin, Box<dyn std::error::Error>> {
-    let names = names.resources()?;
+    let names = names.validate()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let identity = aws_sdk_sts::Client::new(&sdk)
         .get_caller_identity()
