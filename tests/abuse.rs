@@ -21,6 +21,7 @@ use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::keys::KeyCache;
 use token_service::limits::{Window, refusals_of_source_key};
+use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
 
 const GRANT: &str = "grant_type=client_credentials";
@@ -253,7 +254,12 @@ impl Backend {
         let admin = Admin {
             clients: stores.clients.clone(),
             audit: stores.audit.clone(),
-            keys: stores.keys.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                stores.keys.clone(),
+                config.signing_alg,
+                config.schedule,
+                shared.clone(),
+            )),
             public_keys: stores.public_keys.clone(),
             config: config.clone(),
             clock: shared.clone(),

@@ -16,6 +16,7 @@ use token_service::encoding::random_b64url;
 use token_service::issue::RequestMeta;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{RotationProtocol, Step};
+use token_service::store::rotation::KeySetSwap;
 
 use support::resource_server::{check, published};
 use support::stores::{Stores, svc_client};
@@ -53,7 +54,12 @@ async fn simulate(s: &Stores) {
     let admin = Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            config.signing_alg,
+            config.schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: Arc::new(config.clone()),
         clock: clock.clone(),

@@ -29,7 +29,7 @@ use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
 #[cfg(feature = "secrets")]
 use crate::store::aws::{
     DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits,
-    SecretsManagerKeyStore, SecretsManagerVersions,
+    SecretsManagerKeyStore, SecretsManagerRotation, SecretsManagerVersions, StepsRunner,
 };
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
@@ -50,6 +50,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(200);
 pub const TOKEN_DEPENDENCY_BOUND: Duration = DECISION_DEADLINE.saturating_add(OPERATION_TIMEOUT);
 /// The longest the jwks function waits on its dependency: one bounded `Scan`.
 pub const JWKS_DEPENDENCY_BOUND: Duration = OPERATION_TIMEOUT;
+
+/// How long a key rotation started from outside the stack (`tokenctl keys rotate`) waits for
+/// the rotation function by default.
+pub const ROTATION_WAIT: Duration = Duration::from_secs(120);
 
 /// API Gateway's integration timeout and the functions' `Timeout` in `template.yaml`.
 const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +102,10 @@ pub struct AwsShape {
     dynamodb: aws_sdk_dynamodb::Client,
     #[cfg(feature = "secrets")]
     secrets: aws_sdk_secretsmanager::Client,
+    #[cfg(feature = "secrets")]
+    rotation_steps: StepsRunner,
+    #[cfg(feature = "cli")]
+    sts: aws_sdk_sts::Client,
 }
 
 impl AwsShape {
@@ -117,7 +125,55 @@ impl AwsShape {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             #[cfg(feature = "secrets")]
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            #[cfg(feature = "secrets")]
+            rotation_steps: StepsRunner::SecretsManager {
+                wait: ROTATION_WAIT,
+            },
+            #[cfg(feature = "cli")]
+            sts: aws_sdk_sts::Client::new(&sdk),
         }
+    }
+
+    /// The shape over the SDK configuration of the environment and profiles (credentials,
+    /// region, `AWS_ENDPOINT_URL`), loaded once: for `tokenctl --backend aws`.
+    pub async fn load(
+        resources: AwsResources,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk, resources, config, clock)
+    }
+
+    /// The caller's principal ARN (STS `GetCallerIdentity`), the actor of the admin audit
+    /// records `tokenctl` writes.
+    #[cfg(feature = "cli")]
+    pub async fn caller_arn(&self) -> Result<String, String> {
+        let identity = self.sts.get_caller_identity().send().await.map_err(|e| {
+            format!(
+                "cannot identify the AWS caller (check credentials and region): {}",
+                aws_sdk_sts::error::DisplayErrorContext(e)
+            )
+        })?;
+        Ok(identity.arn().unwrap_or("unknown").to_owned())
+    }
+
+    /// The shape whose key rotations ([`admin`](Self::admin)) wait at most `wait` for the
+    /// stack's rotation function (default [`ROTATION_WAIT`]).
+    #[cfg(feature = "secrets")]
+    pub fn with_rotation_wait(mut self, wait: Duration) -> Self {
+        self.rotation_steps = StepsRunner::SecretsManager { wait };
+        self
+    }
+
+    /// The shape whose key rotations run the rotation function's four steps in this process
+    /// ([`rotation_protocol`](Self::rotation_protocol)), playing Secrets Manager's part: for an
+    /// emulator that cannot invoke a function (moto). A deployed stack rotates through
+    /// `RotateSecret`, as [`new`](Self::new) does.
+    #[cfg(feature = "secrets")]
+    pub fn with_rotation_in_process(mut self) -> Self {
+        self.rotation_steps = StepsRunner::InProcess(Arc::new(self.rotation_protocol()));
+        self
     }
 
     /// The shape with its DynamoDB client rebuilt from its own configuration as `customize`
@@ -250,7 +306,12 @@ impl AwsShape {
         Admin {
             clients: self.clients(),
             audit: self.audit(),
-            keys: self.private_keys(),
+            rotation: Arc::new(SecretsManagerRotation::new(
+                self.secrets.clone(),
+                self.resources.key_secret_id.clone(),
+                self.rotation_steps.clone(),
+                self.clock.clone(),
+            )),
             public_keys: self.public_keys(),
             config: self.config.clone(),
             clock: self.clock.clone(),

@@ -6,6 +6,7 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod memory;
+pub mod rotation;
 #[cfg(feature = "embedded")]
 pub mod sqlite;
 
@@ -14,6 +15,8 @@ use async_trait::async_trait;
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
+
+pub use rotation::KeyRotation;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +73,8 @@ pub trait KeyStore: Send + Sync {
     /// misses a key of the private set.
     ///
     /// On AWS the signing-key secret has one writer, the rotation function (Secrets Manager's
-    /// four-step protocol, `store::aws::protocol`); its adapter refuses this call.
+    /// four-step protocol, `store::aws::protocol`); its adapter refuses this call. Rotations go
+    /// through the [`KeyRotation`] port on both backends.
     async fn replace_key_set(&self, expected: &KeySet, next: &KeySet) -> Result<(), StoreError>;
 }
 

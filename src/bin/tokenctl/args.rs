@@ -57,6 +57,19 @@ pub enum Command {
     Audit(AuditCommand),
 }
 
+impl Command {
+    /// The `--wait` of a key rotation (`keys init`, `keys rotate`), which on the aws backend
+    /// the stack's rotation function runs.
+    pub fn rotation_wait(&self) -> Option<&str> {
+        match self {
+            Command::Keys(KeysCommand::Init { wait } | KeysCommand::Rotate { wait }) => {
+                Some(&wait.text)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
     /// Create a client; prints its id and its first secret (shown once).

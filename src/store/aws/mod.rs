@@ -51,7 +51,7 @@ pub use rate_limits::DynamoDbRateLimits;
 #[cfg(feature = "secrets")]
 pub use resources::create_resources;
 #[cfg(feature = "secrets")]
-pub use rotate::{RotateError, rotate_now};
+pub use rotate::{SecretsManagerRotation, StepsRunner};
 #[cfg(feature = "secrets")]
 pub use secrets::SecretsManagerKeyStore;
 #[cfg(feature = "secrets")]
