@@ -25,12 +25,12 @@ use token_service::admin::NewClient;
 use token_service::clients::SecretHash;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
 use token_service::issue::RequestMeta;
 use token_service::issue::TokenService;
 use token_service::keys::{KeyRing, KeySet, SIGNING_ALGS};
 use token_service::oauth::assertion::{AssertionPolicy, JWT_BEARER, verify as verify_assertion};
 use token_service::oauth::request::RawRequest;
+use token_service::shapes::embedded::Embedded;
 
 const ITERATIONS: u32 = 400;
 

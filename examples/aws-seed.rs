@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use token_service::clock::SystemClock;
+use token_service::config::FunctionEnvironment;
 use token_service::encoding::random_b64url;
-use token_service::lambda;
-use token_service::store::aws::protocol::KeyRotation;
-use token_service::store::aws::{DynamoDbPublicKeyStore, SecretsManagerVersions, create_resources};
+use token_service::shapes::aws::AwsShape;
+use token_service::store::aws::create_resources;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,24 +42,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
-    let (config, resources) = lambda::config_from_env()?;
+    let (config, resources) = FunctionEnvironment::from_env().config()?;
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     create_resources(&sdk, &resources).await?;
     eprintln!("aws-seed: tables and secret are there");
     if first_key {
-        let rotation = KeyRotation {
-            secret: Arc::new(SecretsManagerVersions::new(
-                aws_sdk_secretsmanager::Client::new(&sdk),
-                resources.key_secret_id.clone(),
-            )),
-            public_keys: Arc::new(DynamoDbPublicKeyStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                resources.public_keys_table.clone(),
-            )),
-            schedule: config.schedule,
-            alg: config.signing_alg,
-            clock: Arc::new(SystemClock),
-        };
+        let shape = AwsShape::new(&sdk, resources, config, Arc::new(SystemClock));
+        let rotation = shape.rotation_protocol();
         // Secrets Manager's version ids (ClientRequestToken) are 32 to 64 characters.
         rotation.run_all(&random_b64url(24)).await?;
         eprintln!("aws-seed: the first rotation made the signing key");

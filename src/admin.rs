@@ -17,14 +17,8 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::{KeyError, KeySet};
-use crate::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
-
-/// Most attempts of one key rotation while other rotations keep changing the set first.
-const ROTATION_ATTEMPTS: u32 = 10;
-
-/// Longest pause before another rotation attempt, drawn at random so that two rotations that
-/// keep meeting (each generates a key, ~90 ms for RSA-2048, before its compare) fall apart.
-const ROTATION_BACKOFF_MS: u64 = 200;
+use crate::store::rotation::{RotateError, Rotated};
+use crate::store::{AuditLog, ClientStore, KeyRotation, PublicKeyStore, StoreError};
 
 /// Most live secrets a client may hold at once.
 pub const MAX_LIVE_SECRETS: usize = 3;
@@ -41,6 +35,9 @@ pub enum AdminError {
     /// A key could not be made or read.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A key rotation did not finish (on AWS: the rotation function's, waited for).
+    #[error(transparent)]
+    Rotate(RotateError),
     /// The client has no such secret.
     #[error("client {0} has no secret {1}")]
     NoSuchSecret(String, String),
@@ -56,6 +53,17 @@ pub enum AdminError {
     /// The client already holds the most live secrets allowed.
     #[error("client {0} already has {MAX_LIVE_SECRETS} live secrets; revoke one first")]
     TooManySecrets(String),
+}
+
+impl From<RotateError> for AdminError {
+    /// A store or key failure keeps its own variant (a lost race stays `Store(Conflict)`).
+    fn from(e: RotateError) -> Self {
+        match e {
+            RotateError::Store(e) => Self::Store(e),
+            RotateError::Key(e) => Self::Key(e),
+            other => Self::Rotate(other),
+        }
+    }
 }
 
 /// What a new client looks like.
@@ -154,8 +162,8 @@ pub struct Admin {
     pub clients: Arc<dyn ClientStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
-    /// The private key set.
-    pub keys: Arc<dyn KeyStore>,
+    /// Rotations of the signing-key set.
+    pub rotation: Arc<dyn KeyRotation>,
     /// The public keys.
     pub public_keys: Arc<dyn PublicKeyStore>,
     /// Service settings (lifetimes, schedule, retention).
@@ -448,12 +456,13 @@ impl Admin {
         Ok(self.clients.list_clients().await?)
     }
 
-    /// Rotates the signing keys now (DESIGN.md "Keys and rotation") and returns the new set.
-    /// The new private set and its public keys are stored in one atomic step, checked against
-    /// the set the rotation started from; a rotation that lost a race to another reads again
-    /// and rotates on top of the winner's set, so no key is lost.
-    pub async fn rotate_keys(&self) -> Result<KeySet, AdminError> {
-        let rotated = self.rotate_when(|_, _| true).await?;
+    /// Rotates the signing keys now (DESIGN.md "Keys and rotation"), through the rotation
+    /// port: on SQLite the new set and its public keys are stored in one atomic step, checked
+    /// against the set the rotation started from (a rotation that lost a race rotates on top of
+    /// the winner's set, so no key is lost); on AWS the stack's rotation function does it and
+    /// this waits until it finished.
+    pub async fn rotate_keys(&self) -> Result<Rotated, AdminError> {
+        let rotated = self.rotate_when(&|_, _| true).await?;
         Ok(rotated.expect("a rotation that is always due rotates"))
     }
 
@@ -465,44 +474,39 @@ impl Admin {
             let newest = set.keys.iter().map(|k| k.created_at).max();
             newest.is_none_or(|at| now - at >= interval)
         };
-        Ok(self.rotate_when(due).await?.is_some())
+        Ok(self.rotate_when(&due).await?.is_some())
     }
 
     /// Creates the first key if the set is empty. Returns whether it did; `false` also when
     /// another process created it first.
     pub async fn ensure_signing_key(&self) -> Result<bool, AdminError> {
-        let due = |set: &KeySet, _: OffsetDateTime| set.keys.is_empty();
-        Ok(self.rotate_when(due).await?.is_some())
+        Ok(self.create_first_key().await?.is_some())
     }
 
-    /// Load, decide, generate and store as one atomic step: `due` is asked again on every
-    /// attempt, because the set that lost the race may already satisfy it.
+    /// Creates the first key if the set is empty: the rotation that created it, or `None` when
+    /// there was a key already (another process may have created it first).
+    pub async fn create_first_key(&self) -> Result<Option<Rotated>, AdminError> {
+        self.rotate_when(&|set: &KeySet, _| set.keys.is_empty())
+            .await
+    }
+
+    /// The key set in use.
+    pub async fn key_set(&self) -> Result<KeySet, AdminError> {
+        Ok(self.rotation.current().await?)
+    }
+
+    /// Rotates through the port when `due`, and records a rotation this process wrote.
     async fn rotate_when(
         &self,
-        due: impl Fn(&KeySet, OffsetDateTime) -> bool,
-    ) -> Result<Option<KeySet>, AdminError> {
-        let mut attempt = 1;
-        loop {
+        due: &(dyn Fn(&KeySet, OffsetDateTime) -> bool + Send + Sync),
+    ) -> Result<Option<Rotated>, AdminError> {
+        let rotated = self.rotation.rotate_when(due).await?;
+        if rotated.as_ref().is_some_and(|r| r.written_here) {
             let now = self.clock.now();
-            let current = self.keys.load_key_set().await?;
-            if !due(&current, now) {
-                return Ok(None);
-            }
-            let next = current.rotated_to(self.config.signing_alg, now, &self.config.schedule)?;
-            match self.keys.replace_key_set(&current, &next).await {
-                Ok(()) => {
-                    self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)
-                        .await?;
-                    return Ok(Some(next));
-                }
-                Err(StoreError::Conflict(what)) if attempt < ROTATION_ATTEMPTS => {
-                    tracing::info!(attempt, "{what} changed during rotation; reading it again");
-                    attempt += 1;
-                    tokio::time::sleep(random_backoff()).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            self.record(audit::NO_CLIENT, "keys.rotate", &["keys"], now)
+                .await?;
         }
+        Ok(rotated)
     }
 
     /// The public key records with their state at `now`.
@@ -564,14 +568,6 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::seconds(secs))
-}
-
-/// A random pause below [`ROTATION_BACKOFF_MS`].
-fn random_backoff() -> std::time::Duration {
-    let mut bytes = [0u8; 2];
-    // Without randomness the pause is the longest one: still a pause, never a failure.
-    let drawn = aws_lc_rs::rand::fill(&mut bytes).map_or(u16::MAX, |()| u16::from_le_bytes(bytes));
-    std::time::Duration::from_millis(u64::from(drawn) % ROTATION_BACKOFF_MS)
 }
 
 /// A new client record from `spec`, without credentials yet: the caller adds its secret or

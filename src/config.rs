@@ -2,10 +2,11 @@
 //! [`ServiceConfig`]; a bad value stops the start with a clear message.
 //!
 //! Each setting is declared once, in `service_settings!` below: its field, type,
-//! environment variable and default. From that one entry come the Lambda functions' reader
-//! of the environment ([`ServiceSettings::from_env`]) and, with feature `clap` (the command
-//! lines: `token-server`, `tokenctl`), its `--flag` and `env` fallback; the Lambda functions
-//! link no argument parser.
+//! environment variable and default; the names of the AWS resources likewise, in
+//! `aws_resource_settings!`. From that one entry come the Lambda functions' reader of the
+//! environment ([`FunctionEnvironment`], the only place a function reads a variable) and, with
+//! feature `clap` (the command lines: `token-server`, `tokenctl`), its `--flag` and `env`
+//! fallback; the Lambda functions link no argument parser.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -120,7 +121,7 @@ service_settings! {
 }
 
 /// Why the settings were refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     /// A value is missing, malformed or inconsistent with another.
     #[error("invalid configuration: {0}")]
@@ -207,14 +208,108 @@ pub fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl ServiceSettings {
-    /// Reads the settings from the environment only (the Lambda functions).
-    pub fn from_env() -> Result<Self, ConfigError> {
+/// Declares [`AwsResourceSettings`] and [`AwsResources`]: each entry is the field's doc comment
+/// (also its `--help` text) and its environment variable. The flag is the field name in kebab
+/// case (`--clients-table`).
+macro_rules! aws_resource_settings {
+    ($( $(#[doc = $doc:literal])* $field:ident, env $env:literal; )*) => {
+        /// The names of the AWS resources as set (the stack's outputs): in a function's
+        /// environment (the template sets them), or in `tokenctl`'s flags and environment.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        #[cfg_attr(feature = "clap", derive(clap::Args))]
+        pub struct AwsResourceSettings {
+            $(
+                $(#[doc = $doc])*
+                #[cfg_attr(feature = "clap", arg(long, env = $env, global = true))]
+                pub $field: Option<String>,
+            )*
+        }
+
+        /// The names of the AWS resources the adapters use (template outputs), all of them set.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct AwsResources {
+            $( $(#[doc = $doc])* pub $field: String, )*
+        }
+
+        impl AwsResourceSettings {
+            /// Reads the names through `lookup` (a variable's value, if it is set).
+            pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+                Self { $( $field: lookup($env), )* }
+            }
+
+            /// Every name, or an error naming the first variable that is missing or empty.
+            pub fn validate(&self) -> Result<AwsResources, ConfigError> {
+                let set = |value: &Option<String>, name: &str| {
+                    value
+                        .clone()
+                        .filter(|v| !v.trim().is_empty())
+                        .ok_or_else(|| invalid(format!("{name} is required (not set)")))
+                };
+                Ok(AwsResources { $( $field: set(&self.$field, $env)?, )* })
+            }
+        }
+    };
+}
+
+aws_resource_settings! {
+    /// DynamoDB table of client records (aws backend).
+    clients_table, env "TOKEN_CLIENTS_TABLE";
+    /// DynamoDB table of audit records, TTL on `expires_at` (aws backend).
+    audit_table, env "TOKEN_AUDIT_TABLE";
+    /// DynamoDB table of public key records (aws backend).
+    public_keys_table, env "TOKEN_PUBLIC_KEYS_TABLE";
+    /// DynamoDB table of rate-limit counters, TTL on `expires_at` (aws backend).
+    rate_limits_table, env "TOKEN_RATE_LIMITS_TABLE";
+    /// DynamoDB table of used client assertion ids, TTL on `expires_at` (aws backend).
+    assertion_ids_table, env "TOKEN_ASSERTION_IDS_TABLE";
+    /// Secrets Manager secret holding the private key set, name or ARN (aws backend).
+    key_secret_id, env "TOKEN_KEY_SECRET_ID";
+}
+
+/// Everything a Lambda function takes from its environment, read once at its init: the one
+/// place the functions read a variable. The command lines read theirs through clap (flags with
+/// an `env` fallback) from the same declarations.
+#[derive(Debug, Clone)]
+pub struct FunctionEnvironment {
+    /// `RUST_LOG`: per-module log directives, when set.
+    pub rust_log: Option<String>,
+    /// `AWS_LAMBDA_LOG_LEVEL`: the level of the function's `LoggingConfig`.
+    pub lambda_log_level: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: the deployed function's name.
+    pub function_name: Option<String>,
+    settings: Result<ServiceSettings, ConfigError>,
+    resources: AwsResourceSettings,
+}
+
+impl FunctionEnvironment {
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
         Self::from_lookup(|name| {
             std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
         })
     }
 
+    /// Reads the variables through `lookup` (for tests and tools that must not change the
+    /// process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            rust_log: lookup("RUST_LOG"),
+            lambda_log_level: lookup("AWS_LAMBDA_LOG_LEVEL"),
+            function_name: lookup("AWS_LAMBDA_FUNCTION_NAME"),
+            settings: ServiceSettings::from_lookup(&lookup),
+            resources: AwsResourceSettings::from_lookup(&lookup),
+        }
+    }
+
+    /// The validated service settings and resource names (the template sets them all,
+    /// `TOKEN_ISSUER` included); an error names the variable at fault.
+    pub fn config(&self) -> Result<(ServiceConfig, AwsResources), ConfigError> {
+        let config = self.settings.clone()?.validate(None)?;
+        Ok((config, self.resources.validate()?))
+    }
+}
+
+impl ServiceSettings {
     /// Validates the settings; `default_issuer` is used when no issuer is set.
     pub fn validate(&self, default_issuer: Option<&str>) -> Result<ServiceConfig, ConfigError> {
         let issuer = self
@@ -636,5 +731,95 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    fn resources(missing: &'static str) -> Result<AwsResources, ConfigError> {
+        AwsResourceSettings::from_lookup(|name| (name != missing).then(|| format!("{name}-value")))
+            .validate()
+    }
+
+    #[test]
+    fn resources_come_from_the_six_variables() {
+        let r = resources("").unwrap();
+        assert_eq!(r.clients_table, "TOKEN_CLIENTS_TABLE-value");
+        assert_eq!(r.audit_table, "TOKEN_AUDIT_TABLE-value");
+        assert_eq!(r.public_keys_table, "TOKEN_PUBLIC_KEYS_TABLE-value");
+        assert_eq!(r.rate_limits_table, "TOKEN_RATE_LIMITS_TABLE-value");
+        assert_eq!(r.assertion_ids_table, "TOKEN_ASSERTION_IDS_TABLE-value");
+        assert_eq!(r.key_secret_id, "TOKEN_KEY_SECRET_ID-value");
+    }
+
+    #[test]
+    fn a_missing_resource_variable_is_named() {
+        for var in [
+            "TOKEN_CLIENTS_TABLE",
+            "TOKEN_AUDIT_TABLE",
+            "TOKEN_PUBLIC_KEYS_TABLE",
+            "TOKEN_RATE_LIMITS_TABLE",
+            "TOKEN_ASSERTION_IDS_TABLE",
+            "TOKEN_KEY_SECRET_ID",
+        ] {
+            let err = resources(var).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        let blank =
+            AwsResourceSettings::from_lookup(|n| (n != "TOKEN_AUDIT_TABLE").then(String::new));
+        assert!(
+            blank
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("TOKEN_CLIENTS_TABLE")
+        );
+    }
+
+    #[test]
+    fn a_function_reads_its_settings_and_names_from_one_environment() {
+        let env = [
+            ("TOKEN_ISSUER", "https://issuer.example"),
+            ("TOKEN_MAX_TTL", "1200"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "prod-token"),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+        ];
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+                .or_else(|| name.ends_with("_TABLE").then(|| format!("{name}-value")))
+                .or_else(|| (name == "TOKEN_KEY_SECRET_ID").then(|| "keys".to_owned()))
+        };
+        let read = FunctionEnvironment::from_lookup(lookup);
+        assert_eq!(read.function_name.as_deref(), Some("prod-token"));
+        assert_eq!(read.lambda_log_level.as_deref(), Some("WARN"));
+        assert_eq!(read.rust_log, None);
+        let (config, names) = read.config().unwrap();
+        assert_eq!(
+            (config.issuer.as_str(), config.max_ttl),
+            ("https://issuer.example", 1200)
+        );
+        assert_eq!(names.key_secret_id, "keys");
+        let unissued = FunctionEnvironment::from_lookup(|n| {
+            (n != "TOKEN_ISSUER").then(|| lookup(n)).flatten()
+        });
+        assert!(
+            unissued
+                .config()
+                .unwrap_err()
+                .to_string()
+                .contains("TOKEN_ISSUER")
+        );
+        let bad = FunctionEnvironment::from_lookup(|n| {
+            if n == "TOKEN_MAX_TTL" {
+                Some("1h".into())
+            } else {
+                lookup(n)
+            }
+        });
+        assert!(
+            bad.config()
+                .unwrap_err()
+                .to_string()
+                .contains("TOKEN_MAX_TTL")
+        );
     }
 }

@@ -3,22 +3,19 @@
 //!
 //! The domain (clients, keys, OAuth request rules) knows nothing of HTTP or storage; the
 //! [`http`] module is the one axum router every shape serves, and [`store`] holds the ports
-//! (traits) with their SQLite and AWS (DynamoDB, Secrets Manager) implementations.
+//! (traits) with their SQLite and AWS (DynamoDB, Secrets Manager) implementations; [`shapes`]
+//! wires them together at start-up.
 
 pub mod admin;
 pub mod audit;
-pub mod aws_shape;
 pub mod clients;
 pub mod clock;
 pub mod config;
-#[cfg(feature = "embedded")]
-pub mod embedded;
 pub mod encoding;
 pub mod http;
 pub mod issue;
 pub mod keys;
-#[cfg(feature = "lambda")]
-pub mod lambda;
 pub mod limits;
 pub mod oauth;
+pub mod shapes;
 pub mod store;

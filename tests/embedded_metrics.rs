@@ -16,7 +16,8 @@ use tower::ServiceExt as _;
 #[tokio::test]
 async fn token_requests_are_counted_per_outcome_in_embedded_metric_format() {
     // The recorder is process-wide: this test binary holds this one test only.
-    let collector = token_service::lambda::init_metrics("token").expect("recorder installs");
+    let collector =
+        token_service::shapes::lambda::init_metrics("token", None).expect("recorder installs");
     let stack = Stack::new().await;
     let (_, secret) = stack
         .client_with(NewClient {
@@ -27,7 +28,7 @@ async fn token_requests_are_counted_per_outcome_in_embedded_metric_format() {
             ..Default::default()
         })
         .await;
-    let router = token_service::lambda::token_router(stack.embedded.token_service());
+    let router = token_service::shapes::lambda::token_router(stack.embedded.token_service());
     for secret in [secret.as_str(), secret.as_str(), "wrong"] {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("svc:{secret}"));
         let request = Request::post("/oauth/token")

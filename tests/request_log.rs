@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use stack::Stack;
 use token_service::admin::NewClient;
-use token_service::lambda::{init_metrics, json_subscriber, log_filter, token_router};
+use token_service::shapes::lambda::{init_metrics, json_subscriber, log_filter, token_router};
 use tower::ServiceExt as _;
 
 /// CloudWatch Logs bills ingestion per byte; the budget per token request (issue 9).
@@ -55,7 +55,7 @@ fn event(client_id: &str, secret: &str) -> lambda_http::Request {
 #[tokio::test]
 async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
     // The metrics recorder is process-wide: this test binary holds this one test only.
-    let collector = init_metrics("token").expect("recorder installs");
+    let collector = init_metrics("token", None).expect("recorder installs");
     let logs = Sink::default();
     let writer = logs.clone();
     let _guard = tracing::subscriber::set_default(json_subscriber(

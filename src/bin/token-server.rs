@@ -9,7 +9,7 @@ use clap::Parser;
 use token_service::admin::{NewClient, parse_duration};
 use token_service::clock::SystemClock;
 use token_service::config::{ServiceSettings, TrustedProxy};
-use token_service::embedded::Embedded;
+use token_service::shapes::embedded::Embedded;
 
 /// Serves the OAuth 2.0 token endpoint, JWKS and metadata from a local SQLite file.
 #[derive(Debug, Parser)]

@@ -6,6 +6,7 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod memory;
+pub mod rotation;
 #[cfg(feature = "embedded")]
 pub mod sqlite;
 
@@ -15,6 +16,8 @@ use time::OffsetDateTime;
 use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
+
+pub use rotation::KeyRotation;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +83,8 @@ pub trait KeyStore: Send + Sync {
     /// misses a key of the private set.
     ///
     /// On AWS the signing-key secret has one writer, the rotation function (Secrets Manager's
-    /// four-step protocol, `store::aws::protocol`); its adapter refuses this call.
+    /// four-step protocol, `store::aws::protocol`); its adapter refuses this call. Rotations go
+    /// through the [`KeyRotation`] port on both backends.
     async fn replace_key_set(&self, expected: &KeySet, next: &KeySet) -> Result<(), StoreError>;
 }
 

@@ -16,6 +16,7 @@ use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::keys::KeyCache;
 use token_service::limits::{Window, refusals_of_source_key};
+use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
 
 use crate::support::stack::{self, AUDIENCE, Stack};
@@ -251,7 +252,12 @@ impl Backend {
         let admin = Admin {
             clients: stores.clients.clone(),
             audit: stores.audit.clone(),
-            keys: stores.keys.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                stores.keys.clone(),
+                config.signing_alg,
+                config.schedule,
+                shared.clone(),
+            )),
             public_keys: stores.public_keys.clone(),
             config: config.clone(),
             clock: shared.clone(),

@@ -14,6 +14,7 @@ use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
 use token_service::keys::KeyCache;
 use token_service::oauth::request::RawRequest;
+use token_service::store::rotation::KeySetSwap;
 
 use crate::support::stores::Stores;
 
@@ -48,7 +49,12 @@ impl World {
         let admin = Admin {
             clients: s.clients.clone(),
             audit: s.audit.clone(),
-            keys: s.keys.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                s.keys.clone(),
+                config.signing_alg,
+                config.schedule,
+                clock.clone(),
+            )),
             public_keys: s.public_keys.clone(),
             config: config.clone(),
             clock: clock.clone(),

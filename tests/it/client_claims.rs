@@ -19,6 +19,7 @@ use token_service::config::ServiceConfig;
 use token_service::issue::RequestMeta;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::{AwsResources, create_resources};
+use token_service::store::rotation::KeySetSwap;
 
 use crate::support::moto;
 use crate::support::stores::{Stores, random_resources};
@@ -33,7 +34,12 @@ fn admin(s: &Stores, clock: Arc<dyn Clock>) -> Admin {
     Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            ServiceConfig::for_tests().signing_alg,
+            ServiceConfig::for_tests().schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: Arc::new(ServiceConfig::for_tests()),
         clock,

@@ -295,7 +295,7 @@ async fn failing_client_store_means_503_without_internal_text() {
 #[tokio::test]
 async fn no_signing_key_means_503() {
     let dir = tempfile::tempdir().unwrap();
-    let embedded = token_service::embedded::Embedded::open(
+    let embedded = token_service::shapes::embedded::Embedded::open(
         dir.path().join("nokey.db"),
         ServiceConfig::for_tests(),
         Arc::new(token_service::clock::SystemClock),

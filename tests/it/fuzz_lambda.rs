@@ -38,7 +38,8 @@ impl std::ops::Deref for Harness {
 impl Harness {
     fn new() -> Self {
         let stage = Stage::new();
-        let router = token_service::lambda::token_router(stage.stack.embedded.token_service());
+        let router =
+            token_service::shapes::lambda::token_router(stage.stack.embedded.token_service());
         Self { stage, router }
     }
 

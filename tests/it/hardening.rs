@@ -13,7 +13,7 @@ use axum::http::Request;
 use time::OffsetDateTime;
 use token_service::clock::ManualClock;
 use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
+use token_service::shapes::embedded::Embedded;
 use token_service::store::AuditLog as _;
 use tower::ServiceExt as _;
 

@@ -8,7 +8,7 @@ use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
 use token_service::keys::KeySet;
-use token_service::store::aws::protocol::{KeyRotation, RotationError, Step, VersionedSecret};
+use token_service::store::aws::protocol::{RotationError, RotationProtocol, Step, VersionedSecret};
 use token_service::store::aws::{
     DynamoDbPublicKeyStore, SecretsManagerKeyStore, SecretsManagerVersions, create_resources,
 };
@@ -25,7 +25,7 @@ const STEPS: [Step; 4] = [
 ];
 
 struct Fixture {
-    rotation: KeyRotation,
+    rotation: RotationProtocol,
     versions: Arc<SecretsManagerVersions>,
     keys: SecretsManagerKeyStore,
     public: Arc<DynamoDbPublicKeyStore>,
@@ -45,7 +45,7 @@ async fn fixture() -> Fixture {
     let public = Arc::new(DynamoDbPublicKeyStore::new(db, &names.public_keys_table));
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     Fixture {
-        rotation: KeyRotation {
+        rotation: RotationProtocol {
             secret: versions.clone(),
             public_keys: public.clone(),
             schedule: ServiceConfig::for_tests().schedule,

@@ -14,8 +14,8 @@ use token_service::admin::NewClient;
 use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
-use token_service::lambda::{discovery_router, token_router};
+use token_service::shapes::embedded::Embedded;
+use token_service::shapes::lambda::{discovery_router, token_router};
 use token_service::store::AuditLog;
 use tower::ServiceExt as _;
 

@@ -13,8 +13,8 @@ use tempfile::TempDir;
 use token_service::admin::NewClient;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceSettings;
-use token_service::embedded::Embedded;
-use token_service::lambda::discovery_router;
+use token_service::shapes::embedded::Embedded;
+use token_service::shapes::lambda::discovery_router;
 use tower::ServiceExt as _;
 
 const OPENID: &str = "/.well-known/openid-configuration";

@@ -21,6 +21,7 @@ use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::keys::KeyCache;
 use token_service::oauth::assertion::JWT_BEARER;
+use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
 
 use crate::support::stores::Stores;
@@ -128,7 +129,12 @@ impl Fixture {
         let admin = Admin {
             clients: stores.clients.clone(),
             audit: stores.audit.clone(),
-            keys: stores.keys.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                stores.keys.clone(),
+                config.signing_alg,
+                config.schedule,
+                clock.clone(),
+            )),
             public_keys: stores.public_keys.clone(),
             config,
             clock: clock.clone(),

@@ -18,6 +18,7 @@ use token_service::config::ServiceConfig;
 use token_service::issue::RequestMeta;
 use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
+use token_service::store::rotation::KeySetSwap;
 
 use crate::support::resource_server::{check, published};
 use crate::support::stores::{Stores, svc_client};
@@ -61,7 +62,7 @@ async fn rotate(
         ..config.clone()
     };
     match &s.versions {
-        None => admin(s, &config, clock).rotate_keys().await.unwrap(),
+        None => admin(s, &config, clock).rotate_keys().await.unwrap().keys,
         Some(_) => s.rotate_keys_to(alg, config.schedule, clock).await,
     }
 }
@@ -70,7 +71,12 @@ fn admin(s: &Stores, config: &ServiceConfig, clock: Arc<ManualClock>) -> Admin {
     Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            config.signing_alg,
+            config.schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: Arc::new(config.clone()),
         clock,

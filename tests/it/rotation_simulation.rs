@@ -13,7 +13,8 @@ use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
 use token_service::issue::RequestMeta;
 use token_service::oauth::request::RawRequest;
-use token_service::store::aws::protocol::{KeyRotation, Step};
+use token_service::store::aws::protocol::{RotationProtocol, Step};
+use token_service::store::rotation::KeySetSwap;
 
 use crate::support::resource_server::{check, published};
 use crate::support::stores::{Stores, svc_client};
@@ -24,7 +25,7 @@ async fn rotate(s: &Stores, admin: &Admin, config: &ServiceConfig, clock: Arc<Ma
             admin.rotate_keys().await.unwrap();
         }
         Some(versions) => {
-            let rotation = KeyRotation {
+            let rotation = RotationProtocol {
                 secret: versions.clone(),
                 public_keys: s.public_keys.clone(),
                 schedule: config.schedule,
@@ -51,7 +52,12 @@ async fn simulate(s: &Stores) {
     let admin = Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            config.signing_alg,
+            config.schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: Arc::new(config.clone()),
         clock: clock.clone(),

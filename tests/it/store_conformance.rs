@@ -17,6 +17,7 @@ use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;
 use token_service::store::StoreError;
+use token_service::store::rotation::KeySetSwap;
 
 use crate::support::stores::Stores;
 
@@ -463,7 +464,12 @@ async fn admin_works_over_the_backend(s: &Stores) {
     let admin = Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            config.signing_alg,
+            config.schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: config.clone(),
         clock: clock.clone(),
@@ -614,7 +620,12 @@ fn admin(s: &Stores, clock: Arc<ManualClock>) -> Admin {
     Admin {
         clients: s.clients.clone(),
         audit: s.audit.clone(),
-        keys: s.keys.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            ServiceConfig::for_tests().signing_alg,
+            ServiceConfig::for_tests().schedule,
+            clock.clone(),
+        )),
         public_keys: s.public_keys.clone(),
         config: Arc::new(ServiceConfig::for_tests()),
         clock,

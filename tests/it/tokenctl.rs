@@ -337,7 +337,7 @@ fn clients_stats_counts_outcomes_from_the_audit_trail() {
     json(&db, &["keys", "rotate"]);
     // Four requests through the token service on the same file: 2 issued, 1 limited, 1 failed.
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let embedded = token_service::embedded::Embedded::open(
+        let embedded = token_service::shapes::embedded::Embedded::open(
             &db,
             token_service::config::ServiceConfig::for_tests(),
             std::sync::Arc::new(token_service::clock::SystemClock),

@@ -2,14 +2,18 @@
 //! an operator would with the stack's resource names in the environment.
 
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use time::Duration;
+use token_service::audit::AuditQuery;
+use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
 use token_service::keys::Schedule;
+use token_service::shapes::aws::AwsShape;
 use token_service::store::aws::{
     AwsResources, DynamoDbPublicKeyStore, SecretsManagerKeyStore, create_resources,
 };
-use token_service::store::{KeyStore, PublicKeyStore};
+use token_service::store::{AuditLog, KeyStore, PublicKeyStore};
 
 use crate::support::moto;
 use crate::support::rotation_front::{Function, RotationFront};
@@ -319,4 +323,133 @@ async fn a_rotation_that_does_not_finish_is_reported_after_the_wait() {
     .await
     .unwrap();
     assert!(set.keys.is_empty(), "nothing changed: {set:?}");
+}
+
+/// The kids of the public-keys table, sorted.
+async fn published_kids(sdk: &aws_config::SdkConfig, names: &AwsResources) -> Vec<String> {
+    let table =
+        DynamoDbPublicKeyStore::new(aws_sdk_dynamodb::Client::new(sdk), &names.public_keys_table);
+    let mut kids: Vec<_> = table
+        .public_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kid)
+        .collect();
+    kids.sort();
+    kids
+}
+
+/// `Admin::rotate_keys`, what `tokenctl keys rotate` runs, on the AWS shape: the rotation port
+/// runs the rotate-keys function's four steps (here in this process, as moto cannot invoke the
+/// function), the set grows by one published key, and the admin writes nothing itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rotates_keys_on_aws_through_the_rotation_port() {
+    let names = random_resources();
+    let sdk = moto::sdk_config().await;
+    create_resources(&sdk, &names).await.unwrap();
+    let mut config = ServiceConfig::for_tests();
+    config.schedule = stack_schedule();
+    let admin = AwsShape::new(&sdk, names.clone(), config, Arc::new(SystemClock))
+        .with_rotation_in_process()
+        .admin("rotation-port-test");
+
+    let first = admin
+        .create_first_key()
+        .await
+        .unwrap()
+        .expect("the set was empty");
+    assert_eq!(first.keys.keys.len(), 1);
+    assert!(!first.written_here, "the rotation function wrote it");
+    assert!(
+        admin.create_first_key().await.unwrap().is_none(),
+        "a second init changes nothing"
+    );
+    let rotated = admin.rotate_keys().await.unwrap();
+    let version = rotated.version.clone().expect("a secret version");
+
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let described = sm
+        .describe_secret()
+        .secret_id(&names.key_secret_id)
+        .send()
+        .await
+        .unwrap();
+    let stages = &described.version_ids_to_stages().unwrap()[&version];
+    assert_eq!(stages, &["AWSCURRENT".to_owned()], "the rotation finished");
+    let stored = SecretsManagerKeyStore::new(sm, &names.key_secret_id)
+        .load_key_set()
+        .await
+        .unwrap();
+    assert_eq!(stored, rotated.keys, "the port reports the set now current");
+    assert_eq!(stored.keys.len(), 2);
+    assert_eq!(stored.keys[0], first.keys.keys[0], "the first key stays");
+    let new = &stored.keys[1];
+    assert!(
+        new.activates_at - new.created_at >= stack_schedule().prepublication,
+        "{new:?}"
+    );
+    let mut expected: Vec<_> = stored.keys.iter().map(|k| k.kid.clone()).collect();
+    expected.sort();
+    assert_eq!(published_kids(&sdk, &names).await, expected);
+    assert_eq!(admin.key_status().await.unwrap().len(), 2);
+
+    // Only the rotation function writes keys on AWS; the admin records no rotation of its own.
+    let audit = token_service::store::aws::DynamoDbAuditLog::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &names.audit_table,
+    );
+    let records = audit
+        .query(&AuditQuery {
+            outcome: Some("admin".to_owned()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(records.is_empty(), "{records:?}");
+}
+
+/// The same port with Secrets Manager running the function (`RotateSecret`, answered by the
+/// front of moto), as a deployed stack does: `Admin::rotate_keys` waits until the version the
+/// function made is current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rotates_keys_through_rotate_secret_and_waits() {
+    let names = random_resources();
+    let sdk = moto::sdk_config().await;
+    create_resources(&sdk, &names).await.unwrap();
+    let front = RotationFront::start(&names, stack_schedule(), Function::Rotates).await;
+    let admin = AwsShape::new(
+        &moto::sdk_config_at(front.url()).await,
+        names.clone(),
+        ServiceConfig::for_tests(),
+        Arc::new(SystemClock),
+    )
+    .admin("rotation-port-test");
+
+    admin
+        .create_first_key()
+        .await
+        .unwrap()
+        .expect("the set was empty");
+    let rotated = admin.rotate_keys().await.unwrap();
+    let started = front.started();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(rotated.version.as_deref(), Some(started[1].as_str()));
+    assert_eq!(rotated.keys.keys.len(), 2);
+    let new = rotated.keys.keys.last().unwrap();
+    assert!(
+        new.activates_at - new.created_at >= stack_schedule().prepublication,
+        "the function's settings, not the local ones: {new:?}"
+    );
+    for op in front.passed() {
+        assert!(
+            [
+                "secretsmanager.DescribeSecret",
+                "secretsmanager.GetSecretValue"
+            ]
+            .contains(&op.as_str()),
+            "the admin called {op}"
+        );
+    }
 }

@@ -12,10 +12,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use token_service::admin::NewClient;
-use token_service::aws_shape::AwsShape;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
 use token_service::http::{RequestContext, token_routes};
+use token_service::shapes::aws::AwsShape;
 use token_service::store::aws::create_resources;
 use tower::ServiceExt as _;
 

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
 use lambda_http::lambda_runtime::{Diagnostic, LambdaEvent};
-use token_service::store::aws::protocol::{KeyRotation, RotationError, Step};
+use token_service::shapes::aws::{RotationError, RotationProtocol, Step};
 
 /// A failed step, as the Lambda runtime reports it: `errorType` is the failure class.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub fn is_key_secret(event_secret_id: &str, configured: &str) -> bool {
 /// any other secret fails before anything is read or written (whoever may invoke the function
 /// must not make it rotate, or publish keys from, a secret of their choosing).
 pub async fn handle(
-    rotation: &KeyRotation,
+    rotation: &RotationProtocol,
     key_secret_id: &str,
     event: LambdaEvent<SecretsManagerSecretRotationEvent>,
 ) -> Result<(), StepFailed> {
@@ -90,11 +90,11 @@ mod tests {
     }
 
     /// A rotation whose secret store refuses everything: enough to see how steps are read.
-    fn rotation() -> (KeyRotation, doubles::Dir) {
+    fn rotation() -> (RotationProtocol, doubles::Dir) {
         let dir = doubles::Dir::new();
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         (
-            KeyRotation {
+            RotationProtocol {
                 secret: Arc::new(doubles::NoVersions),
                 public_keys: store,
                 schedule: ServiceConfig::for_tests().schedule,
@@ -131,7 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_for_another_secret_fails_without_touching_anything() {
-        let rotation = KeyRotation {
+        let rotation = RotationProtocol {
             secret: Arc::new(doubles::Untouchable),
             public_keys: Arc::new(doubles::Untouchable),
             schedule: ServiceConfig::for_tests().schedule,

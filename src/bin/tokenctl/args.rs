@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use token_service::audit::report;
-use token_service::config::ServiceSettings;
-use token_service::store::aws::{self, AwsResources};
+use token_service::config::{AwsResourceSettings, ServiceSettings};
 
 /// Manage clients, secrets, signing keys and the audit trail of the token service.
 #[derive(Debug, Parser)]
@@ -25,8 +24,9 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Resource names for the aws backend: the stack's outputs.
     #[command(flatten)]
-    pub aws: AwsNames,
+    pub aws: AwsResourceSettings,
     #[command(flatten)]
     pub service: ServiceSettings,
     #[command(subcommand)]
@@ -42,46 +42,6 @@ pub enum Backend {
     Aws,
 }
 
-/// Resource names for the aws backend: the stack outputs.
-#[derive(Debug, clap::Args)]
-pub struct AwsNames {
-    /// DynamoDB clients table (aws backend).
-    #[arg(long, env = "TOKEN_CLIENTS_TABLE", global = true)]
-    clients_table: Option<String>,
-    /// DynamoDB audit table (aws backend).
-    #[arg(long, env = "TOKEN_AUDIT_TABLE", global = true)]
-    audit_table: Option<String>,
-    /// DynamoDB public-keys table (aws backend).
-    #[arg(long, env = "TOKEN_PUBLIC_KEYS_TABLE", global = true)]
-    public_keys_table: Option<String>,
-    /// DynamoDB rate-limits table (aws backend).
-    #[arg(long, env = "TOKEN_RATE_LIMITS_TABLE", global = true)]
-    rate_limits_table: Option<String>,
-    /// DynamoDB table of used client assertion ids (aws backend).
-    #[arg(long, env = "TOKEN_ASSERTION_IDS_TABLE", global = true)]
-    assertion_ids_table: Option<String>,
-    /// Secrets Manager secret holding the signing keys, name or ARN (aws backend).
-    #[arg(long, env = "TOKEN_KEY_SECRET_ID", global = true)]
-    key_secret_id: Option<String>,
-}
-
-impl AwsNames {
-    pub fn resources(&self) -> Result<AwsResources, token_service::config::ConfigError> {
-        AwsResources::from_lookup(|var| {
-            match var {
-                aws::CLIENTS_TABLE_VAR => &self.clients_table,
-                aws::AUDIT_TABLE_VAR => &self.audit_table,
-                aws::PUBLIC_KEYS_TABLE_VAR => &self.public_keys_table,
-                aws::RATE_LIMITS_TABLE_VAR => &self.rate_limits_table,
-                aws::ASSERTION_IDS_TABLE_VAR => &self.assertion_ids_table,
-                aws::KEY_SECRET_ID_VAR => &self.key_secret_id,
-                _ => &None,
-            }
-            .clone()
-        })
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create, inspect, disable and enable clients.
@@ -95,6 +55,19 @@ pub enum Command {
     Keys(KeysCommand),
     /// Show the audit trail, newest first; `audit report` sums it up and flags suspicious use.
     Audit(AuditCommand),
+}
+
+impl Command {
+    /// The `--wait` of a key rotation (`keys init`, `keys rotate`), which on the aws backend
+    /// the stack's rotation function runs.
+    pub fn rotation_wait(&self) -> Option<&str> {
+        match self {
+            Command::Keys(KeysCommand::Init { wait } | KeysCommand::Rotate { wait }) => {
+                Some(&wait.text)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

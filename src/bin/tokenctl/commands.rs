@@ -9,8 +9,8 @@ use crate::args::{
     AuthArg, ClaimArgs, ClientKeysCommand, ClientsCommand, KeysCommand, SecretsCommand,
 };
 use crate::views::{
-    ClientKeyView, ClientView, NewSecretView, print_client, print_json, print_keys,
-    print_new_secret, ts,
+    ClientKeyView, ClientView, NewSecretView, RotationView, print_client, print_json, print_keys,
+    print_new_secret, print_rotation, ts,
 };
 
 /// What every command returns.
@@ -327,30 +327,45 @@ pub async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResul
     }
 }
 
-pub async fn keys(admin: &Admin, json: bool, cmd: KeysCommand) -> CliResult {
-    if let KeysCommand::Init { .. } = cmd {
-        let created = admin.ensure_signing_key().await?;
-        if !json {
-            match created {
-                true => println!("created the first signing key"),
-                false => println!("a key set exists already; nothing changed"),
+/// `keys init|rotate|list`. With `versioned` (the aws backend, where a rotation makes a new
+/// secret version current) a rotation prints [`RotationView`]; otherwise its text names the key
+/// added, and `--json` prints the key list.
+pub async fn keys(admin: &Admin, json: bool, versioned: bool, cmd: KeysCommand) -> CliResult {
+    let rotated = match cmd {
+        KeysCommand::Init { .. } => admin.create_first_key().await?,
+        KeysCommand::Rotate { .. } => Some(admin.rotate_keys().await?),
+        KeysCommand::List => return list_keys(admin, json).await,
+    };
+    if versioned {
+        let keys = match &rotated {
+            Some(r) => r.keys.clone(),
+            None => admin.key_set().await?,
+        };
+        return print_rotation(
+            &RotationView::new(rotated.and_then(|r| r.version), &keys),
+            json,
+        );
+    }
+    if !json {
+        match (&cmd, rotated) {
+            (KeysCommand::Rotate { .. }, Some(r)) => {
+                let newest = r.keys.keys.last().expect("a rotated set has a key");
+                println!(
+                    "added key {} (signs from {}); {} key(s) in the set",
+                    newest.kid,
+                    ts(newest.activates_at),
+                    r.keys.keys.len()
+                );
             }
-            return Ok(());
+            (_, Some(_)) => println!("created the first signing key"),
+            (_, None) => println!("a key set exists already; nothing changed"),
         }
+        return Ok(());
     }
-    if let KeysCommand::Rotate { .. } = cmd {
-        let set = admin.rotate_keys().await?;
-        let newest = set.keys.last().expect("a rotated set has a key");
-        if !json {
-            println!(
-                "added key {} (signs from {}); {} key(s) in the set",
-                newest.kid,
-                ts(newest.activates_at),
-                set.keys.len()
-            );
-            return Ok(());
-        }
-    }
+    list_keys(admin, json).await
+}
+
+async fn list_keys(admin: &Admin, json: bool) -> CliResult {
     let status: Vec<KeyStatus> = admin.key_status().await?;
     if json {
         return print_json(&status);

@@ -4,7 +4,6 @@
 
 mod args;
 mod audit;
-mod aws_keys;
 mod commands;
 mod views;
 
@@ -12,35 +11,38 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use token_service::admin::{Admin, AdminError};
-use token_service::aws_shape::AwsShape;
+use token_service::admin::{Admin, AdminError, parse_duration};
 use token_service::clock::{Clock, SystemClock};
-use token_service::embedded::Embedded;
+use token_service::config::{ServiceConfig, ServiceSettings};
+use token_service::shapes::aws::AwsShape;
+use token_service::shapes::embedded::Embedded;
 
-use args::{AwsNames, Backend, Cli, Command, KeysCommand};
+use args::{Backend, Cli, Command};
 use commands::CliResult;
 
-/// The management façade over the deployed stack's resources, acting as the caller's
-/// principal (its ARN from STS, so that admin audit records name who did what).
-async fn aws_admin(
-    names: &AwsNames,
-    config: token_service::config::ServiceConfig,
-    clock: Arc<dyn Clock>,
-) -> Result<Admin, Box<dyn std::error::Error>> {
-    let names = names.resources()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let identity = aws_sdk_sts::Client::new(&sdk)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot identify the AWS caller (check credentials and region): {}",
-                aws_sdk_sts::error::DisplayErrorContext(e)
-            )
-        })?;
-    let actor = identity.arn().unwrap_or("unknown").to_owned();
-    Ok(AwsShape::new(&sdk, names, config, clock).admin(actor))
+/// The issuer assumed when none is set: the local server's address.
+const LOCAL_ISSUER: &str = "http://127.0.0.1:9000";
+
+/// The management façade over the deployed stack's resources. Changes are recorded under the
+/// caller's principal ARN (from STS), except key rotations: the stack's rotation function
+/// writes the keys, with the stack's own settings, and CloudTrail records who called
+/// `RotateSecret`. `keys init` and `keys rotate` therefore read no local setting and need no
+/// more than the rotation permissions on the secret (docs/aws.md "Rotating keys"); the shape
+/// then carries the built-in defaults, which nothing on their path reads.
+async fn aws_admin(cli: &Cli, clock: Arc<dyn Clock>) -> Result<Admin, Box<dyn std::error::Error>> {
+    let names = cli.aws.validate()?;
+    if let Some(wait) = cli.command.rotation_wait() {
+        let wait = parse_duration(wait)
+            .filter(|d| d.is_positive())
+            .ok_or("--wait must be a duration such as 120s or 5m")?;
+        let defaults = ServiceSettings::from_lookup(|_| None)?.validate(Some(LOCAL_ISSUER))?;
+        let shape = AwsShape::load(names, defaults, clock).await;
+        return Ok(shape.with_rotation_wait(wait.unsigned_abs()).admin("-"));
+    }
+    let config: ServiceConfig = cli.service.validate(Some(LOCAL_ISSUER))?;
+    let shape = AwsShape::load(names, config, clock).await;
+    let actor = shape.caller_arn().await?;
+    Ok(shape.admin(actor))
 }
 
 /// The acting identity recorded in admin audit records: the OS user.
@@ -59,29 +61,19 @@ fn actor() -> String {
 }
 
 async fn run(cli: Cli) -> CliResult {
-    // On AWS the stack's rotation function changes the keys, with the stack's settings: these
-    // commands read no local setting at all.
-    if cli.backend == Backend::Aws {
-        match &cli.command {
-            Command::Keys(KeysCommand::Init { wait }) => {
-                return aws_keys::rotate(&cli.aws, cli.json, true, &wait.text).await;
-            }
-            Command::Keys(KeysCommand::Rotate { wait }) => {
-                return aws_keys::rotate(&cli.aws, cli.json, false, &wait.text).await;
-            }
-            _ => {}
-        }
-    }
-    let config = cli.service.validate(Some("http://127.0.0.1:9000"))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin = match cli.backend {
-        Backend::Sqlite => Embedded::open(&cli.db, config, clock)?.admin(actor()),
-        Backend::Aws => aws_admin(&cli.aws, config, clock).await?,
+        Backend::Sqlite => {
+            let config = cli.service.validate(Some(LOCAL_ISSUER))?;
+            Embedded::open(&cli.db, config, clock)?.admin(actor())
+        }
+        Backend::Aws => aws_admin(&cli, clock).await?,
     };
+    let versioned = cli.backend == Backend::Aws;
     match cli.command {
         Command::Clients(cmd) => commands::clients(&admin, cli.json, cmd).await,
         Command::Secrets(cmd) => commands::secrets(&admin, cli.json, cmd).await,
-        Command::Keys(cmd) => commands::keys(&admin, cli.json, cmd).await,
+        Command::Keys(cmd) => commands::keys(&admin, cli.json, versioned, cmd).await,
         Command::Audit(cmd) => audit::audit(&admin, cli.json, cmd).await,
     }
 }

@@ -8,6 +8,7 @@ use token_service::audit::stats::ClientStats;
 use token_service::clients::{
     Client, ClientAuthMethod, ClientKey, ClientStatus, ExtraClaims, StoredSecret,
 };
+use token_service::keys::KeySet;
 
 use crate::commands::CliResult;
 
@@ -349,4 +350,59 @@ fn print_findings(f: &Findings) {
             d.addresses.join(" ")
         );
     }
+}
+
+/// What `keys init` / `keys rotate --json` print on the aws backend.
+#[derive(Debug, Serialize)]
+pub struct RotationView {
+    /// Whether a rotation ran (`keys init` on an existing set runs none).
+    rotated: bool,
+    /// The secret version that is now current, when a rotation ran.
+    version_id: Option<String>,
+    /// The newest key of the current set.
+    kid: Option<String>,
+    /// When the newest key may sign.
+    #[serde(with = "time::serde::rfc3339::option")]
+    activates_at: Option<OffsetDateTime>,
+    /// How many keys the current set holds.
+    keys: usize,
+}
+
+impl RotationView {
+    /// The view of the set `keys` after the rotation that made `version_id` current, if one ran.
+    pub fn new(version_id: Option<String>, keys: &KeySet) -> Self {
+        let newest = keys
+            .keys
+            .iter()
+            .max_by_key(|k| (k.activates_at, k.created_at));
+        Self {
+            rotated: version_id.is_some(),
+            version_id,
+            kid: newest.map(|k| k.kid.clone()),
+            activates_at: newest.map(|k| k.activates_at),
+            keys: keys.keys.len(),
+        }
+    }
+}
+
+/// Prints a rotation on the aws backend: the version made current and the key it added.
+pub fn print_rotation(view: &RotationView, json: bool) -> CliResult {
+    if json {
+        return print_json(view);
+    }
+    match (&view.version_id, &view.kid, view.activates_at) {
+        (Some(version), Some(kid), Some(at)) => println!(
+            "rotation finished (secret version {version} is current): added key {kid} (signs from \
+             {}); {} key(s) in the set",
+            ts(at),
+            view.keys
+        ),
+        (Some(version), _, _) => {
+            return Err(
+                format!("rotation finished as version {version}, which holds no key").into(),
+            );
+        }
+        (None, _, _) => println!("a key set exists already; nothing changed"),
+    }
+    Ok(())
 }

@@ -136,7 +136,7 @@ fn parse_set(text: Option<String>) -> Result<KeySet, RotationError> {
 }
 
 /// The rotation function's logic.
-pub struct KeyRotation {
+pub struct RotationProtocol {
     /// The signing-key secret.
     pub secret: Arc<dyn VersionedSecret>,
     /// The public-keys table the JWKS function reads.
@@ -149,7 +149,7 @@ pub struct KeyRotation {
     pub clock: Arc<dyn Clock>,
 }
 
-impl KeyRotation {
+impl RotationProtocol {
     /// Runs one step for the version `token` (the event's `ClientRequestToken`).
     pub async fn run(&self, step: Step, token: &str) -> Result<(), RotationError> {
         let versions = self.secret.versions().await?;

@@ -75,7 +75,7 @@ impl KeyStore for SecretsManagerKeyStore {
 
     /// Refused: the rotation function is the secret's only writer, so that every change runs
     /// the four steps (publish before use, test, then promote). `tokenctl keys rotate` starts
-    /// it with `RotateSecret` ([`rotate_now`](super::rotate_now)).
+    /// it with `RotateSecret` ([`SecretsManagerRotation`](super::SecretsManagerRotation)).
     async fn replace_key_set(&self, _: &KeySet, _: &KeySet) -> Result<(), StoreError> {
         Err(StoreError::Backend(format!(
             "secret {}: the signing keys change only through its rotation function \

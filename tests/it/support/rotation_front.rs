@@ -19,7 +19,7 @@ use axum::http::{Request, Response, StatusCode};
 use token_service::clock::SystemClock;
 use token_service::encoding::random_b64url;
 use token_service::keys::Schedule;
-use token_service::store::aws::protocol::KeyRotation;
+use token_service::store::aws::protocol::RotationProtocol;
 use token_service::store::aws::{AwsResources, DynamoDbPublicKeyStore, SecretsManagerVersions};
 use tokio::task::JoinHandle;
 
@@ -35,7 +35,7 @@ pub enum Function {
 }
 
 struct Front {
-    rotation: Arc<KeyRotation>,
+    rotation: Arc<RotationProtocol>,
     function: Function,
     key_secret_id: String,
     /// `X-Amz-Target` of every request passed through to moto.
@@ -57,7 +57,7 @@ impl RotationFront {
     /// `schedule` (the stack's settings) or fails.
     pub async fn start(names: &AwsResources, schedule: Schedule, function: Function) -> Self {
         let sdk = moto::sdk_config().await;
-        let rotation = Arc::new(KeyRotation {
+        let rotation = Arc::new(RotationProtocol {
             secret: Arc::new(SecretsManagerVersions::new(
                 aws_sdk_secretsmanager::Client::new(&sdk),
                 &names.key_secret_id,

@@ -14,8 +14,8 @@ use token_service::admin::{Admin, NewClient};
 use token_service::clients::Client;
 use token_service::clock::ManualClock;
 use token_service::config::ServiceConfig;
-use token_service::embedded::Embedded;
 use token_service::oauth::claims::AccessTokenClaims;
+use token_service::shapes::embedded::Embedded;
 use tower::ServiceExt as _;
 
 pub const AUDIENCE: &str = "https://api.example.com";

@@ -176,14 +176,14 @@ impl Stores {
         schedule: token_service::keys::Schedule,
         clock: Arc<dyn token_service::clock::Clock>,
     ) -> token_service::keys::KeySet {
-        use token_service::store::aws::protocol::KeyRotation;
+        use token_service::store::aws::protocol::RotationProtocol;
         let Some(versions) = &self.versions else {
             let current = self.keys.load_key_set().await.unwrap();
             let next = current.rotated_to(alg, clock.now(), &schedule).unwrap();
             self.keys.replace_key_set(&current, &next).await.unwrap();
             return next;
         };
-        let rotation = KeyRotation {
+        let rotation = RotationProtocol {
             secret: versions.clone(),
             public_keys: self.public_keys.clone(),
             schedule,
@@ -204,7 +204,7 @@ pub async fn rotate_keys_on(
     names: &AwsResources,
     clock: Arc<dyn token_service::clock::Clock>,
 ) {
-    let rotation = token_service::store::aws::protocol::KeyRotation {
+    let rotation = token_service::store::aws::protocol::RotationProtocol {
         secret: Arc::new(SecretsManagerVersions::new(
             aws_sdk_secretsmanager::Client::new(sdk),
             &names.key_secret_id,

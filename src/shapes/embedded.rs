@@ -21,6 +21,7 @@ use crate::keys::KeyCache;
 use crate::oauth::OAuthError;
 use crate::store::StoreError;
 use crate::store::memory::MemoryRateLimits;
+use crate::store::rotation::KeySetSwap;
 use crate::store::sqlite::SqliteStore;
 
 /// Everything the embedded shape runs on.
@@ -66,7 +67,12 @@ impl Embedded {
         Admin {
             clients: self.store.clone(),
             audit: self.store.clone(),
-            keys: self.store.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                self.store.clone(),
+                self.config.signing_alg,
+                self.config.schedule,
+                self.clock.clone(),
+            )),
             public_keys: self.store.clone(),
             config: self.config.clone(),
             clock: self.clock.clone(),

@@ -1,5 +1,5 @@
 //! The AWS shape: DynamoDB and Secrets Manager adapters wired into the token service,
-//! discovery and management, the counterpart of [`crate::embedded::Embedded`]. The Lambda
+//! discovery and management, the counterpart of [`crate::shapes::embedded::Embedded`]. The Lambda
 //! functions (feature `lambda`) serve its routers; `tokenctl --backend aws` uses its admin.
 //!
 //! Every SDK client of the shape is bounded in time ([`bounded_sdk_config`]): a stalled or
@@ -23,11 +23,13 @@ use crate::issue::DECISION_DEADLINE;
 use crate::issue::TokenService;
 #[cfg(feature = "secrets")]
 use crate::keys::KeyCache;
+#[cfg(feature = "secrets")]
+pub use crate::store::aws::protocol::{RotationError, RotationProtocol, Step};
 use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
 #[cfg(feature = "secrets")]
 use crate::store::aws::{
     DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits,
-    SecretsManagerKeyStore,
+    SecretsManagerKeyStore, SecretsManagerRotation, SecretsManagerVersions, StepsRunner,
 };
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
@@ -48,6 +50,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(200);
 pub const TOKEN_DEPENDENCY_BOUND: Duration = DECISION_DEADLINE.saturating_add(OPERATION_TIMEOUT);
 /// The longest the jwks function waits on its dependency: one bounded `Scan`.
 pub const JWKS_DEPENDENCY_BOUND: Duration = OPERATION_TIMEOUT;
+
+/// How long a key rotation started from outside the stack (`tokenctl keys rotate`) waits for
+/// the rotation function by default.
+pub const ROTATION_WAIT: Duration = Duration::from_secs(120);
 
 /// API Gateway's integration timeout and the functions' `Timeout` in `template.yaml`.
 const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,26 +102,86 @@ pub struct AwsShape {
     dynamodb: aws_sdk_dynamodb::Client,
     #[cfg(feature = "secrets")]
     secrets: aws_sdk_secretsmanager::Client,
+    #[cfg(feature = "secrets")]
+    rotation_steps: StepsRunner,
+    /// Secrets Manager as the caller configured it, without the shape's bounds: a rotation
+    /// started from outside the stack waits for the function up to its own `--wait`, and a
+    /// bound made for answering requests would only turn one slow look into a failed rotation.
+    #[cfg(feature = "secrets")]
+    rotation_secrets: aws_sdk_secretsmanager::Client,
+    #[cfg(feature = "cli")]
+    sts: aws_sdk_sts::Client,
 }
 
 impl AwsShape {
     /// Builds the SDK clients from one loaded SDK configuration, bounded in time by
-    /// [`bounded_sdk_config`].
+    /// [`bounded_sdk_config`]; only an operator's calls outside any request (a key rotation's
+    /// wait, the caller's identity) keep the configuration's own timeouts.
     pub fn new(
         sdk: &SdkConfig,
         resources: AwsResources,
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let sdk = bounded_sdk_config(sdk);
+        let bounded = bounded_sdk_config(sdk);
         Self {
             config: Arc::new(config),
             resources,
             clock,
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&bounded),
             #[cfg(feature = "secrets")]
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&bounded),
+            #[cfg(feature = "secrets")]
+            rotation_steps: StepsRunner::SecretsManager {
+                wait: ROTATION_WAIT,
+            },
+            #[cfg(feature = "secrets")]
+            rotation_secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            #[cfg(feature = "cli")]
+            sts: aws_sdk_sts::Client::new(sdk),
         }
+    }
+
+    /// The shape over the SDK configuration of the environment and profiles (credentials,
+    /// region, `AWS_ENDPOINT_URL`), loaded once: for `tokenctl --backend aws`.
+    pub async fn load(
+        resources: AwsResources,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk, resources, config, clock)
+    }
+
+    /// The caller's principal ARN (STS `GetCallerIdentity`), the actor of the admin audit
+    /// records `tokenctl` writes.
+    #[cfg(feature = "cli")]
+    pub async fn caller_arn(&self) -> Result<String, String> {
+        let identity = self.sts.get_caller_identity().send().await.map_err(|e| {
+            format!(
+                "cannot identify the AWS caller (check credentials and region): {}",
+                aws_sdk_sts::error::DisplayErrorContext(e)
+            )
+        })?;
+        Ok(identity.arn().unwrap_or("unknown").to_owned())
+    }
+
+    /// The shape whose key rotations ([`admin`](Self::admin)) wait at most `wait` for the
+    /// stack's rotation function (default [`ROTATION_WAIT`]).
+    #[cfg(feature = "secrets")]
+    pub fn with_rotation_wait(mut self, wait: Duration) -> Self {
+        self.rotation_steps = StepsRunner::SecretsManager { wait };
+        self
+    }
+
+    /// The shape whose key rotations run the rotation function's four steps in this process
+    /// ([`rotation_protocol`](Self::rotation_protocol)), playing Secrets Manager's part: for an
+    /// emulator that cannot invoke a function (moto). A deployed stack rotates through
+    /// `RotateSecret`, as [`new`](Self::new) does.
+    #[cfg(feature = "secrets")]
+    pub fn with_rotation_in_process(mut self) -> Self {
+        self.rotation_steps = StepsRunner::InProcess(Arc::new(self.rotation_protocol()));
+        self
     }
 
     /// The shape with its DynamoDB client rebuilt from its own configuration as `customize`
@@ -169,6 +235,22 @@ impl AwsShape {
             self.secrets.clone(),
             self.resources.key_secret_id.clone(),
         ))
+    }
+
+    /// The rotate-keys function's logic over the key secret's versions and the public-keys
+    /// table, rotating with the shape's settings (`TOKEN_SIGNING_ALG`, the schedule).
+    #[cfg(feature = "secrets")]
+    pub fn rotation_protocol(&self) -> RotationProtocol {
+        RotationProtocol {
+            secret: Arc::new(SecretsManagerVersions::new(
+                self.secrets.clone(),
+                self.resources.key_secret_id.clone(),
+            )),
+            public_keys: self.public_keys(),
+            schedule: self.config.schedule,
+            alg: self.config.signing_alg,
+            clock: self.clock.clone(),
+        }
     }
 
     #[cfg(feature = "secrets")]
@@ -232,11 +314,29 @@ impl AwsShape {
         Admin {
             clients: self.clients(),
             audit: self.audit(),
-            keys: self.private_keys(),
+            rotation: Arc::new(SecretsManagerRotation::new(
+                self.rotation_secrets.clone(),
+                self.resources.key_secret_id.clone(),
+                self.rotation_steps.clone(),
+                self.clock.clone(),
+            )),
             public_keys: self.public_keys(),
             config: self.config.clone(),
             clock: self.clock.clone(),
             actor: actor.into(),
         }
+    }
+
+    /// The token function's router: `POST /oauth/token`, with the key set loaded before the
+    /// first request ([`AwsShape::token_service_loaded`]).
+    #[cfg(all(feature = "secrets", feature = "lambda"))]
+    pub async fn token_router(&self) -> axum::Router {
+        crate::shapes::lambda::token_router(self.token_service_loaded().await)
+    }
+
+    /// The jwks function's router: the `/.well-known/` documents.
+    #[cfg(feature = "lambda")]
+    pub fn discovery_router(&self) -> axum::Router {
+        crate::shapes::lambda::discovery_router(self.discovery())
     }
 }

@@ -1,5 +1,6 @@
 //! The AWS Lambda front: reads API Gateway's request context into the shared router's
-//! [`RequestContext`], and wires the AWS adapters into the routes (see [`AwsShape`]).
+//! [`RequestContext`], and sets up what every function has (JSON logs, embedded metrics, its
+//! init); the AWS adapters behind the routes come from [`crate::shapes::aws::AwsShape`].
 
 use std::sync::Arc;
 
@@ -13,12 +14,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::{ConfigError, ServiceConfig, ServiceSettings};
+use crate::clock::SystemClock;
+use crate::config::FunctionEnvironment;
 use crate::http::{self, Discovery, RequestContext};
 use crate::issue::TokenService;
-use crate::store::aws::AwsResources;
-
-pub use crate::aws_shape::AwsShape;
+use crate::shapes::aws::AwsShape;
 
 /// What the API Gateway HTTP API (payload format 2.0) context tells about a request.
 ///
@@ -61,13 +61,15 @@ pub fn metrics_dimension(function: &str, lambda_function_name: Option<&str>) -> 
 
 /// Installs the CloudWatch embedded metric format recorder for the `metrics` facade, in
 /// namespace `TokenService` with a `function` dimension ([`metrics_dimension`]).
-pub fn init_metrics(function: &'static str) -> Result<&'static Collector, String> {
-    let lambda_function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
+pub fn init_metrics(
+    function: &'static str,
+    lambda_function_name: Option<&str>,
+) -> Result<&'static Collector, String> {
     metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace("TokenService")
         .with_dimension(
             "function",
-            metrics_dimension(function, lambda_function_name.as_deref()),
+            metrics_dimension(function, lambda_function_name),
         )
         .init()
         .map_err(|e| e.to_string())
@@ -139,28 +141,45 @@ where
         .finish()
 }
 
-/// Installs the JSON log subscriber on stdout with [`log_filter`] over the environment.
-pub fn init_tracing() {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+/// Installs the JSON log subscriber on stdout with [`log_filter`] over the function's
+/// environment.
+pub fn init_tracing(env: &FunctionEnvironment) {
     json_subscriber(
-        log_filter(rust_log.as_deref(), lambda_level.as_deref()),
+        log_filter(env.rust_log.as_deref(), env.lambda_log_level.as_deref()),
         std::io::stdout,
     )
     .init();
 }
 
-/// What every function has once its init succeeded.
+/// A function whose init succeeded: the AWS shape built once for its execution environment.
 pub struct Started {
-    /// Validated service settings.
-    pub config: ServiceConfig,
-    /// Table and secret names.
-    pub resources: AwsResources,
-    /// The SDK configuration, loaded once per execution environment, with the shape's
-    /// timeouts and retries ([`crate::aws_shape::bounded_sdk_config`]).
-    pub sdk: aws_config::SdkConfig,
+    /// Settings, resource names and the SDK clients, with the shape's timeouts and retries
+    /// ([`crate::shapes::aws::bounded_sdk_config`]).
+    pub shape: AwsShape,
     function: &'static str,
+    // The metrics dimension of the token function; the jwks function records no metrics.
+    #[cfg_attr(not(feature = "secrets"), allow(dead_code))]
+    lambda_function_name: Option<String>,
     at: std::time::Instant,
+}
+
+/// The init of every function: JSON logs, then the settings and resource names read from the
+/// environment ([`FunctionEnvironment`]) and validated, then the SDK clients. A bad setting
+/// stops the init (logged, and the error returned), it never turns into failing requests.
+pub async fn start(function: &'static str) -> Result<Started, lambda_http::Error> {
+    let at = std::time::Instant::now();
+    let env = FunctionEnvironment::from_env();
+    init_tracing(&env);
+    let (config, resources) = env.config().inspect_err(|e| {
+        tracing::error!(error = %e, "{function} function not started; fix its environment");
+    })?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok(Started {
+        shape: AwsShape::new(&sdk, resources, config, Arc::new(SystemClock)),
+        function,
+        lambda_function_name: env.function_name,
+        at,
+    })
 }
 
 impl Started {
@@ -169,60 +188,23 @@ impl Started {
         let init_ms = self.at.elapsed().as_millis() as u64;
         tracing::info!(init_ms, "{} function initialised", self.function);
     }
-}
 
-/// The init of every function: JSON logs, then the settings and resource names validated and
-/// the SDK configuration loaded. `None` (logged) when the environment is wrong: a bad setting
-/// stops the init, it never turns into failing requests.
-pub async fn start(function: &'static str) -> Option<Started> {
-    let at = std::time::Instant::now();
-    init_tracing();
-    match config_from_env() {
-        Ok((config, resources)) => Some(Started {
-            config,
-            resources,
-            sdk: crate::aws_shape::bounded_sdk_config(
-                &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
-            ),
-            function,
-            at,
-        }),
-        Err(e) => {
-            tracing::error!(error = %e, "{function} function not started; fix its environment");
-            None
-        }
-    }
-}
-
-/// The process exit status once the Lambda runtime returns (it only does on failure).
-pub fn exit(result: Result<(), lambda_http::Error>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "Lambda runtime stopped");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Reads and validates the service settings and the AWS resource names from the function's
-/// environment (the template sets them all, `TOKEN_ISSUER` included).
-pub fn config_from_env() -> Result<(ServiceConfig, AwsResources), ConfigError> {
-    let config = ServiceSettings::from_env()?.validate(None)?;
-    Ok((config, AwsResources::from_env()?))
-}
-
-impl AwsShape {
-    /// The token function's router: `POST /oauth/token`, with the key set loaded before the
-    /// first request ([`AwsShape::token_service_loaded`]).
+    /// The token function's app: `POST /oauth/token` with the key set loaded during the init
+    /// ([`AwsShape::token_router`]) and CloudWatch embedded metrics per request.
     #[cfg(feature = "secrets")]
-    pub async fn token_router(&self) -> Router {
-        token_router(self.token_service_loaded().await)
+    pub async fn token_app(&self) -> Result<Router, lambda_http::Error> {
+        let metrics = init_metrics(self.function, self.lambda_function_name.as_deref())
+            .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))?;
+        let app = with_embedded_metrics(self.shape.token_router().await, metrics);
+        self.initialised();
+        Ok(app)
     }
 
-    /// The jwks function's router: the `/.well-known/` documents.
-    pub fn discovery_router(&self) -> Router {
-        discovery_router(self.discovery())
+    /// The jwks function's app: the `/.well-known/` documents ([`AwsShape::discovery_router`]).
+    pub fn discovery_app(&self) -> Router {
+        let app = self.shape.discovery_router();
+        self.initialised();
+        app
     }
 }
 
