@@ -21,4 +21,5 @@ pub mod keys;
 pub mod lambda;
 pub mod limits;
 pub mod oauth;
+pub mod refusal;
 pub mod store;

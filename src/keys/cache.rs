@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use super::ring::{KeyRing, SigningKey};
-use super::schedule::Schedule;
+use super::schedule::{KeyTimes as _, Schedule};
 use crate::clock::Clock;
 use crate::store::KeyStore;
 
@@ -20,6 +21,9 @@ pub enum KeyCacheError {
     /// The key set has no key that may sign now.
     #[error("no signing key is active")]
     NoActiveKey,
+    /// The signing key failed to sign.
+    #[error("signing failed: {0}")]
+    Signing(String),
 }
 
 struct Loaded {
@@ -123,6 +127,25 @@ impl KeyCache {
         };
         ring.signer(&self.schedule, now)
             .ok_or(KeyCacheError::NoActiveKey)
+    }
+
+    /// Signs `claims` (a JSON object) with the key the schedule selects now, its `kid` and
+    /// algorithm in the header: the one place a token is signed. Returns the token and the
+    /// key's age at `now` in seconds.
+    pub async fn sign(
+        self: &Arc<Self>,
+        claims: &[u8],
+        rng: &SystemRandom,
+        now: OffsetDateTime,
+    ) -> Result<(String, i64), KeyCacheError> {
+        let signer = self.signer().await.inspect_err(|e| {
+            tracing::error!(error = %e, "no signing key available");
+        })?;
+        let token = signer.sign_json(claims, rng).map_err(|e| {
+            tracing::error!(error = %e, kid = signer.kid(), "signing failed");
+            KeyCacheError::Signing(e.to_string())
+        })?;
+        Ok((token, (now - signer.created_at()).whole_seconds()))
     }
 }
 

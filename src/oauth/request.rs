@@ -69,6 +69,21 @@ pub struct TokenRequest {
     pub resources: Vec<String>,
 }
 
+impl TokenRequest {
+    /// The client id the request names, when it may be recorded and counted
+    /// ([`is_recordable_client_id`]).
+    pub fn recordable_client_id(&self) -> Option<String> {
+        let id = &self.credentials.client_id;
+        is_recordable_client_id(id).then(|| id.clone())
+    }
+}
+
+/// The recordable client id a raw request names: for the audit record of a request that ran
+/// out of time before its own flow read it.
+pub fn claimed_client_id(raw: RawRequest<'_>) -> Option<String> {
+    parse(raw).ok()?.recordable_client_id()
+}
+
 /// The raw parts of an HTTP request that the token endpoint reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawRequest<'a> {

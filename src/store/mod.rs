@@ -4,6 +4,8 @@
 //! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
 
 pub mod aws;
+#[cfg(test)]
+pub(crate) mod fakes;
 #[cfg(feature = "embedded")]
 pub mod memory;
 #[cfg(feature = "embedded")]
