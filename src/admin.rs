@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::{KeyError, KeySet};
-use crate::store::{AuditLog, ClientStore, KeyStore, PublicKeyStore, StoreError};
+use crate::store::{AuditLog, ClientAdmin, KeyStore, PublicKeyStore, StoreError};
 
 /// Most attempts of one key rotation while other rotations keep changing the set first.
 const ROTATION_ATTEMPTS: u32 = 10;
@@ -144,7 +144,7 @@ impl ClientUpdate {
 /// The management façade over the store ports.
 pub struct Admin {
     /// Client records.
-    pub clients: Arc<dyn ClientStore>,
+    pub clients: Arc<dyn ClientAdmin>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// The private key set.

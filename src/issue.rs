@@ -31,7 +31,7 @@ pub use crate::oauth::grant::IssuedToken;
 use crate::oauth::request::{self, AuthMethod, RawRequest};
 use crate::oauth::{OAuthError, TokenRequest, assertion, grant};
 use crate::refusal::{Refusal, Refused, SourceLimits, counters_unavailable};
-use crate::store::{AssertionReplay, AuditLog, ClientStore, RateLimits};
+use crate::store::{AssertionReplay, AuditLog, ClientReader, RateLimits};
 
 #[cfg(test)]
 mod tests;
@@ -56,7 +56,7 @@ struct Issued {
 /// The token endpoint's logic, independent of HTTP.
 pub struct TokenService {
     config: Arc<ServiceConfig>,
-    clients: Arc<dyn ClientStore>,
+    clients: Arc<dyn ClientReader>,
     audit: Arc<dyn AuditLog>,
     limits: Arc<dyn RateLimits>,
     keys: Arc<KeyCache>,
@@ -69,7 +69,7 @@ impl TokenService {
     /// A service over the given stores.
     pub fn new(
         config: Arc<ServiceConfig>,
-        clients: Arc<dyn ClientStore>,
+        clients: Arc<dyn ClientReader>,
         audit: Arc<dyn AuditLog>,
         limits: Arc<dyn RateLimits>,
         keys: Arc<KeyCache>,

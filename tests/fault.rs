@@ -41,7 +41,7 @@ use token_service::http::{RequestContext, discovery_routes, token_routes};
 use token_service::issue::{DECISION_DEADLINE, TokenService};
 use token_service::keys::KeyCache;
 use token_service::store::aws::{AwsResources, create_resources};
-use token_service::store::{AuditLog, ClientStore, StoreError};
+use token_service::store::{AuditLog, ClientReader, StoreError};
 use tower::ServiceExt as _;
 
 const AUDIENCE: &str = "https://api.example.com";
@@ -422,21 +422,9 @@ async fn jwks_path_answers_503_in_time_while_dynamodb_fails_and_recovers_by_itse
 struct Hanging;
 
 #[async_trait]
-impl ClientStore for Hanging {
+impl ClientReader for Hanging {
     async fn get_client(&self, _: &str) -> Result<Option<Client>, StoreError> {
         std::future::pending().await
-    }
-    async fn create_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes clients")
-    }
-    async fn update_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes clients")
-    }
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        unreachable!("the token flow never lists clients")
-    }
-    async fn delete_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
-        unreachable!("the token flow never deletes clients")
     }
 }
 

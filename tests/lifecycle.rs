@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::Stack;
 use time::Duration;
 use token_service::admin::{AdminError, ClientUpdate, MAX_LIVE_SECRETS};
-use token_service::store::{ClientStore, StoreError};
+use token_service::store::{ClientAdmin, ClientReader, StoreError};
 
 const GRANT: &str = "grant_type=client_credentials";
 

@@ -20,7 +20,7 @@ use super::{AuditQuery, AuditRecord};
 use crate::clients::secret::SECRET_PREFIX;
 use crate::clients::{Client, ClientStatus};
 use crate::clock::Clock;
-use crate::store::{AuditLog, ClientStore, StoreError};
+use crate::store::{AuditLog, ClientAdmin, StoreError};
 
 /// Baseline length, in periods before the reported one.
 pub const DEFAULT_BASELINE_PERIODS: u32 = 7;
@@ -248,7 +248,7 @@ pub struct Reads {
 /// the period; with [`ReportOptions::include_unknown`], one read of the whole audit trail over
 /// that time instead of the per-client queries.
 pub async fn build(
-    clients: &dyn ClientStore,
+    clients: &dyn ClientAdmin,
     audit: &dyn AuditLog,
     clock: &dyn Clock,
     options: &ReportOptions,

@@ -13,14 +13,14 @@ use crate::clients::keys::ASSERTION_ALGORITHMS;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::keys::jwk::jwks;
-use crate::store::{ClientStore, PublicKeyStore};
+use crate::store::{ClientAdmin, PublicKeyStore};
 
 /// Where `scopes_supported` comes from.
 pub enum ScopesSupported {
     /// A configured list.
     Fixed(Vec<String>),
     /// The union of the registered clients' scopes (embedded shape).
-    FromClients(Arc<dyn ClientStore>),
+    FromClients(Arc<dyn ClientAdmin>),
 }
 
 /// What the discovery routes need.

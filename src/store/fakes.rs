@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{AuditLog, ClientStore, KeyStore, RateLimits, StoreError};
+use super::{AuditLog, ClientReader, KeyStore, RateLimits, StoreError};
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clients::Client;
 use crate::keys::KeySet;
@@ -61,21 +61,9 @@ impl RateLimits for Counters {
 pub struct Clients(pub Mutex<HashMap<String, Client>>);
 
 #[async_trait]
-impl ClientStore for Clients {
+impl ClientReader for Clients {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
         Ok(self.0.lock().unwrap().get(client_id).cloned())
-    }
-    async fn create_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes a client")
-    }
-    async fn update_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes a client")
-    }
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        unreachable!("the token flow never lists clients")
-    }
-    async fn delete_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
-        unreachable!("the token flow never deletes a client")
     }
 }
 

@@ -20,7 +20,7 @@ use token_service::store::aws::{
 use token_service::store::memory::MemoryRateLimits;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
-    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits,
+    AssertionReplay, AuditLog, ClientAdmin, KeyStore, PublicKeyStore, RateLimits,
 };
 
 use super::moto;
@@ -29,9 +29,9 @@ use super::moto;
 /// (another connection, or another Lambda instance's SDK client).
 pub struct Stores {
     /// Client records.
-    pub clients: Arc<dyn ClientStore>,
+    pub clients: Arc<dyn ClientAdmin>,
     /// The same client records through another handle.
-    pub other_clients: Arc<dyn ClientStore>,
+    pub other_clients: Arc<dyn ClientAdmin>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// The private key set.
