@@ -23,3 +23,4 @@ pub mod limits;
 pub mod oauth;
 pub mod refusal;
 pub mod store;
+pub mod values;
