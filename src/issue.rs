@@ -25,7 +25,7 @@ use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
-use crate::keys::KeyCache;
+use crate::key_cache::KeyCache;
 use crate::limits::{self, Window};
 pub use crate::oauth::grant::IssuedToken;
 use crate::oauth::request::{self, AuthMethod, RawRequest};

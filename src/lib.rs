@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod encoding;
 pub mod http;
 pub mod issue;
+pub mod key_cache;
 pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;

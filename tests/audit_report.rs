@@ -13,7 +13,7 @@ use token_service::clients::{ClientSecret, ClientStatus};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::oauth::request::RawRequest;
 
 use support::stores::Stores;

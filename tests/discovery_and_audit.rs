@@ -15,7 +15,7 @@ use token_service::clock::Clock as _;
 use token_service::config::ServiceConfig;
 use token_service::http::token_routes;
 use token_service::issue::TokenService;
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::store::{AuditLog, ClientReader, StoreError};
 
 const GRANT: &str = "grant_type=client_credentials";

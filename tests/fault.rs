@@ -39,7 +39,7 @@ use token_service::config::ServiceConfig;
 use token_service::embedded::Embedded;
 use token_service::http::{RequestContext, discovery_routes, token_routes};
 use token_service::issue::{DECISION_DEADLINE, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::store::aws::{AwsResources, create_resources};
 use token_service::store::{AuditLog, ClientReader, StoreError};
 use tower::ServiceExt as _;
@@ -450,7 +450,13 @@ async fn a_request_not_decided_by_the_deadline_is_refused_and_audited() {
         Arc::new(Hanging),
         store.clone(),
         store.clone(),
-        KeyCache::from_config(store.clone(), clock.clone(), &config),
+        KeyCache::new(
+            store.clone(),
+            clock.clone(),
+            config.schedule,
+            config.key_cache,
+            config.key_max_stale,
+        ),
         clock,
     ));
     let request = Request::post("/oauth/token")

@@ -14,7 +14,7 @@ use token_service::clients::{Client, ClientSecret, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;

@@ -1,5 +1,6 @@
-//! The token endpoint's cached key set: loaded once, refreshed after a bounded time without
-//! holding up requests, and kept serving (bounded, logged) while a refresh fails.
+//! The token endpoint's cached key set: loaded once from the [`KeyStore`], refreshed after a
+//! bounded time without holding up requests, and kept serving (bounded, logged) while a
+//! refresh fails. Beside `keys/`, which stays free of any store: this is where the two meet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -7,9 +8,8 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
-use super::ring::{KeyRing, SigningKey};
-use super::schedule::{KeyTimes as _, Schedule};
 use crate::clock::Clock;
+use crate::keys::{KeyRing, KeyTimes as _, Schedule, SigningKey};
 use crate::store::KeyStore;
 
 /// Why no signing key is available.
@@ -61,22 +61,6 @@ impl KeyCache {
             loaded: RwLock::new(None),
             refreshing: AtomicBool::new(false),
         })
-    }
-
-    /// A cache with the configured lifetime and staleness bound (`TOKEN_KEY_CACHE`, and the
-    /// pre-publication delay).
-    pub fn from_config(
-        store: Arc<dyn KeyStore>,
-        clock: Arc<dyn Clock>,
-        config: &crate::config::ServiceConfig,
-    ) -> Arc<Self> {
-        Self::new(
-            store,
-            clock,
-            config.schedule,
-            config.key_cache,
-            config.key_max_stale,
-        )
     }
 
     fn cached(&self) -> Option<(Arc<KeyRing>, OffsetDateTime)> {
