@@ -396,6 +396,8 @@ async fn a_stale_key_cache_keeps_signing_while_secrets_manager_stalls() {
     h.assert_serves_tokens(&router, "after-stale").await;
 }
 
+/// A jwks function that has read no keys yet (a cold start during the outage) has nothing to
+/// serve: 503 in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_path_answers_503_in_time_while_dynamodb_fails_and_recovers_by_itself() {
     let h = harness(Arc::new(SystemClock)).await;
@@ -415,6 +417,49 @@ async fn jwks_path_answers_503_in_time_while_dynamodb_fails_and_recovers_by_itse
         let again = h.jwks().await;
         assert_eq!(again.status, StatusCode::OK, "{fault:?}: {}", again.body);
         assert_eq!(again.body, keys.body, "{fault:?}: the same key set");
+    }
+}
+
+/// The jwks function keeps the public keys it last read: while DynamoDB fails it serves them,
+/// with the same cache headers, for at most `TOKEN_JWKS_MAX_STALE`, and only then answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_serves_the_keys_last_read_while_dynamodb_fails_for_a_bounded_time() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let h = harness(clock.clone()).await;
+    // One router for the whole test, as one warm jwks function serves many requests.
+    let router = discovery_routes(h.shape.discovery());
+    let get = || {
+        Request::get("/.well-known/jwks.json")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let fresh = call(&router, get()).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    let max_stale = ServiceConfig::for_tests().jwks_max_stale;
+    for fault in FAULTS {
+        let faulted = h.proxy.faulted();
+        h.proxy.set(Service::DynamoDb, fault);
+        clock.advance(max_stale);
+        let stale = call(&router, get()).await;
+        assert!(h.proxy.faulted() > faulted, "{fault:?}: the fault was met");
+        assert_eq!(stale.status, StatusCode::OK, "{fault:?}: {}", stale.body);
+        assert_eq!(stale.body, fresh.body, "{fault:?}: the keys last read");
+        assert_eq!(
+            stale.headers.get(header::CACHE_CONTROL),
+            fresh.headers.get(header::CACHE_CONTROL),
+            "{fault:?}: the same cache headers"
+        );
+        clock.advance(time::Duration::seconds(1));
+        let expired = call(&router, get()).await;
+        assert_unavailable(
+            &expired,
+            JWKS_DEPENDENCY_BOUND,
+            &format!("jwks past its staleness bound, DynamoDB {fault:?}"),
+        );
+        h.proxy.clear();
+        let again = call(&router, get()).await;
+        assert_eq!(again.status, StatusCode::OK, "{fault:?}: {}", again.body);
+        assert_eq!(again.body, fresh.body, "{fault:?}: the same key set");
     }
 }
 

@@ -257,3 +257,51 @@ async fn steps_out_of_order_or_for_other_versions_fail_clearly() {
     let err = f.rotation.run(Step::CreateSecret, &t).await.unwrap_err();
     assert!(matches!(err, RotationError::NotPending(_)), "{err}");
 }
+
+/// A rotation stuck after `setSecret` (its Lambda failing, throttled, or its secret policy
+/// wrong) leaves the token function signing with `AWSCURRENT`: that key must stay in the JWKS
+/// however long the rotation stays pending, and retire on time once it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_stuck_after_set_secret_never_unpublishes_the_key_that_signs() {
+    let f = fixture().await;
+    rotate_with_retries(&f, &token()).await;
+    f.clock.advance(Duration::days(30));
+    let stuck = token();
+    f.rotation.run(Step::CreateSecret, &stuck).await.unwrap();
+    f.rotation.run(Step::SetSecret, &stuck).await.unwrap();
+    let schedule = ServiceConfig::for_tests().schedule;
+    f.clock
+        .advance(schedule.prepublication + schedule.retirement + Duration::hours(1));
+    let now = f.clock.now();
+    let current = f.keys.load_key_set().await.unwrap();
+    let signer = schedule
+        .signing_key(&current.keys, now)
+        .unwrap()
+        .kid
+        .clone();
+    let published = |records: &[token_service::keys::PublicKeyRecord], at| {
+        token_service::keys::jwk::jwks(records, &schedule, at)
+            .keys
+            .into_iter()
+            .filter_map(|k| k.common.key_id)
+            .collect::<Vec<_>>()
+    };
+    let records = f.public.public_keys().await.unwrap();
+    assert!(
+        published(&records, now).contains(&signer),
+        "the signer left the JWKS"
+    );
+    let pending: Vec<_> = records.iter().filter(|r| r.pending).collect();
+    assert_eq!(pending.len(), 1, "the new key is published as pending");
+
+    // The rotation finishes late: the new key takes over from then, and the old one stays
+    // published until every signer has loaded the new set and its last tokens expired.
+    f.rotation.run(Step::TestSecret, &stuck).await.unwrap();
+    f.rotation.run(Step::FinishSecret, &stuck).await.unwrap();
+    f.rotation.run(Step::FinishSecret, &stuck).await.unwrap();
+    let records = f.public.public_keys().await.unwrap();
+    assert!(records.iter().all(|r| !r.pending));
+    let retired = now + schedule.signer_refresh + schedule.retirement;
+    assert!(published(&records, retired - Duration::seconds(1)).contains(&signer));
+    assert!(!published(&records, retired).contains(&signer));
+}

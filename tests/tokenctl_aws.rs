@@ -201,6 +201,7 @@ fn stack_schedule() -> Schedule {
     Schedule {
         prepublication: Duration::hours(7),
         retirement: Duration::hours(2),
+        signer_refresh: Duration::minutes(5),
     }
 }
 

@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use crate::clients::keys::ASSERTION_ALGORITHMS;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
-use crate::keys::jwk::jwks;
+use crate::keys::PublicKeyRecord;
+use crate::keys::jwk::{jwks, oldest_pending_age};
 use crate::store::{ClientAdmin, PublicKeyStore};
 
 /// Where `scopes_supported` comes from.
@@ -29,6 +30,10 @@ pub struct Discovery {
     public_keys: Arc<dyn PublicKeyStore>,
     scopes: ScopesSupported,
     clock: Arc<dyn Clock>,
+    /// The last public keys read and when: served while the store fails, for at most
+    /// `jwks_max_stale`. The keys change only at rotation, and the schedule applied to them
+    /// at the time of the request keeps the document right meanwhile.
+    last_read: std::sync::Mutex<Option<(Vec<PublicKeyRecord>, time::OffsetDateTime)>>,
 }
 
 impl Discovery {
@@ -44,6 +49,34 @@ impl Discovery {
             public_keys,
             scopes,
             clock,
+            last_read: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The public keys: read from the store, or, while it fails, the last ones read if they
+    /// are at most `jwks_max_stale` old.
+    async fn public_keys(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<PublicKeyRecord>, Response> {
+        let last_read = || self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        match self.public_keys.public_keys().await {
+            Ok(records) => {
+                *last_read() = Some((records.clone(), now));
+                Ok(records)
+            }
+            Err(e) => match &*last_read() {
+                Some((records, read_at)) if now - *read_at <= self.config.jwks_max_stale => {
+                    metrics::counter!("jwks_served_stale").increment(1);
+                    tracing::warn!(
+                        error = %e,
+                        age_seconds = (now - *read_at).whole_seconds(),
+                        "public key store unavailable; serving the keys last read"
+                    );
+                    Ok(records.clone())
+                }
+                _ => Err(unavailable("public key store", e)),
+            },
         }
     }
 }
@@ -84,15 +117,18 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 async fn jwks_document(State(d): State<Arc<Discovery>>) -> Response {
-    match d.public_keys.public_keys().await {
-        Ok(records) => {
-            let set = jwks(&records, &d.config.schedule, d.clock.now());
-            match serde_json::to_value(set) {
-                Ok(body) => cacheable(&d, body),
-                Err(e) => unavailable("jwks", e),
-            }
-        }
-        Err(e) => unavailable("public key store", e),
+    let now = d.clock.now();
+    let records = match d.public_keys(now).await {
+        Ok(records) => records,
+        Err(unavailable) => return unavailable,
+    };
+    if let Some(age) = oldest_pending_age(&records, now) {
+        // A rotation under way; the alarm on it fires when this stays above an hour.
+        metrics::histogram!("pending_key_age_seconds").record(age as f64);
+    }
+    match serde_json::to_value(jwks(&records, &d.config.schedule, now)) {
+        Ok(body) => cacheable(&d, body),
+        Err(e) => unavailable("jwks", e),
     }
 }
 
