@@ -39,6 +39,7 @@ fn client_with_secret(id: &str) -> (Client, String) {
         }],
         auth_method: Default::default(),
         keys: Vec::new(),
+        claims: Default::default(),
         created_at: at,
         updated_at: at,
         version: 1,

@@ -55,6 +55,7 @@ fn client(id: &str) -> Client {
         ],
         auth_method: Default::default(),
         keys: Vec::new(),
+        claims: Default::default(),
         created_at: T0,
         updated_at: T0 + Duration::seconds(1),
         version: 1,

@@ -33,6 +33,7 @@ fn client(id: &str, now: OffsetDateTime) -> Client {
         secrets: Vec::new(),
         auth_method: Default::default(),
         keys: Vec::new(),
+        claims: Default::default(),
         created_at: now - Duration::days(30),
         updated_at: now - Duration::days(30),
         version: 1,

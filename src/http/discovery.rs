@@ -1,5 +1,7 @@
-//! `GET /.well-known/jwks.json` (RFC 7517) and `GET /.well-known/oauth-authorization-server`
-//! (RFC 8414). They read public keys only: the JWKS function has no access to private keys.
+//! `GET /.well-known/jwks.json` (RFC 7517), `GET /.well-known/oauth-authorization-server`
+//! (RFC 8414) and `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4,
+//! where API Gateway's JWT authorizer looks). They read public keys only: the JWKS function has
+//! no access to private keys.
 
 use std::sync::Arc;
 
@@ -89,6 +91,13 @@ pub(super) fn routes(discovery: Arc<Discovery>) -> Router {
         )
         .route(
             "/.well-known/oauth-authorization-server",
+            get(metadata).fallback(not_get),
+        )
+        // The same handler, so the two documents can never disagree: a consumer that looks
+        // for OpenID discovery (API Gateway's JWT authorizer follows its `jwks_uri`) reads
+        // exactly the RFC 8414 metadata.
+        .route(
+            "/.well-known/openid-configuration",
             get(metadata).fallback(not_get),
         )
         .with_state(discovery)

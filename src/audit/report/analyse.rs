@@ -253,6 +253,7 @@ mod tests {
             secrets: Vec::new(),
             auth_method: Default::default(),
             keys: Vec::new(),
+            claims: Default::default(),
             created_at,
             updated_at: created_at,
             version: 1,

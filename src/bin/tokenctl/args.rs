@@ -133,11 +133,13 @@ pub enum ClientsCommand {
         /// Ed25519). Needs --auth private_key_jwt. A private key is refused.
         #[arg(long)]
         jwk: Option<PathBuf>,
+        #[command(flatten)]
+        claims: ClaimArgs,
     },
     /// Add, remove and list the public keys of a private_key_jwt client.
     #[command(subcommand)]
     Keys(ClientKeysCommand),
-    /// Change a client's scopes, audiences, token lifetime or issuance limit.
+    /// Change a client's scopes, audiences, token lifetime, issuance limit or extra claims.
     Update {
         /// Client id.
         #[arg(allow_hyphen_values = true)]
@@ -163,6 +165,11 @@ pub enum ClientsCommand {
         /// New tokens-per-minute limit, or `default`.
         #[arg(long)]
         rate_limit: Option<String>,
+        #[command(flatten)]
+        claims: ClaimArgs,
+        /// Remove this extra claim (repeat).
+        #[arg(long = "remove-claim", value_name = "NAME")]
+        remove_claims: Vec<String>,
     },
     /// Delete a client (its audit trail stays).
     Delete {
@@ -199,6 +206,20 @@ pub enum ClientsCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
+}
+
+/// The extra token claims of `clients create` and `clients update` (README "Access tokens":
+/// names, sizes and the registered names refused).
+#[derive(Debug, clap::Args)]
+pub struct ClaimArgs {
+    /// Extra token claim with a string value (repeat). On update it sets this name and keeps
+    /// the others.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+    /// File with the extra claims as a JSON object (values of any JSON type). On update it
+    /// replaces the whole set; --claim then adds to it.
+    #[arg(long = "claims-json", value_name = "FILE")]
+    pub claims_json: Option<PathBuf>,
 }
 
 /// `--auth` of `clients create`.

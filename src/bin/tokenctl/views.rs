@@ -5,7 +5,9 @@ use time::OffsetDateTime;
 use token_service::audit::AuditRecord;
 use token_service::audit::report::{Findings, Report};
 use token_service::audit::stats::ClientStats;
-use token_service::clients::{Client, ClientAuthMethod, ClientKey, ClientStatus, StoredSecret};
+use token_service::clients::{
+    Client, ClientAuthMethod, ClientKey, ClientStatus, ExtraClaims, StoredSecret,
+};
 
 use crate::commands::CliResult;
 
@@ -24,6 +26,7 @@ pub struct ClientView {
     pub secrets: Vec<SecretView>,
     auth_method: ClientAuthMethod,
     keys: Vec<ClientKeyView>,
+    claims: ExtraClaims,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -99,6 +102,7 @@ impl From<&Client> for ClientView {
             secrets: c.secrets.iter().map(SecretView::from).collect(),
             auth_method: c.auth_method,
             keys: c.keys.iter().map(ClientKeyView::from).collect(),
+            claims: c.claims.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -143,6 +147,9 @@ pub fn print_client(c: &Client) {
     }
     println!("version:          {}", c.version);
     println!("auth method:      {}", c.auth_method.as_str());
+    for (name, value) in &c.claims {
+        println!("claim:            {name} = {value}");
+    }
     for k in &c.keys {
         println!(
             "key:              {} ({}, added {})",
