@@ -38,6 +38,7 @@ fn client(secret: &ClientSecret, rate_limit: Option<u32>) -> Client {
         }],
         auth_method: ClientAuthMethod::ClientSecret,
         keys: Vec::new(),
+        claims: Default::default(),
         created_at: NOW,
         updated_at: NOW,
         version: 1,
