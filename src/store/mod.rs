@@ -1,7 +1,7 @@
 //! Storage ports, one small trait per capability, and their implementations.
 //!
 //! Handlers depend on these traits only; each shape (embedded, AWS) chooses its adapters at
-//! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
+//! start-up. Every adapter must pass the same conformance tests (`tests/it/store_conformance.rs`).
 
 pub mod aws;
 #[cfg(test)]
