@@ -2,7 +2,7 @@
 //! admin CLI and the Lambda functions.
 //!
 //! The pure modules ([`oauth`], [`keys`], [`clients`], and the leaf [`values`]) know nothing of
-//! HTTP, storage, settings or AWS (`tests/architecture.rs` checks it). [`issue`] is the token
+//! HTTP, storage, settings or AWS (`tests/it/architecture.rs` checks it). [`issue`] is the token
 //! flow: read -> authenticate -> authorize -> limit and sign -> audit, with [`refusal`]
 //! deciding what a refused request costs its source, [`limits`] spelling windows and counter
 //! keys, [`key_cache`] holding the signing key set and [`audit`] writing the record of every
