@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request;
-use token_service::audit::{AuditQuery, AuditRecord};
+use token_service::audit::{AuditQuery, AuditRecord, Failures};
 use token_service::clients::Client;
 use token_service::clock::Clock as _;
 use token_service::config::ServiceConfig;
@@ -207,6 +207,13 @@ impl AuditLog for FailingAudit {
     }
     async fn query(&self, _: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn failures(
+        &self,
+        _: time::OffsetDateTime,
+        _: time::OffsetDateTime,
+    ) -> Result<Failures, StoreError> {
+        Ok(Failures::default())
     }
 }
 

@@ -341,6 +341,55 @@ async fn audit_query_filters_newest_first(s: &Stores) {
     assert_eq!(ids(&run(until).await), ["r1"]);
 }
 
+/// The refusals of a time range under any id, through the failure index: no issued token, no
+/// management action; `since` inclusive, `until` exclusive, across hours.
+async fn audit_failures_are_read_by_time_under_any_id(s: &Stores) {
+    let base = datetime!(2026-03-04 05:59:59 UTC);
+    let at = |ms: i64| base + Duration::milliseconds(ms);
+    let admin = AuditRecord {
+        actor: Some("ops".to_owned()),
+        action: Some("client.create".to_owned()),
+        ..record("a", at(1100), "adm", "admin")
+    };
+    let records = [
+        record("a", at(0), "f1", "invalid_client"),
+        record(NO_CLIENT, at(500), "f2", "invalid_request"),
+        record("a", at(600), "i1", "issued"),
+        record("ghost", at(1000), "f3", "rate_limited"),
+        admin,
+        record("b", at(2000), "f4", "invalid_scope"),
+        record("ghost", at(3 * 3_600_000), "f5", "invalid_client"),
+    ];
+    for r in &records {
+        s.audit.append(r).await.unwrap();
+    }
+    let read = |since: OffsetDateTime, until: OffsetDateTime| {
+        let audit = s.audit.clone();
+        async move {
+            let failures = audit.failures(since, until).await.unwrap();
+            assert!(failures.queries >= 1 || since == until, "{failures:?}");
+            let mut records = failures.records;
+            records.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+            records
+        }
+    };
+    let first = read(at(0), at(2000)).await;
+    assert_eq!(ids(&first), ["f1", "f2", "f3"]);
+    let f2 = &first[1];
+    assert_eq!(
+        (
+            f2.client_id.as_str(),
+            f2.outcome.as_str(),
+            f2.source_ip.as_deref()
+        ),
+        (NO_CLIENT, "invalid_request", Some("192.0.2.7"))
+    );
+    assert_eq!(f2.timestamp, at(500));
+    let later = read(at(500), at(3 * 3_600_000 + 1)).await;
+    assert_eq!(ids(&later), ["f2", "f3", "f4", "f5"]);
+    assert!(read(at(500), at(500)).await.is_empty());
+}
+
 async fn audit_keeps_admin_fields_and_precision(s: &Stores) {
     let admin = AuditRecord {
         actor: Some("ops@example.test".to_owned()),
@@ -860,6 +909,7 @@ conformance!(
     concurrent_updates_from_one_version_have_one_winner,
     disabling_is_seen_at_once,
     audit_query_filters_newest_first,
+    audit_failures_are_read_by_time_under_any_id,
     audit_keeps_admin_fields_and_precision,
     key_set_is_empty_at_start_and_rotations_round_trip,
     public_keys_replace_adds_and_removes,

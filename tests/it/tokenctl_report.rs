@@ -95,8 +95,8 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 /// The report's JSON: the findings expected from [`write_trail`], read by one query per client
-/// (or, with `--include-unknown`, one scan that also reaches the pasted secret, redacted).
-fn check_json(out: &Output, include_unknown: bool, pasted: &str) {
+/// and the failure index, which also reaches the failure under the pasted secret, redacted.
+fn check_json(out: &Output, pasted: &str) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(pasted), "a secret in the report: {text}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -126,8 +126,7 @@ fn check_json(out: &Output, include_unknown: bool, pasted: &str) {
     assert_eq!(findings["disabled_tried"], serde_json::json!([]));
     let spraying = &findings["spraying"][0];
     assert_eq!(spraying["address"], SPRAYER_IP);
-    // Without a scan, the failure under the pasted secret is out of reach.
-    assert_eq!(spraying["failures"], if include_unknown { 3 } else { 2 });
+    assert_eq!(spraying["failures"], 3);
     let clients = report["clients"].as_array().unwrap();
     assert_eq!(clients.len(), 2);
     assert_eq!(clients[0]["client_id"], "roamer", "ordered by id");
@@ -139,22 +138,20 @@ fn check_json(out: &Output, include_unknown: bool, pasted: &str) {
     assert_eq!(steady["by_outcome"]["invalid_client"], 1);
     assert_eq!(steady["baseline_requests"], 3);
     assert_eq!(steady["baseline_average"], 3.0 / 7.0);
-    if include_unknown {
-        assert_eq!(
-            spraying["client_ids"],
-            serde_json::json!(["[redacted]", "roamer", "steady"])
-        );
-        assert_eq!(report["unknown_clients"][0]["client_id"], "[redacted]");
-        assert_eq!(report["reads"]["audit_scans"], 1);
-    } else {
-        assert_eq!(
-            spraying["client_ids"],
-            serde_json::json!(["roamer", "steady"])
-        );
-        assert_eq!(report["unknown_clients"], serde_json::Value::Null);
-        assert_eq!(report["reads"]["audit_queries"], 2);
-        assert_eq!(report["reads"]["audit_scans"], 0);
-    }
+    assert_eq!(
+        spraying["client_ids"],
+        serde_json::json!(["roamer", "steady"])
+    );
+    assert_eq!(spraying["unknown_ids"], 1);
+    assert_eq!(
+        spraying["unknown_examples"],
+        serde_json::json!(["[redacted]"])
+    );
+    assert_eq!(report["unknown_clients"][0]["client_id"], "[redacted]");
+    assert_eq!(report["options"]["include_unknown"], true);
+    assert_eq!(report["reads"]["audit_queries"], 2);
+    assert_eq!(report["reads"]["audit_scans"], 0);
+    assert!(report["reads"]["failure_queries"].as_u64().unwrap() >= 1);
 }
 
 fn sqlite_tokenctl(db: &Path, args: &[&str]) -> Output {
@@ -182,11 +179,17 @@ async fn audit_report_on_sqlite_in_text_and_json() {
         "2",
     ];
     let json = sqlite_tokenctl(&db, &[&args[..], &["--json"]].concat());
-    check_json(&json, false, &pasted);
-    let all = sqlite_tokenctl(&db, &[&args[..], &["--json", "--include-unknown"]].concat());
-    check_json(&all, true, &pasted);
+    check_json(&json, &pasted);
+    // The flag of the Scan-reading report is still accepted: it warns and changes nothing.
+    let old = sqlite_tokenctl(&db, &[&args[..], &["--json", "--include-unknown"]].concat());
+    check_json(&old, &pasted);
+    let warning = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        warning.contains("--include-unknown is no longer needed"),
+        "{warning}"
+    );
 
-    let text = sqlite_tokenctl(&db, &[&args[..], &["--include-unknown"]].concat());
+    let text = sqlite_tokenctl(&db, &args);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(!text.contains(&pasted), "{text}");
     let lines: Vec<&str> = text.lines().collect();
@@ -199,8 +202,8 @@ async fn audit_report_on_sqlite_in_text_and_json() {
     assert_eq!(
         lines[3],
         format!(
-            "  spraying         {SPRAYER_IP} failed 3 times against 3 client ids: \
-             [redacted] roamer steady"
+            "  spraying         {SPRAYER_IP} failed 3 times against 2 client ids: \
+             roamer steady; 1 unknown ids: [redacted]"
         )
     );
     assert!(
@@ -211,7 +214,8 @@ async fn audit_report_on_sqlite_in_text_and_json() {
         "{text}"
     );
     assert!(
-        lines.contains(&"read: 1 client list, 0 audit queries, 1 audit scans, 12 records"),
+        lines
+            .contains(&"read: 1 client list, 2 audit queries, 1 failure-index queries, 14 records"),
         "{text}"
     );
 }
@@ -255,7 +259,5 @@ async fn audit_report_on_dynamodb_in_json() {
         "2",
         "--json",
     ];
-    check_json(&aws_tokenctl(&names, &args), false, &pasted);
-    let all = aws_tokenctl(&names, &[&args[..], &["--include-unknown"]].concat());
-    check_json(&all, true, &pasted);
+    check_json(&aws_tokenctl(&names, &args), &pasted);
 }

@@ -330,8 +330,9 @@ pub struct AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditSubcommand {
     /// For each client: tokens, failures and limits in the period; and what looks suspicious
-    /// (a new source address, an address failing against several client ids, a jump in
-    /// volume, a disabled client still tried). One audit query per client.
+    /// (a new source address, an address failing against several client ids, known or not, a
+    /// jump in volume, a disabled client still tried). One audit query per client, and the
+    /// period's refusals through the failure index (one query per hour on DynamoDB).
     Report(ReportArgs),
 }
 
@@ -352,9 +353,9 @@ pub struct ReportArgs {
     /// Spraying: an address whose failed authentications named at least this many client ids.
     #[arg(long, default_value_t = report::DEFAULT_SPRAY_MIN_CLIENTS)]
     pub spray_min_clients: usize,
-    /// Also report ids that are no client (unknown, deleted, `-`): costs one Scan of the whole
-    /// audit table (on DynamoDB) instead of one Query per client.
-    #[arg(long)]
+    /// No longer needed: ids that are no client are always reported, read through the
+    /// failure index. Accepted for old scripts, with a warning, and ignored.
+    #[arg(long, hide = true)]
     pub include_unknown: bool,
 }
 

@@ -49,7 +49,7 @@ use crate::config::ConfigError;
 use super::StoreError;
 
 pub use assertion_ids::DynamoDbAssertionReplay;
-pub use audit::DynamoDbAuditLog;
+pub use audit::{DynamoDbAuditLog, FAILURES_INDEX};
 pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
