@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 use super::{AuditLog, ClientReader, KeyStore, RateLimits, StoreError};
-use crate::audit::{AuditQuery, AuditRecord};
+use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::Client;
 use crate::keys::KeySet;
 
@@ -88,6 +89,21 @@ impl AuditLog for Trail {
 
     async fn query(&self, _: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         Ok(self.records.lock().unwrap().iter().rev().cloned().collect())
+    }
+
+    async fn failures(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Failures, StoreError> {
+        let records = self.records.lock().unwrap();
+        let within =
+            |r: &&AuditRecord| r.is_failure() && since <= r.timestamp && r.timestamp < until;
+        let records = records.iter().filter(within).cloned().collect();
+        Ok(Failures {
+            records,
+            queries: 1,
+        })
     }
 }
 

@@ -403,7 +403,7 @@ mod dynamodb {
     use time::{Duration, OffsetDateTime};
     use token_service::audit::report::{self, ReportOptions};
     use token_service::clock::ManualClock;
-    use token_service::store::ClientStore;
+    use token_service::store::ClientAdmin;
     use token_service::store::aws::{
         AwsResources, DynamoDbAuditLog, DynamoDbClientStore, FAILURES_INDEX, create_resources,
     };
@@ -583,7 +583,7 @@ mod sqlite_upgrade {
     use time::Duration;
     use token_service::audit::report::{self, ReportOptions};
     use token_service::clock::ManualClock;
-    use token_service::store::ClientStore;
+    use token_service::store::ClientAdmin;
     use token_service::store::sqlite::SqliteStore;
 
     use super::{GUESSER_IP, write_guesses};
