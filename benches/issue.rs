@@ -99,7 +99,7 @@ fn main() {
     let store = embedded.store.clone();
     time_per_op("client read (SQLite)", || {
         runtime.block_on(async {
-            use token_service::store::ClientStore as _;
+            use token_service::store::ClientReader as _;
             black_box(store.get_client("demo").await.unwrap());
         });
     });

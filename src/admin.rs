@@ -18,7 +18,7 @@ use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::keys::{KeyError, KeySet};
 use crate::store::rotation::{RotateError, Rotated};
-use crate::store::{AuditLog, ClientStore, KeyRotation, PublicKeyStore, StoreError};
+use crate::store::{AuditLog, ClientAdmin, KeyRotation, PublicKeyStore, StoreError};
 
 /// Most live secrets a client may hold at once.
 pub const MAX_LIVE_SECRETS: usize = 3;
@@ -159,7 +159,7 @@ impl ClientUpdate {
 /// The management façade over the store ports.
 pub struct Admin {
     /// Client records.
-    pub clients: Arc<dyn ClientStore>,
+    pub clients: Arc<dyn ClientAdmin>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// Rotations of the signing-key set.

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use time::Duration;
 
 use crate::keys::{Schedule, SigningAlg};
+use crate::oauth::assertion::AssertionPolicy;
 
 /// Declares [`ServiceSettings`]. Each entry is the field's doc comment (also its `--help`
 /// text), `field: Type, env "VARIABLE"` and, for a setting that is never unset,
@@ -389,10 +390,7 @@ impl ServiceSettings {
             None => None,
             Some(text) => {
                 let list: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
-                if let Some(bad) = list
-                    .iter()
-                    .find(|s| !crate::oauth::scope::is_scope_token(s))
-                {
+                if let Some(bad) = list.iter().find(|s| !crate::values::is_scope_token(s)) {
                     return Err(invalid(format!(
                         "TOKEN_SCOPES_SUPPORTED: {bad:?} is not a scope token"
                     )));
@@ -505,6 +503,16 @@ impl ServiceConfig {
     /// The URL of the token endpoint under the issuer.
     pub fn token_endpoint(&self) -> String {
         format!("{}/oauth/token", self.issuer.trim_end_matches('/'))
+    }
+
+    /// What a client assertion is checked against (RFC 7523 §3): the token endpoint URL or
+    /// the issuer as audience, the longest lifetime and the clock skew allowance.
+    pub fn assertion_policy(&self) -> AssertionPolicy {
+        AssertionPolicy {
+            audiences: vec![self.token_endpoint(), self.issuer.clone()],
+            max_lifetime: self.assertion_max_lifetime as i64,
+            clock_skew: self.clock_skew as i64,
+        }
     }
 
     /// The URL of the JWKS under the issuer.

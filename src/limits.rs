@@ -1,15 +1,13 @@
 //! Rate-limit windows, the source a request is counted against, and the counter keys: the one
 //! place that spells a key (DESIGN.md "Abuse protection", "Data model").
 //!
-//! Also the per-address budget of refused requests ([`RefusalBudget`]): how a flood of bad
-//! requests from one address stops costing an audit write each; and the limits on failed
-//! authentications ([`FailureLimits`]).
+//! Also the limits on failed authentications ([`FailureLimits`]) and on tokens issued
+//! ([`acquire_issue`]); the budget of refused requests lives in [`crate::refusal`].
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use time::OffsetDateTime;
 
-use crate::oauth::OAuthError;
 use crate::store::{RateLimits, StoreError};
 
 /// Length of a rate-limit window, seconds.
@@ -38,11 +36,9 @@ impl Window {
         self.start + 2 * WINDOW_SECS
     }
 
-    /// The `429` answer until the window ends (`Retry-After`, RFC 9110 §10.2.3).
-    pub fn limited(self) -> OAuthError {
-        OAuthError::RateLimited {
-            retry_after: self.retry_after,
-        }
+    /// Seconds until the window ends: the `Retry-After` of a `429` (RFC 9110 §10.2.3).
+    pub fn retry_after(self) -> u64 {
+        self.retry_after
     }
 }
 
@@ -83,95 +79,16 @@ pub fn refusals_of_source_key(source: &str, window: Window) -> String {
     format!("refused#{source}#{}", window.start)
 }
 
-/// Where a source stands with its budget of refused requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    /// Under the budget: the request is answered and audited as usual.
-    Within,
-    /// Over the budget: the request is answered `429`. `audited` is true for exactly one
-    /// request per source and window, the one that marks the cut-off in the audit trail.
-    Over {
-        /// Whether this request's answer is written to the audit trail.
-        audited: bool,
-    },
-}
-
-/// The per-source budget of refused requests in one window.
-///
-/// The counter runs from 0 to `budget + 1`: each refusal within the budget adds one; the step
-/// from `budget` to `budget + 1` is taken by exactly one request (an atomic conditional
-/// increment), the audited cut-off. Past it, a request costs one consistent read and no write
-/// at all: it is answered `429` and counted in the `token_requests_unaudited` metric only.
-pub struct RefusalBudget<'a> {
-    counters: &'a dyn RateLimits,
-    key: String,
-    budget: u32,
+/// Takes one of `client_id`'s tokens of `window`, `limit` a window, in one atomic step:
+/// whether one was left.
+pub async fn acquire_issue(
+    counters: &dyn RateLimits,
+    client_id: &str,
+    limit: u32,
     window: Window,
-}
-
-impl<'a> RefusalBudget<'a> {
-    /// The budget of `source` in `window`.
-    pub fn new(counters: &'a dyn RateLimits, source: &str, budget: u32, window: Window) -> Self {
-        Self {
-            counters,
-            key: refusals_of_source_key(source, window),
-            budget,
-            window,
-        }
-    }
-
-    /// The answer to every request of a source over its budget.
-    pub fn limited(&self) -> OAuthError {
-        self.window.limited()
-    }
-
-    /// The budget's counter key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Before a request is looked at: whether its source is already over the budget.
-    pub async fn check(&self) -> Result<Standing, StoreError> {
-        let count = self.counters.count(&self.key).await?;
-        self.standing(count).await
-    }
-
-    /// Where the source stands, given its counter's value as just read (consistently). Writes
-    /// only for the request that reads the budget exactly spent: it tries to take the cut-off.
-    pub async fn standing(&self, count: u64) -> Result<Standing, StoreError> {
-        match count.cmp(&u64::from(self.budget)) {
-            std::cmp::Ordering::Less => Ok(Standing::Within),
-            std::cmp::Ordering::Equal => self.cut_off().await,
-            std::cmp::Ordering::Greater => Ok(Standing::Over { audited: false }),
-        }
-    }
-
-    /// After a request was refused: counts it. `Over` when the budget ran out meanwhile
-    /// (parallel requests), so that no more refusals than the budget get their own answer.
-    pub async fn charge(&self) -> Result<Standing, StoreError> {
-        let expires_at = self.window.expires_at();
-        if self
-            .counters
-            .acquire(&self.key, self.budget, expires_at)
-            .await?
-        {
-            return Ok(Standing::Within);
-        }
-        self.cut_off().await
-    }
-
-    /// The one step past the budget: only the request that takes it is audited.
-    async fn cut_off(&self) -> Result<Standing, StoreError> {
-        let audited = self
-            .counters
-            .acquire(
-                &self.key,
-                self.budget.saturating_add(1),
-                self.window.expires_at(),
-            )
-            .await?;
-        Ok(Standing::Over { audited })
-    }
+) -> Result<bool, StoreError> {
+    let key = issue_key(client_id, window);
+    counters.acquire(&key, limit, window.expires_at()).await
 }
 
 /// The limits on failed authentications of one source in one window: per source (all client
@@ -251,98 +168,8 @@ impl<'a> FailureLimits<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-
     use super::*;
-
-    /// In-memory counters that count their writes.
-    #[derive(Default)]
-    struct Counters {
-        values: Mutex<HashMap<String, u64>>,
-        writes: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl RateLimits for Counters {
-        async fn acquire(&self, key: &str, limit: u32, _: i64) -> Result<bool, StoreError> {
-            *self.writes.lock().unwrap() += 1;
-            let mut values = self.values.lock().unwrap();
-            let value = values.entry(key.to_owned()).or_default();
-            let acquired = *value < u64::from(limit);
-            *value += u64::from(acquired);
-            Ok(acquired)
-        }
-
-        async fn increment(&self, key: &str, _: i64) -> Result<(), StoreError> {
-            *self.writes.lock().unwrap() += 1;
-            *self
-                .values
-                .lock()
-                .unwrap()
-                .entry(key.to_owned())
-                .or_default() += 1;
-            Ok(())
-        }
-
-        async fn count(&self, key: &str) -> Result<u64, StoreError> {
-            Ok(self.values.lock().unwrap().get(key).copied().unwrap_or(0))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_budget_is_spent_then_cut_off_once_then_costs_no_write() {
-        let counters = Counters::default();
-        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
-        let budget = RefusalBudget::new(&counters, "192.0.2.1", 2, window);
-        for _ in 0..2 {
-            assert_eq!(budget.check().await.unwrap(), Standing::Within);
-            assert_eq!(budget.charge().await.unwrap(), Standing::Within);
-        }
-        assert_eq!(
-            budget.check().await.unwrap(),
-            Standing::Over { audited: true }
-        );
-        let writes = *counters.writes.lock().unwrap();
-        for _ in 0..5 {
-            assert_eq!(
-                budget.check().await.unwrap(),
-                Standing::Over { audited: false }
-            );
-        }
-        assert_eq!(*counters.writes.lock().unwrap(), writes, "no write past it");
-        let key = refusals_of_source_key("192.0.2.1", window);
-        assert_eq!(counters.count(&key).await.unwrap(), 3);
-        // Another source, and the next window, have their own budget.
-        let other = RefusalBudget::new(&counters, "192.0.2.2", 2, window);
-        assert_eq!(other.check().await.unwrap(), Standing::Within);
-        let next = Window::at(OffsetDateTime::from_unix_timestamp(660).unwrap());
-        let later = RefusalBudget::new(&counters, "192.0.2.1", 2, next);
-        assert_eq!(later.check().await.unwrap(), Standing::Within);
-    }
-
-    #[tokio::test]
-    async fn a_refusal_that_finds_the_budget_spent_is_over_it_and_only_one_is_audited() {
-        let counters = Counters::default();
-        let window = Window::at(OffsetDateTime::from_unix_timestamp(600).unwrap());
-        let budget = RefusalBudget::new(&counters, "192.0.2.1", 1, window);
-        // Three parallel requests all passed `check` before any was charged.
-        let charged = [
-            budget.charge().await.unwrap(),
-            budget.charge().await.unwrap(),
-            budget.charge().await.unwrap(),
-        ];
-        assert_eq!(
-            charged,
-            [
-                Standing::Within,
-                Standing::Over { audited: true },
-                Standing::Over { audited: false }
-            ]
-        );
-    }
+    use crate::store::fakes::Counters;
 
     #[tokio::test]
     async fn failures_are_limited_per_source_and_per_client_and_source() {

@@ -3,11 +3,16 @@
 
 pub mod report;
 pub mod stats;
+mod write;
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::clients::secret::looks_like_secret;
+use crate::oauth::claims::AccessTokenClaims;
+use crate::oauth::request::AuthMethod;
+
+pub use write::{record, signing_key_age};
 
 /// The client id recorded when a request named none (or none of a valid form).
 pub const NO_CLIENT: &str = "-";
@@ -96,6 +101,18 @@ pub struct Issuance {
     pub audience: String,
     /// The client authentication method that succeeded, by its RFC 8414 name.
     pub auth_method: &'static str,
+}
+
+impl Issuance {
+    /// The facts of a token with `claims`, issued to a client that authenticated by `method`.
+    pub fn of(claims: &AccessTokenClaims, method: AuthMethod) -> Self {
+        Self {
+            jti: claims.jti.clone(),
+            scope: claims.scope.clone(),
+            audience: claims.aud.joined(),
+            auth_method: method.as_str(),
+        }
+    }
 }
 
 impl AuditRecord {

@@ -22,7 +22,7 @@ use super::{AuditQuery, AuditRecord};
 use crate::clients::secret::SECRET_PREFIX;
 use crate::clients::{Client, ClientStatus};
 use crate::clock::Clock;
-use crate::store::{AuditLog, ClientStore, StoreError};
+use crate::store::{AuditLog, ClientAdmin, StoreError};
 
 /// Baseline length, in periods before the reported one.
 pub const DEFAULT_BASELINE_PERIODS: u32 = 7;
@@ -284,7 +284,7 @@ pub struct Reads {
 /// Those of clients are taken from the clients' partitions, which hold records written before
 /// the index existed too.
 pub async fn build(
-    clients: &dyn ClientStore,
+    clients: &dyn ClientAdmin,
     audit: &dyn AuditLog,
     clock: &dyn Clock,
     options: &ReportOptions,

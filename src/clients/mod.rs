@@ -11,8 +11,8 @@ pub use claims::{ClaimError, ExtraClaims};
 pub use keys::ClientKey;
 pub use secret::{ClientSecret, SecretHash};
 
-/// Longest client id accepted (RFC 6749 sets no bound; a bound keeps keys and logs small).
-pub const MAX_CLIENT_ID_LEN: usize = 128;
+pub use crate::values::MAX_CLIENT_ID_LEN;
+use crate::values::{is_client_id, is_resource_uri, is_scope_token};
 
 /// Whether a client may currently obtain tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +179,7 @@ pub enum ClientSpecError {
 
 /// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
 pub fn validate_client_id(id: &str) -> Result<(), ClientSpecError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_CLIENT_ID_LEN
-        && id.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if ok {
+    if is_client_id(id) {
         Ok(())
     } else {
         Err(ClientSpecError::InvalidId)
@@ -196,7 +193,7 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
         return Err(ClientSpecError::SecretShapedId);
     }
     for scope in &client.scopes {
-        if !crate::oauth::scope::is_scope_token(scope) {
+        if !is_scope_token(scope) {
             return Err(ClientSpecError::InvalidScope(scope.clone()));
         }
     }
@@ -210,11 +207,7 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     if client.audiences.is_empty() {
         return Err(ClientSpecError::NoAudience);
     }
-    if let Some(a) = client
-        .audiences
-        .iter()
-        .find(|a| !crate::oauth::request::is_resource_uri(a))
-    {
+    if let Some(a) = client.audiences.iter().find(|a| !is_resource_uri(a)) {
         return Err(ClientSpecError::InvalidAudience(a.clone()));
     }
     if !client.audiences.contains(&client.default_audience) {

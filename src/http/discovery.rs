@@ -16,14 +16,14 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::keys::PublicKeyRecord;
 use crate::keys::jwk::{jwks, oldest_pending_age};
-use crate::store::{ClientStore, PublicKeyStore};
+use crate::store::{ClientAdmin, PublicKeyStore};
 
 /// Where `scopes_supported` comes from.
 pub enum ScopesSupported {
     /// A configured list.
     Fixed(Vec<String>),
     /// The union of the registered clients' scopes (embedded shape).
-    FromClients(Arc<dyn ClientStore>),
+    FromClients(Arc<dyn ClientAdmin>),
 }
 
 /// What the discovery routes need.

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 pub use discovery::{Discovery, ScopesSupported};
+pub use error::HttpError;
 
 use crate::issue::TokenService;
 

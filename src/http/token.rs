@@ -11,11 +11,11 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 
 use super::RequestContext;
-use super::error::no_store;
+use super::error::{HttpError, no_store};
 use crate::encoding::random_b64url;
 use crate::issue::{RequestMeta, TokenService};
 use crate::oauth::OAuthError;
-use crate::oauth::request::{MAX_BODY_BYTES, RawRequest, Rejection};
+use crate::oauth::request::{MAX_BODY_BYTES, RawRequest};
 
 pub(super) fn routes(service: Arc<TokenService>) -> Router {
     Router::new()
@@ -46,10 +46,6 @@ async fn token(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let meta = meta(ctx, &parts.headers);
-    let refuse = |error: OAuthError| Rejection {
-        error,
-        client_id: None,
-    };
     let declared_too_large = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -62,14 +58,14 @@ async fn token(
             .ok(),
     };
     let Some(body) = body else {
-        return service
-            .reject(refuse(OAuthError::PayloadTooLarge), &meta)
-            .await
-            .into_response();
+        return turn_away(&service, HttpError::PayloadTooLarge, &meta).await;
     };
     if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
         let error = OAuthError::InvalidRequest("more than one Authorization header");
-        return service.reject(refuse(error), &meta).await.into_response();
+        return match service.reject(error.clone(), &meta).await {
+            None => error.into_response(),
+            Some(answer) => answer.into_response(),
+        };
     }
     let raw = RawRequest {
         content_type: header_str(&parts.headers, header::CONTENT_TYPE),
@@ -93,13 +89,15 @@ async fn not_post(
     headers: HeaderMap,
 ) -> Response {
     let meta = meta(ctx, &headers);
-    let rejection = Rejection {
-        error: OAuthError::MethodNotAllowed,
-        client_id: None,
-    };
-    match service.reject(rejection, &meta).await {
-        // A 503 from a failed audit write stands; otherwise the 405 carries `Allow: POST`.
-        OAuthError::TemporarilyUnavailable => OAuthError::TemporarilyUnavailable.into_response(),
-        error => error.into_response(),
+    turn_away(&service, HttpError::MethodNotAllowed, &meta).await
+}
+
+/// Answers a request the front turns away with `status`, once the service counted and
+/// recorded it: a `429` past the source's budget or a `503` from a failed audit write stands
+/// instead.
+async fn turn_away(service: &TokenService, status: HttpError, meta: &RequestMeta) -> Response {
+    match service.reject(status.recorded_as(), meta).await {
+        None => status.into_response(),
+        Some(answer) => answer.into_response(),
     }
 }

@@ -1,6 +1,5 @@
 //! Signing keys: the key set, its rotation schedule, token signing and the published JWKS.
 
-pub mod cache;
 pub mod jwk;
 pub mod pair;
 pub mod ring;
@@ -11,7 +10,6 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use cache::{KeyCache, KeyCacheError};
 pub use jwk::PublicKeyRecord;
 pub use pair::{KeyPair, SIGNING_ALGS, SigningAlg};
 pub use ring::{KeyRing, SigningKey};

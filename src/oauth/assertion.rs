@@ -1,11 +1,11 @@
 //! `private_key_jwt` client authentication (RFC 7523 §2.2 and §3, RFC 7521 §4.2, OpenID
 //! Connect Core §9): checking a client assertion against a client record and a clock.
 //!
-//! Pure functions: the one-time use of the assertion's `jti` is the caller's job (it needs a
-//! store), after [`verify`] succeeded. Every failure is the same `invalid_client` to the
-//! client, and every path verifies one signature: a client that does not exist, uses secrets
-//! or has no key for the assertion is checked against a fixed key nobody holds, so timing
-//! does not tell these cases apart.
+//! Pure functions: [`verify`] returns what must be remembered (the `jti` and until when); the
+//! token flow (`crate::issue`) records its one-time use under [`replay_key`] in the replay
+//! cache. Every failure is the same `invalid_client` to the client, and every path verifies
+//! one signature: a client that does not exist, uses secrets or has no key for the assertion
+//! is checked against a fixed key nobody holds, so timing does not tell these cases apart.
 
 use std::sync::OnceLock;
 
@@ -188,39 +188,4 @@ fn check_times(
 /// either holds (the length prefix ends the client id).
 pub fn replay_key(client_id: &str, jti: &str) -> String {
     format!("{}:{client_id}:{jti}", client_id.len())
-}
-
-/// `private_key_jwt` authentication of `client_id` by `assertion`: [`verify`], then the
-/// assertion's one-time use recorded in `replay`. Without a replay cache no assertion is
-/// accepted. Every refusal is `invalid_client`; a failing store is `temporarily_unavailable`.
-pub async fn authenticate(
-    assertion: &str,
-    client_id: &str,
-    client: Option<Client>,
-    policy: &AssertionPolicy,
-    replay: Option<&dyn crate::store::AssertionReplay>,
-    now: OffsetDateTime,
-) -> Result<Client, super::OAuthError> {
-    use super::OAuthError;
-    let verified = verify(assertion, client_id, client.as_ref(), policy, now).map_err(|e| {
-        tracing::info!(client_id, reason = %e, "client assertion refused");
-        OAuthError::InvalidClient
-    })?;
-    let Some(replay) = replay else {
-        tracing::error!("no assertion replay cache configured; refusing private_key_jwt");
-        return Err(OAuthError::InvalidClient);
-    };
-    let key = replay_key(client_id, &verified.jti);
-    let first = replay
-        .first_use(&key, verified.remember_until, now.unix_timestamp())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "assertion replay cache unavailable");
-            OAuthError::TemporarilyUnavailable
-        })?;
-    if !first {
-        tracing::info!(client_id, "client assertion replayed");
-        return Err(OAuthError::InvalidClient);
-    }
-    client.ok_or(OAuthError::InvalidClient)
 }

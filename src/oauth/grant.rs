@@ -11,6 +11,31 @@ use super::scope::ScopeSet;
 use crate::clients::claims::is_reserved;
 use crate::clients::{Client, ClientAuthMethod, SecretHash};
 
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IssuedToken {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+    /// The granted scope.
+    pub scope: String,
+}
+
+impl IssuedToken {
+    /// The response carrying a bearer token (RFC 6750) that lives `lifetime` seconds.
+    pub fn bearer(access_token: String, lifetime: u64, scope: String) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in: lifetime,
+            scope,
+        }
+    }
+}
+
 /// Client-secret authentication (RFC 6749 §2.3.1): the client if `secret` matches one of its
 /// live secrets and the client is active and registered for secrets. Else `invalid_client`,
 /// with the same answer and about the same work whatever the reason: an unknown client, a wrong
@@ -92,6 +117,22 @@ pub struct Grant {
     pub audience: Audience,
     /// Lifetime in seconds.
     pub lifetime: u64,
+}
+
+/// What `client` may be granted for what it asked: the scope, the audience and the lifetime
+/// (its own, else `default_ttl`, capped by `max_ttl`).
+pub fn authorize(
+    client: &Client,
+    scope: Option<&ScopeSet>,
+    resources: Vec<String>,
+    default_ttl: u64,
+    max_ttl: u64,
+) -> Result<Grant, OAuthError> {
+    Ok(Grant {
+        scope: granted_scope(client, scope)?,
+        audience: granted_audience(client, resources)?,
+        lifetime: token_lifetime(client, default_ttl, max_ttl),
+    })
 }
 
 /// The claims of an access token for `client` (RFC 9068 §2.2): `sub` and `client_id` name the

@@ -1,12 +1,7 @@
 //! Scopes (RFC 6749 §3.3): `scope = scope-token *( SP scope-token )`,
 //! `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 
-/// Whether `s` is one RFC 6749 §3.3 scope-token.
-pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-}
+use crate::values::is_scope_token;
 
 /// A set of scope tokens in request order, without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -22,7 +22,7 @@ use crate::issue::DECISION_DEADLINE;
 #[cfg(feature = "secrets")]
 use crate::issue::TokenService;
 #[cfg(feature = "secrets")]
-use crate::keys::KeyCache;
+use crate::key_cache::KeyCache;
 #[cfg(feature = "secrets")]
 pub use crate::store::aws::protocol::{RotationError, RotationProtocol, Step};
 use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
@@ -263,7 +263,7 @@ impl AwsShape {
     /// The token service with its key set loaded now, during the function's init, so that the
     /// first request does not wait for Secrets Manager. The load is one bounded SDK call
     /// ([`bounded_sdk_config`]); when it fails the init goes on with an empty cache, and the
-    /// first request loads the set under the cache's usual rules (`keys::cache`).
+    /// first request loads the set under the cache's usual rules (`key_cache`).
     #[cfg(feature = "secrets")]
     pub async fn token_service_loaded(&self) -> Arc<TokenService> {
         let keys = self.key_cache();
@@ -275,7 +275,15 @@ impl AwsShape {
 
     #[cfg(feature = "secrets")]
     fn key_cache(&self) -> Arc<KeyCache> {
-        KeyCache::from_config(self.private_keys(), self.clock.clone(), &self.config)
+        let c = &self.config;
+        let clock = self.clock.clone();
+        KeyCache::new(
+            self.private_keys(),
+            clock,
+            c.schedule,
+            c.key_cache,
+            c.key_max_stale,
+        )
     }
 
     #[cfg(feature = "secrets")]

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::{ServiceConfig, TrustedProxy};
 use crate::http::{self, Discovery, RequestContext, ScopesSupported};
 use crate::issue::TokenService;
-use crate::keys::KeyCache;
+use crate::key_cache::KeyCache;
 use crate::oauth::OAuthError;
 use crate::store::StoreError;
 use crate::store::memory::MemoryRateLimits;
@@ -82,7 +82,14 @@ impl Embedded {
 
     /// The token service over the store.
     pub fn token_service(&self) -> Arc<TokenService> {
-        let keys = KeyCache::from_config(self.store.clone(), self.clock.clone(), &self.config);
+        let (c, clock) = (&self.config, self.clock.clone());
+        let keys = KeyCache::new(
+            self.store.clone(),
+            clock,
+            c.schedule,
+            c.key_cache,
+            c.key_max_stale,
+        );
         Arc::new(
             TokenService::new(
                 self.config.clone(),

@@ -4,6 +4,8 @@
 //! start-up. Every adapter must pass the same conformance tests (`tests/it/store_conformance.rs`).
 
 pub mod aws;
+#[cfg(test)]
+pub(crate) mod fakes;
 #[cfg(feature = "embedded")]
 pub mod memory;
 pub mod rotation;
@@ -36,11 +38,18 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// Client records.
+/// Reading client records: all the token path may do with them, as its IAM policy allows
+/// (DynamoDB `GetItem` on the clients table).
 #[async_trait]
-pub trait ClientStore: Send + Sync {
+pub trait ClientReader: Send + Sync {
     /// The client, read fresh from the backend (never cached: disabling acts at once).
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+}
+
+/// Managing client records: `tokenctl`, first start, and the embedded shape's scope listing.
+/// Reads too, since every change starts from the stored record.
+#[async_trait]
+pub trait ClientAdmin: ClientReader {
     /// Stores a new client; `AlreadyExists` if the id is taken.
     async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
     /// Replaces the client if its stored `version` is `client.version - 1`; else `Conflict`

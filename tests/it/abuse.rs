@@ -14,7 +14,7 @@ use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::limits::{Window, refusals_of_source_key};
 use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
@@ -276,7 +276,8 @@ impl Backend {
             })
             .await
             .expect("create client");
-        let keys = KeyCache::from_config(stores.keys.clone(), shared.clone(), &config);
+        let (schedule, ttl, stale) = (config.schedule, config.key_cache, config.key_max_stale);
+        let keys = KeyCache::new(stores.keys.clone(), shared.clone(), schedule, ttl, stale);
         let service = TokenService::new(
             config,
             stores.clients.clone(),

@@ -12,7 +12,7 @@ use token_service::clients::{ClientSecret, ClientStatus};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::oauth::request::RawRequest;
 use token_service::store::rotation::KeySetSwap;
 
@@ -409,7 +409,7 @@ mod dynamodb {
     use time::{Duration, OffsetDateTime};
     use token_service::audit::report::{self, ReportOptions};
     use token_service::clock::ManualClock;
-    use token_service::store::ClientStore;
+    use token_service::store::ClientAdmin;
     use token_service::store::aws::{
         AwsResources, DynamoDbAuditLog, DynamoDbClientStore, FAILURES_INDEX, create_resources,
     };
@@ -589,7 +589,7 @@ mod sqlite_upgrade {
     use time::Duration;
     use token_service::audit::report::{self, ReportOptions};
     use token_service::clock::ManualClock;
-    use token_service::store::ClientStore;
+    use token_service::store::ClientAdmin;
     use token_service::store::sqlite::SqliteStore;
 
     use super::{GUESSER_IP, write_guesses};

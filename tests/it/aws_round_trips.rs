@@ -32,6 +32,7 @@ use token_service::issue::{RequestMeta, TokenService};
 use token_service::oauth::OAuthError;
 use token_service::oauth::assertion::JWT_BEARER;
 use token_service::oauth::request::RawRequest;
+use token_service::refusal::Refused;
 use token_service::shapes::aws::AwsShape;
 use token_service::store::RateLimits;
 use token_service::store::aws::{DynamoDbRateLimits, create_resources};
@@ -230,7 +231,7 @@ impl Stack {
     }
 
     /// The cost of one request with `body` from `ip`, and its answer.
-    async fn cost(&self, ip: &str, body: &str) -> (Result<(), OAuthError>, Cost) {
+    async fn cost(&self, ip: &str, body: &str) -> (Result<(), Refused>, Cost) {
         self.calls.take();
         let raw = RawRequest {
             content_type: Some(FORM),
@@ -323,16 +324,16 @@ async fn each_kind_of_request_makes_the_counted_dynamodb_calls_and_round_trips()
     // budget (2), then once more: the audited cut-off.
     for _ in 0..2 {
         let (answer, _) = stack.cost("192.0.2.6", &wrong).await;
-        assert_eq!(answer, Err(OAuthError::InvalidClient));
+        assert_eq!(answer, Err(Refused::OAuth(OAuthError::InvalidClient)));
         let (answer, _) = stack.cost("192.0.2.7", &wide).await;
         assert!(
-            matches!(answer, Err(OAuthError::InvalidScope(_))),
+            matches!(answer, Err(Refused::OAuth(OAuthError::InvalidScope(_)))),
             "{answer:?}"
         );
     }
     let (answer, _) = stack.cost("192.0.2.7", &wide).await;
     assert!(
-        matches!(answer, Err(OAuthError::RateLimited { .. })),
+        matches!(answer, Err(Refused::RateLimited { .. })),
         "{answer:?}"
     );
     let assertion = key_client_assertion(&stack, "signer").await;

@@ -11,7 +11,7 @@ use token_service::keys::{KeyEntry, KeySet};
 use token_service::store::aws::{
     DynamoDbAuditLog, DynamoDbClientStore, SecretsManagerKeyStore, create_resources,
 };
-use token_service::store::{AuditLog, ClientStore, KeyStore, StoreError};
+use token_service::store::{AuditLog, ClientAdmin, ClientReader, KeyStore, StoreError};
 
 use crate::support::{moto, stores::random_resources};
 

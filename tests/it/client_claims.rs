@@ -2,7 +2,6 @@
 //! through admin and through `tokenctl`, refused whole with nothing written, audited by field
 //! name, and carried typed by every token of the client, after the registered claims.
 
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;

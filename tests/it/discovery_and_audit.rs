@@ -12,8 +12,8 @@ use token_service::clock::Clock as _;
 use token_service::config::ServiceConfig;
 use token_service::http::token_routes;
 use token_service::issue::TokenService;
-use token_service::keys::KeyCache;
-use token_service::store::{AuditLog, ClientStore, StoreError};
+use token_service::key_cache::KeyCache;
+use token_service::store::{AuditLog, ClientReader, StoreError};
 
 use crate::support::stack::{self, AUDIENCE, FORM, Stack, basic_header, verify};
 
@@ -220,27 +220,15 @@ impl AuditLog for FailingAudit {
 struct FailingClients;
 
 #[async_trait]
-impl ClientStore for FailingClients {
+impl ClientReader for FailingClients {
     async fn get_client(&self, _: &str) -> Result<Option<Client>, StoreError> {
         Err(StoreError::Backend(
             "connection refused: internal-db:5432".into(),
         ))
     }
-    async fn create_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("not used")
-    }
-    async fn update_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("not used")
-    }
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        unreachable!("not used")
-    }
-    async fn delete_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
-        unreachable!("not used")
-    }
 }
 
-fn service(s: &Stack, clients: Arc<dyn ClientStore>, audit: Arc<dyn AuditLog>) -> axum::Router {
+fn service(s: &Stack, clients: Arc<dyn ClientReader>, audit: Arc<dyn AuditLog>) -> axum::Router {
     let keys = KeyCache::new(
         s.embedded.store.clone(),
         s.clock.clone(),

@@ -32,11 +32,11 @@ use token_service::clock::{Clock, ManualClock, SystemClock};
 use token_service::config::ServiceConfig;
 use token_service::http::{RequestContext, discovery_routes, token_routes};
 use token_service::issue::{DECISION_DEADLINE, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::shapes::aws::{AwsShape, JWKS_DEPENDENCY_BOUND, TOKEN_DEPENDENCY_BOUND};
 use token_service::shapes::embedded::Embedded;
 use token_service::store::aws::{AwsResources, create_resources};
-use token_service::store::{AuditLog, ClientStore, StoreError};
+use token_service::store::{AuditLog, ClientReader, StoreError};
 use tower::ServiceExt as _;
 
 use crate::support::fault_proxy::{Fault, FaultProxy, Service};
@@ -466,21 +466,9 @@ async fn jwks_serves_the_keys_last_read_while_dynamodb_fails_for_a_bounded_time(
 struct Hanging;
 
 #[async_trait]
-impl ClientStore for Hanging {
+impl ClientReader for Hanging {
     async fn get_client(&self, _: &str) -> Result<Option<Client>, StoreError> {
         std::future::pending().await
-    }
-    async fn create_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes clients")
-    }
-    async fn update_client(&self, _: &Client) -> Result<(), StoreError> {
-        unreachable!("the token flow never writes clients")
-    }
-    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        unreachable!("the token flow never lists clients")
-    }
-    async fn delete_client(&self, _: &str, _: u64) -> Result<(), StoreError> {
-        unreachable!("the token flow never deletes clients")
     }
 }
 
@@ -506,7 +494,13 @@ async fn a_request_not_decided_by_the_deadline_is_refused_and_audited() {
         Arc::new(Hanging),
         store.clone(),
         store.clone(),
-        KeyCache::from_config(store.clone(), clock.clone(), &config),
+        KeyCache::new(
+            store.clone(),
+            clock.clone(),
+            config.schedule,
+            config.key_cache,
+            config.key_max_stale,
+        ),
         clock,
     ));
     let request = Request::post("/oauth/token")

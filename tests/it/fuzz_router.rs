@@ -4,7 +4,7 @@
 //!
 //! Every answer: no panic, no 5xx but 503, a JSON OAuth error body on every 4xx, a token only
 //! for the real credentials; every token request leaves exactly one audit record, except the
-//! `429`s of a source past its refusal budget's cut-off, which leave none (see `issue.rs`).
+//! `429`s of a source past its refusal budget's cut-off, which leave none (see `refusal.rs`).
 //!
 //! `make test` runs a bounded number of cases; a long run:
 //! `PROPTEST_CASES=100000 cargo test --release --test it fuzz_router::`.

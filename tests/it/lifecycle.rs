@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use time::Duration;
 use token_service::admin::{AdminError, ClientUpdate, MAX_LIVE_SECRETS};
-use token_service::store::{ClientStore, StoreError};
+use token_service::store::{ClientAdmin, ClientReader, StoreError};
 
 use crate::support::stack::Stack;
 

@@ -7,6 +7,7 @@ mod support;
 
 mod abuse;
 mod apigw_jwt_authorizer;
+mod architecture;
 mod audit_report;
 mod aws_round_trips;
 mod aws_store;

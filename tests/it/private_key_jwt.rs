@@ -19,7 +19,7 @@ use token_service::config::ServiceConfig;
 use token_service::encoding::{b64url, random_b64url};
 use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::oauth::assertion::JWT_BEARER;
 use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;

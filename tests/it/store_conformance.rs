@@ -12,10 +12,11 @@ use token_service::clients::{Client, ClientSecret, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestMeta, TokenService};
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;
+use token_service::refusal::Refused;
 use token_service::store::StoreError;
 use token_service::store::rotation::KeySetSwap;
 
@@ -633,7 +634,7 @@ fn admin(s: &Stores, clock: Arc<ManualClock>) -> Admin {
     }
 }
 
-async fn ask(service: &TokenService, id: &str, secret: &str) -> Result<(), OAuthError> {
+async fn ask(service: &TokenService, id: &str, secret: &str) -> Result<(), Refused> {
     ask_from(service, "192.0.2.1", id, secret).await
 }
 
@@ -670,7 +671,7 @@ async fn secret_rotation_honours_the_grace_period(s: &Stores) {
     clock.advance(Duration::hours(24));
     assert_eq!(
         ask(&service, "svc", &old).await,
-        Err(OAuthError::InvalidClient)
+        Err(Refused::OAuth(OAuthError::InvalidClient))
     );
     assert_eq!(ask(&service, "svc", new.expose()).await, Ok(()));
     // Grace 0 cuts the current secret off at once; the bound on live secrets holds.
@@ -678,7 +679,7 @@ async fn secret_rotation_honours_the_grace_period(s: &Stores) {
     assert_eq!(client.secrets.len(), 1);
     assert_eq!(
         ask(&service, "svc", new.expose()).await,
-        Err(OAuthError::InvalidClient)
+        Err(Refused::OAuth(OAuthError::InvalidClient))
     );
     assert_eq!(ask(&service, "svc", newest.expose()).await, Ok(()));
     admin.add_secret("svc", None).await.unwrap();
@@ -694,7 +695,7 @@ async fn secret_rotation_honours_the_grace_period(s: &Stores) {
         .unwrap();
     assert_eq!(
         ask(&service, "svc", newest.expose()).await,
-        Err(OAuthError::InvalidClient)
+        Err(Refused::OAuth(OAuthError::InvalidClient))
     );
 }
 
@@ -729,7 +730,7 @@ async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(()) => issued += 1,
-            Err(OAuthError::RateLimited { retry_after }) => {
+            Err(Refused::RateLimited { retry_after }) => {
                 assert!((1..=60).contains(&retry_after));
                 limited += 1;
             }
@@ -753,12 +754,7 @@ async fn concurrent_token_requests_never_exceed_the_issuance_limit(s: &Stores) {
     );
 }
 
-async fn ask_from(
-    service: &TokenService,
-    ip: &str,
-    id: &str,
-    secret: &str,
-) -> Result<(), OAuthError> {
+async fn ask_from(service: &TokenService, ip: &str, id: &str, secret: &str) -> Result<(), Refused> {
     use base64::Engine as _;
     let auth = format!(
         "Basic {}",
@@ -792,14 +788,14 @@ async fn failed_logins_are_limited_per_address_and_every_request_is_audited_once
         let guess = ClientSecret::generate().expose().to_owned();
         assert_eq!(
             ask_from(&service, attacker, "victim", &guess).await,
-            Err(OAuthError::InvalidClient)
+            Err(Refused::OAuth(OAuthError::InvalidClient))
         );
         guesses.push(guess);
     }
     // Over the limit, the attacker's address is refused before any secret is checked...
     assert!(matches!(
         ask_from(&service, attacker, "victim", &secret).await,
-        Err(OAuthError::RateLimited {
+        Err(Refused::RateLimited {
             retry_after: 1..=60
         })
     ));
@@ -853,8 +849,8 @@ async fn concurrent_wrong_secrets_never_exceed_the_failure_limit(s: &Stores) {
     let (mut rejected, mut limited) = (0, 0);
     for t in tasks {
         match t.await.unwrap() {
-            Err(OAuthError::InvalidClient) => rejected += 1,
-            Err(OAuthError::RateLimited { retry_after }) => {
+            Err(Refused::OAuth(OAuthError::InvalidClient)) => rejected += 1,
+            Err(Refused::RateLimited { retry_after }) => {
                 assert!((1..=60).contains(&retry_after));
                 limited += 1;
             }

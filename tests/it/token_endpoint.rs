@@ -514,7 +514,7 @@ async fn lifetime_is_the_client_ttl_capped_by_the_service_maximum() {
         s.embedded.store.clone(),
         s.embedded.store.clone(),
         s.embedded.store.clone(),
-        token_service::keys::KeyCache::new(
+        token_service::key_cache::KeyCache::new(
             s.embedded.store.clone(),
             s.clock.clone(),
             s.embedded.config.schedule,

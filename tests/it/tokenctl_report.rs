@@ -9,7 +9,7 @@ use token_service::audit::AuditRecord;
 use token_service::clients::{Client, ClientSecret, ClientStatus};
 use token_service::store::aws::{AwsResources, DynamoDbAuditLog, DynamoDbClientStore};
 use token_service::store::sqlite::SqliteStore;
-use token_service::store::{AuditLog, ClientStore};
+use token_service::store::{AuditLog, ClientAdmin};
 
 use crate::support::moto;
 use crate::support::stores::random_resources;
@@ -59,7 +59,7 @@ fn record(id: &str, at: OffsetDateTime, outcome: &str, ip: &str) -> AuditRecord 
 
 /// Two clients used daily from their own addresses; today one of them also from a new one,
 /// and one address fails against both and against an id that is a pasted secret.
-async fn write_trail(clients: &dyn ClientStore, audit: &dyn AuditLog) -> String {
+async fn write_trail(clients: &dyn ClientAdmin, audit: &dyn AuditLog) -> String {
     let now = OffsetDateTime::now_utc();
     let pasted = ClientSecret::generate().expose().to_owned();
     for id in ["roamer", "steady"] {

@@ -1,4 +1,4 @@
-//! [`ClientStore`] on a DynamoDB table: one item per client, written with conditions so that
+//! [`ClientReader`] and [`ClientAdmin`] on a DynamoDB table: one item per client, written with conditions so that
 //! creation never overwrites and updates are optimistically locked on `version`.
 
 use async_trait::async_trait;
@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use super::attrs::{Item, Reader, n, s};
 use super::sdk_error;
 use crate::clients::Client;
-use crate::store::{ClientStore, StoreError};
+use crate::store::{ClientAdmin, ClientReader, StoreError};
 
 const KEY: &str = "client_id";
 const VERSION: &str = "version";
@@ -64,7 +64,7 @@ fn version_mismatch(
 }
 
 #[async_trait]
-impl ClientStore for DynamoDbClientStore {
+impl ClientReader for DynamoDbClientStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
         // DynamoDB rejects an empty key value; no client can have one, as in SQLite.
         if client_id.is_empty() {
@@ -82,7 +82,10 @@ impl ClientStore for DynamoDbClientStore {
             .map_err(|e| sdk_error("GetItem", &self.table, e))?;
         out.item().map(|item| self.client(item)).transpose()
     }
+}
 
+#[async_trait]
+impl ClientAdmin for DynamoDbClientStore {
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let result = self
             .db

@@ -21,7 +21,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use writer::Writer;
 
 use super::{
-    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits, StoreError,
+    AssertionReplay, AuditLog, ClientAdmin, ClientReader, KeyStore, PublicKeyStore, RateLimits,
+    StoreError,
 };
 use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::Client;
@@ -277,7 +278,7 @@ impl AssertionReplay for SqliteStore {
 }
 
 #[async_trait]
-impl ClientStore for SqliteStore {
+impl ClientReader for SqliteStore {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
         let text: Option<String> = self
             .reader()
@@ -286,7 +287,10 @@ impl ClientStore for SqliteStore {
             .map_err(backend)?;
         text.map(|t| from_json(&t)).transpose()
     }
+}
 
+#[async_trait]
+impl ClientAdmin for SqliteStore {
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let record = to_json(client)?;
         let (id, version) = (client.client_id.clone(), client.version as i64);

@@ -8,7 +8,7 @@ use token_service::clock::Clock;
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
 use token_service::issue::TokenService;
-use token_service::keys::KeyCache;
+use token_service::key_cache::KeyCache;
 use token_service::keys::SigningAlg;
 use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
@@ -19,7 +19,7 @@ use token_service::store::aws::{
 use token_service::store::memory::MemoryRateLimits;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
-    AssertionReplay, AuditLog, ClientStore, KeyStore, PublicKeyStore, RateLimits,
+    AssertionReplay, AuditLog, ClientAdmin, KeyStore, PublicKeyStore, RateLimits,
 };
 
 use super::moto;
@@ -29,9 +29,9 @@ use super::stack::basic_header;
 /// (another connection, or another Lambda instance's SDK client).
 pub struct Stores {
     /// Client records.
-    pub clients: Arc<dyn ClientStore>,
+    pub clients: Arc<dyn ClientAdmin>,
     /// The same client records through another handle.
-    pub other_clients: Arc<dyn ClientStore>,
+    pub other_clients: Arc<dyn ClientAdmin>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// The private key set.
@@ -51,7 +51,8 @@ pub struct Stores {
 impl Stores {
     /// The token service over these stores, as a shape builds it (no `private_key_jwt`).
     pub fn token_service(&self, config: &ServiceConfig, clock: Arc<dyn Clock>) -> TokenService {
-        let keys = KeyCache::from_config(self.keys.clone(), clock.clone(), config);
+        let (schedule, ttl, stale) = (config.schedule, config.key_cache, config.key_max_stale);
+        let keys = KeyCache::new(self.keys.clone(), clock.clone(), schedule, ttl, stale);
         TokenService::new(
             Arc::new(config.clone()),
             self.clients.clone(),

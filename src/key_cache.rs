@@ -1,14 +1,15 @@
-//! The token endpoint's cached key set: loaded once, refreshed after a bounded time without
-//! holding up requests, and kept serving (bounded, logged) while a refresh fails.
+//! The token endpoint's cached key set: loaded once from the [`KeyStore`], refreshed after a
+//! bounded time without holding up requests, and kept serving (bounded, logged) while a
+//! refresh fails. Beside `keys/`, which stays free of any store: this is where the two meet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
-use super::ring::{KeyRing, SigningKey};
-use super::schedule::Schedule;
 use crate::clock::Clock;
+use crate::keys::{KeyRing, KeyTimes as _, Schedule, SigningKey};
 use crate::store::KeyStore;
 
 /// Why no signing key is available.
@@ -20,6 +21,9 @@ pub enum KeyCacheError {
     /// The key set has no key that may sign now.
     #[error("no signing key is active")]
     NoActiveKey,
+    /// The signing key failed to sign.
+    #[error("signing failed: {0}")]
+    Signing(String),
 }
 
 struct Loaded {
@@ -57,22 +61,6 @@ impl KeyCache {
             loaded: RwLock::new(None),
             refreshing: AtomicBool::new(false),
         })
-    }
-
-    /// A cache with the configured lifetime and staleness bound (`TOKEN_KEY_CACHE`, and the
-    /// pre-publication delay).
-    pub fn from_config(
-        store: Arc<dyn KeyStore>,
-        clock: Arc<dyn Clock>,
-        config: &crate::config::ServiceConfig,
-    ) -> Arc<Self> {
-        Self::new(
-            store,
-            clock,
-            config.schedule,
-            config.key_cache,
-            config.key_max_stale,
-        )
     }
 
     fn cached(&self) -> Option<(Arc<KeyRing>, OffsetDateTime)> {
@@ -123,6 +111,25 @@ impl KeyCache {
         };
         ring.signer(&self.schedule, now)
             .ok_or(KeyCacheError::NoActiveKey)
+    }
+
+    /// Signs `claims` (a JSON object) with the key the schedule selects now, its `kid` and
+    /// algorithm in the header: the one place a token is signed. Returns the token and the
+    /// key's age at `now` in seconds.
+    pub async fn sign(
+        self: &Arc<Self>,
+        claims: &[u8],
+        rng: &SystemRandom,
+        now: OffsetDateTime,
+    ) -> Result<(String, i64), KeyCacheError> {
+        let signer = self.signer().await.inspect_err(|e| {
+            tracing::error!(error = %e, "no signing key available");
+        })?;
+        let token = signer.sign_json(claims, rng).map_err(|e| {
+            tracing::error!(error = %e, kid = signer.kid(), "signing failed");
+            KeyCacheError::Signing(e.to_string())
+        })?;
+        Ok((token, (now - signer.created_at()).whole_seconds()))
     }
 }
 
