@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Init time of the release token and jwks functions (README "Performance"): starts moto, creates
+# Init time of the release token and jwks functions (docs/performance.md): starts moto, creates
 # the tables, the secret and the first signing key, then starts each function N times and reads
 # its `init_ms` log line (main() to ready for the first event, key set loaded for token) and the
 # wall time from spawning the process to that line. Prints the median of each. The functions

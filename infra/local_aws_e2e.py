@@ -2,7 +2,9 @@
 
 Reads BASE_URL, CLIENT_ID, CLIENT_SECRET, AWS_ENDPOINT_URL, AWS_REGION and TOKEN_AUDIT_TABLE
 from the environment (infra/local-aws-e2e.sh loads .data/local-aws.env). Needs PyJWT,
-cryptography and boto3 (the .venv has them).
+cryptography and boto3 (the .venv has them). The token also goes through the steps of API
+Gateway's native JWT authorizer (infra/apigw_jwt_authorizer.py), from the OpenID discovery
+document on.
 """
 
 import base64
@@ -15,6 +17,8 @@ import urllib.request
 
 import boto3
 import jwt
+
+import apigw_jwt_authorizer
 
 AUDIENCE = "https://api.example.com"
 CHECKS = []
@@ -91,6 +95,21 @@ def main():
         issuer=base,
     )
     check("token verifies against the JWKS", claims["client_id"] == client_id)
+
+    status, headers, openid = http("GET", f"{base}/.well-known/openid-configuration")
+    check("OpenID discovery answers 200 with the RFC 8414 document",
+          status == 200 and openid == metadata, f"(got {status}: {openid})")
+    check("OpenID discovery is cacheable like the metadata",
+          headers.get("Cache-Control", "").startswith("public, max-age="), str(headers))
+    authorized = apigw_jwt_authorizer.authorize(token, base, [AUDIENCE], ["api.read"])
+    check("API Gateway's JWT authorizer steps authorize the token",
+          authorized["client_id"] == client_id)
+    try:
+        apigw_jwt_authorizer.authorize(token, base, ["https://elsewhere.example.com"], ["api.read"])
+        denied = False
+    except apigw_jwt_authorizer.Denied:
+        denied = True
+    check("API Gateway's JWT authorizer steps deny another audience", denied)
 
     status, headers, body = token_request(base, client_id, secret + "x")
     check("wrong secret answers 401 invalid_client",

@@ -4,7 +4,7 @@ Usage: python infra/with_domain.py template.yaml OUT.yaml
 
 cfn-lint and `sam validate --lint` read parameter defaults only; `make template-check` lints
 this copy too, so the template is checked with a custom domain (and its DNS record) as well
-as without. Only the three Default lines change: the copy keeps every short tag as written.
+as without. Only the Default lines change: the copy keeps every short tag as written.
 """
 
 import re
@@ -18,24 +18,24 @@ EXAMPLE = {
 }
 
 
-def with_domain(text):
-    """The template text with each domain parameter's `Default: ""` set to its example."""
-    for name, value in EXAMPLE.items():
-        pattern = re.compile(rf'(\n  {name}:\n(?:    .*\n)*?    Default: )""\n')
+def set_defaults(text, values, script="with_domain.py"):
+    """The template text with each named parameter's `Default: ...` line set to its value."""
+    for name, value in values.items():
+        pattern = re.compile(rf"(\n  {name}:\n(?:    .*\n)*?    Default: ).*\n")
         text, count = pattern.subn(lambda m: f'{m.group(1)}"{value}"\n', text, count=1)
         if count != 1:
-            raise SystemExit(f'with_domain.py: no parameter {name} with Default: ""')
+            raise SystemExit(f"{script}: no parameter {name} with a Default")
     return text
 
 
-def main(argv):
+def main(argv, values=EXAMPLE, script="with_domain.py"):
     if len(argv) != 3:
-        print("usage: with_domain.py TEMPLATE OUT", file=sys.stderr)
+        print(f"usage: {script} TEMPLATE OUT", file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as f:
         text = f.read()
     with open(argv[2], "w", encoding="utf-8") as f:
-        f.write(with_domain(text))
+        f.write(set_defaults(text, values, script))
     return 0
 
 

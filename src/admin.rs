@@ -6,11 +6,12 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use crate::audit::{self, AuditRecord};
+use crate::clients::claims::ClaimsEdit;
 use crate::clients::keys::{KeyInputError, parse_public_keys};
 use crate::clients::secret::generate_secret_id;
 use crate::clients::{
-    Client, ClientAuthMethod, ClientSecret, ClientSpecError, ClientStatus, StoredSecret,
-    generate_client_id, validate_policy,
+    Client, ClientAuthMethod, ClientSecret, ClientSpecError, ClientStatus, ExtraClaims,
+    StoredSecret, generate_client_id, validate_policy,
 };
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
@@ -84,6 +85,8 @@ pub struct NewClient {
     pub token_ttl: Option<u64>,
     /// Tokens per minute; the service default when `None`.
     pub rate_limit: Option<u32>,
+    /// Extra claims of every token of the client; none when empty.
+    pub claims: ExtraClaims,
 }
 
 /// Changes to a client's policy; `None` leaves a field as it is.
@@ -103,6 +106,8 @@ pub struct ClientUpdate {
     pub token_ttl: Option<Option<u64>>,
     /// New issuance limit; `Some(None)` returns to the service default.
     pub rate_limit: Option<Option<u32>>,
+    /// Changes to the extra claims; an empty edit leaves them as they are.
+    pub claims: ClaimsEdit,
 }
 
 impl ClientUpdate {
@@ -121,10 +126,11 @@ impl ClientUpdate {
         note(self.default_audience.is_some(), "default_audience");
         note(self.token_ttl.is_some(), "token_ttl");
         note(self.rate_limit.is_some(), "rate_limit");
+        note(!self.claims.is_empty(), "claims");
         names
     }
 
-    fn apply(self, c: &mut Client) {
+    fn apply(self, c: &mut Client) -> Result<(), ClientSpecError> {
         if let Some(v) = self.name {
             c.name = v;
         }
@@ -146,6 +152,7 @@ impl ClientUpdate {
         if let Some(v) = self.rate_limit {
             c.rate_limit = v;
         }
+        Ok(self.claims.apply(&mut c.claims)?)
     }
 }
 
@@ -249,7 +256,8 @@ impl Admin {
         Ok(client)
     }
 
-    /// Checks a new client against the service's policy, stores it and audits its creation.
+    /// Checks a new client against the service's policy, stores it and audits its creation
+    /// (with `fields` and, when it has any, its `claims`).
     async fn store_new_client(
         &self,
         client: &Client,
@@ -258,7 +266,11 @@ impl Admin {
     ) -> Result<(), AdminError> {
         validate_policy(client, self.config.max_ttl)?;
         self.clients.create_client(client).await?;
-        self.record(&client.client_id, "client.create", fields, now)
+        let mut fields = fields.to_vec();
+        if !client.claims.is_empty() {
+            fields.push("claims");
+        }
+        self.record(&client.client_id, "client.create", &fields, now)
             .await
     }
 
@@ -348,8 +360,7 @@ impl Admin {
     ) -> Result<Client, AdminError> {
         let fields = update.field_names();
         self.modify(client_id, "client.update", &fields, |c, _| {
-            update.apply(c);
-            Ok(())
+            Ok(update.apply(c)?)
         })
         .await
     }
@@ -583,6 +594,7 @@ fn new_client_record(
         secrets: Vec::new(),
         auth_method,
         keys: Vec::new(),
+        claims: spec.claims,
         created_at: now,
         updated_at: now,
         version: 1,

@@ -92,6 +92,11 @@ service_settings! {
     key_cache: u64, env "TOKEN_KEY_CACHE", default 300;
     /// `Cache-Control: max-age` of the JWKS and metadata documents, in seconds.
     jwks_max_age: u64, env "TOKEN_JWKS_MAX_AGE", default 300;
+    /// Seconds the JWKS goes on serving the last public keys it read while the public-key
+    /// store fails (then `503`); with `TOKEN_JWKS_MAX_AGE` and `TOKEN_KEY_CACHE` it must stay
+    /// under `TOKEN_KEY_PREPUBLICATION`, so that a new key still reaches every verifier before
+    /// it signs. 0 serves nothing stale.
+    jwks_max_stale: u64, env "TOKEN_JWKS_MAX_STALE", default 900;
     /// Days an audit record is kept.
     audit_retention_days: u64, env "TOKEN_AUDIT_RETENTION_DAYS", default 90;
     /// Space-separated `scopes_supported` for the metadata document; when unset the embedded
@@ -140,6 +145,8 @@ pub struct ServiceConfig {
     pub key_max_stale: std::time::Duration,
     /// JWKS and metadata `max-age`, seconds.
     pub jwks_max_age: u64,
+    /// How long the JWKS serves the last public keys it read while their store fails.
+    pub jwks_max_stale: Duration,
     /// Audit retention.
     pub audit_retention: Duration,
     /// Configured `scopes_supported`, if any.
@@ -326,6 +333,7 @@ impl ServiceSettings {
             ("TOKEN_CLOCK_SKEW", self.clock_skew, SECONDS_CEILING),
             ("TOKEN_KEY_CACHE", self.key_cache, SECONDS_CEILING),
             ("TOKEN_JWKS_MAX_AGE", self.jwks_max_age, SECONDS_CEILING),
+            ("TOKEN_JWKS_MAX_STALE", self.jwks_max_stale, SECONDS_CEILING),
             (
                 "TOKEN_KEY_PREPUBLICATION",
                 self.key_prepublication,
@@ -343,6 +351,12 @@ impl ServiceSettings {
             return Err(invalid(
                 "TOKEN_KEY_PREPUBLICATION must exceed TOKEN_JWKS_MAX_AGE + TOKEN_KEY_CACHE, \
                  so that verifiers and token signers see a key before it signs",
+            ));
+        }
+        if self.key_prepublication <= self.jwks_max_age + self.key_cache + self.jwks_max_stale {
+            return Err(invalid(
+                "TOKEN_KEY_PREPUBLICATION must exceed TOKEN_JWKS_MAX_AGE + TOKEN_KEY_CACHE + \
+                 TOKEN_JWKS_MAX_STALE, so that a JWKS served stale still shows a key before it signs",
             ));
         }
         for (name, value) in [
@@ -393,12 +407,14 @@ impl ServiceSettings {
             schedule: Schedule {
                 prepublication: Duration::seconds(self.key_prepublication as i64),
                 retirement: Duration::seconds((self.max_ttl + self.clock_skew) as i64),
+                signer_refresh: Duration::seconds(self.key_cache as i64),
             },
             key_cache: std::time::Duration::from_secs(self.key_cache),
             // A cached set older than the pre-publication delay could miss a key that has
             // started signing elsewhere; past that, refusing is safer than signing.
             key_max_stale: std::time::Duration::from_secs(self.key_prepublication),
             jwks_max_age: self.jwks_max_age,
+            jwks_max_stale: Duration::seconds(self.jwks_max_stale as i64),
             audit_retention: Duration::days(self.audit_retention_days as i64),
             scopes_supported,
             limits: Limits {

@@ -1,12 +1,15 @@
 //! The token function's CloudWatch embedded metrics: one `token_requests` count per outcome,
 //! written as an EMF document after each request.
 
-mod common;
+// The embedded stack of the integration tests (tests/it), of which this test uses a part.
+#[allow(dead_code)]
+#[path = "it/support/stack.rs"]
+mod stack;
 
 use axum::body::Body;
 use axum::http::Request;
 use base64::Engine as _;
-use common::Stack;
+use stack::Stack;
 use token_service::admin::NewClient;
 use tower::ServiceExt as _;
 

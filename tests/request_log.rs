@@ -3,14 +3,17 @@
 //! and the embedded metrics document (with the signing key's age on issued tokens), together
 //! under 1 KB.
 
-mod common;
+// The embedded stack of the integration tests (tests/it), of which this test uses a part.
+#[allow(dead_code)]
+#[path = "it/support/stack.rs"]
+mod stack;
 
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use base64::Engine as _;
-use common::Stack;
 use serde_json::Value;
+use stack::Stack;
 use token_service::admin::NewClient;
 use token_service::shapes::lambda::{init_metrics, json_subscriber, log_filter, token_router};
 use tower::ServiceExt as _;
@@ -110,10 +113,15 @@ async fn each_request_logs_its_fields_and_metrics_within_the_budget() {
         assert_eq!(fields["source_ip"], "203.0.113.7", "{log}");
         assert_eq!(fields["request_id"], "JKJaXmPLvHcESHA=", "{log}");
         assert!(!log.contains(secret.as_str()) && !log.contains("wrong-secret-value"));
-        let body = String::from_utf8(body.to_vec()).unwrap();
-        if let Some(token) = serde_json::from_str::<Value>(&body).unwrap()["access_token"].as_str()
-        {
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        if outcome == "issued" {
+            assert_eq!(status, 200, "{body}");
+            let token = body["access_token"].as_str().expect("an issued token");
             assert!(!log.contains(token) && !emf.contains(token));
+        } else {
+            assert_eq!(status, 401, "{body}");
+            assert_eq!(body["error"], "invalid_client", "{body}");
+            assert!(body.get("access_token").is_none(), "{body}");
         }
 
         let docs = json_lines(&emf);

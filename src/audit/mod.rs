@@ -24,6 +24,9 @@ pub const RATE_LIMITED: &str = "rate_limited";
 /// The outcome of a failed client authentication (RFC 6749 §5.2 `invalid_client`).
 pub const INVALID_CLIENT: &str = "invalid_client";
 
+/// The outcome of every management action (its `action` says which).
+pub const ADMIN: &str = "admin";
+
 /// One entry of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -161,6 +164,14 @@ impl AuditRecord {
     pub fn is_token_request(&self) -> bool {
         self.action.is_none()
     }
+
+    /// Whether this records a refused token request: any outcome but `issued` (a rate limit
+    /// included), never a management action. Refusals are what the stores index by time
+    /// ([`AuditLog::failures`](crate::store::AuditLog::failures)), so that the audit report
+    /// finds every address's failures, under any id, without reading the whole trail.
+    pub fn is_failure(&self) -> bool {
+        self.is_token_request() && self.outcome != ISSUED && self.outcome != ADMIN
+    }
 }
 
 /// Truncates a user agent to [`MAX_USER_AGENT`] bytes on a character boundary, replacing
@@ -189,6 +200,18 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// At most this many records.
     pub limit: usize,
+}
+
+/// The refused token requests of a time range, read through the stores' failure index, and
+/// what reading them took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// The records, in no particular order. Read from the index, so on DynamoDB without the
+    /// fields it does not project (the user agent).
+    pub records: Vec<AuditRecord>,
+    /// Requests made to the store: on DynamoDB one `Query` page each (at least one per hour of
+    /// the range), on SQLite one indexed `SELECT`.
+    pub queries: usize,
 }
 
 #[cfg(test)]

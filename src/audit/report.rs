@@ -1,14 +1,16 @@
 //! The audit report (`tokenctl audit report`): each client's token requests in a period, and
 //! signs of suspicious use — a client used from a new address, an address failing against
-//! several client ids, a jump in a client's volume, a disabled client still being tried.
+//! several client ids (known or not), a jump in a client's volume, a disabled client still
+//! being tried.
 //!
 //! [`build`] reads the records through the store ports, one query per client over the period
-//! and its baseline (a DynamoDB `Query` on the client's partition, never a `Scan` unless
-//! [`ReportOptions::include_unknown`] asks for one); [`analyse`] is the pure part.
+//! and its baseline (a DynamoDB `Query` on the client's partition), and the refusals of the
+//! period under every id through the failure index ([`AuditLog::failures`]); never a `Scan` of
+//! the audit trail. [`analyse`] is the pure part.
 
 mod analyse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -29,14 +31,17 @@ pub const DEFAULT_BASELINE_PERIODS: u32 = 7;
 pub const DEFAULT_JUMP_FACTOR: f64 = 3.0;
 /// ...and at least this many requests.
 pub const DEFAULT_JUMP_MIN: usize = 20;
-/// An address is spraying when its failed authentications named at least this many client ids.
+/// An address is spraying when its failed authentications named at least this many client ids,
+/// clients' or not.
 pub const DEFAULT_SPRAY_MIN_CLIENTS: usize = 3;
+/// How many of a spraying address's unknown ids the finding shows (it counts them all).
+pub const UNKNOWN_EXAMPLES: usize = 5;
 
 /// What the report covers and when it calls something suspicious.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "OptionsJson")]
 pub struct ReportOptions {
-    /// The reported period, ending now.
-    #[serde(skip)]
+    /// The reported period, ending now (the JSON shows it as the report's `period`).
     pub period: Duration,
     /// Baseline length in periods: the records of the `baseline_periods` periods before the
     /// reported one are read too, to find new addresses and volume jumps.
@@ -47,10 +52,30 @@ pub struct ReportOptions {
     pub jump_min: usize,
     /// See [`DEFAULT_SPRAY_MIN_CLIENTS`].
     pub spray_min_clients: usize,
-    /// Also read the records of ids that are no client (unknown or deleted ids, and `-` for
-    /// requests that named none). No per-client query reaches them, so this costs one Scan of
-    /// the whole audit table instead of the per-client queries.
-    pub include_unknown: bool,
+}
+
+/// The options as the report's JSON shows them. `include_unknown` is always true: ids that
+/// are no client are always read now (through the failure index), and the field stays for
+/// readers of the JSON that was printed when reading them took a flag and a Scan.
+#[derive(Serialize)]
+struct OptionsJson {
+    baseline_periods: u32,
+    jump_factor: f64,
+    jump_min: usize,
+    spray_min_clients: usize,
+    include_unknown: bool,
+}
+
+impl From<ReportOptions> for OptionsJson {
+    fn from(o: ReportOptions) -> Self {
+        Self {
+            baseline_periods: o.baseline_periods,
+            jump_factor: o.jump_factor,
+            jump_min: o.jump_min,
+            spray_min_clients: o.spray_min_clients,
+            include_unknown: true,
+        }
+    }
 }
 
 impl ReportOptions {
@@ -62,7 +87,6 @@ impl ReportOptions {
             jump_factor: DEFAULT_JUMP_FACTOR,
             jump_min: DEFAULT_JUMP_MIN,
             spray_min_clients: DEFAULT_SPRAY_MIN_CLIENTS,
-            include_unknown: false,
         }
     }
 }
@@ -125,9 +149,9 @@ pub struct Report {
     pub findings: Findings,
     /// Every client, ordered by id.
     pub clients: Vec<ClientReport>,
-    /// Ids that are no client, with their requests in the period (`None` unless
-    /// [`ReportOptions::include_unknown`]).
-    pub unknown_clients: Option<Vec<UnknownClient>>,
+    /// Ids that are no client (unknown, deleted, `-`), with their refused requests in the
+    /// period, ordered by id as shown.
+    pub unknown_clients: Vec<UnknownClient>,
     /// What the report read.
     pub reads: Reads,
 }
@@ -149,12 +173,13 @@ pub struct ClientReport {
     pub baseline_average: Option<f64>,
 }
 
-/// Requests in the period under an id that is no client.
+/// Refused requests in the period under an id that is no client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnknownClient {
     /// The id named (`-` for none; an id shaped like a client secret is shown as `[redacted]`).
     pub client_id: String,
-    /// Its token requests in the period.
+    /// Its refused token requests in the period (the failure index holds no `issued` record:
+    /// a deleted client's tokens of the period are not counted here).
     #[serde(flatten)]
     pub counts: OutcomeCounts,
     /// How many source addresses they came from.
@@ -166,7 +191,7 @@ pub struct UnknownClient {
 pub struct Findings {
     /// A client got tokens from an address that got it none in the baseline.
     pub new_addresses: Vec<NewAddress>,
-    /// An address whose failed authentications named several client ids.
+    /// An address whose failed authentications named several client ids, clients' or not.
     pub spraying: Vec<Spraying>,
     /// A client whose requests jumped against its own baseline.
     pub volume_jumps: Vec<VolumeJump>,
@@ -200,8 +225,13 @@ pub struct NewAddress {
 pub struct Spraying {
     /// The source address.
     pub address: String,
-    /// The client ids its failed authentications named, ordered.
+    /// The ids of clients its failed authentications named, ordered.
     pub client_ids: Vec<String>,
+    /// How many distinct ids that are no client they named (`-`, no id, is none).
+    pub unknown_ids: usize,
+    /// Up to [`UNKNOWN_EXAMPLES`] of those, ordered as shown (an id shaped like a client
+    /// secret is `[redacted]`): a guesser's pattern, never the whole list of guesses.
+    pub unknown_examples: Vec<String>,
     /// Its failed authentications in the period.
     pub failures: usize,
 }
@@ -235,18 +265,24 @@ pub struct Reads {
     pub client_list: usize,
     /// Audit queries of one client each (a paginated `Query` on DynamoDB).
     pub audit_queries: usize,
-    /// Audit reads across all clients (a `Scan` of the whole audit table on DynamoDB).
+    /// Audit reads across all clients (a `Scan` of the whole audit table on DynamoDB). Always
+    /// 0: the report no longer makes one; kept for readers of its JSON.
     pub audit_scans: usize,
-    /// Audit records read.
+    /// Reads of the failure index ([`crate::audit::Failures::queries`]): on DynamoDB one
+    /// `Query` per hour of the period and per further 1 MB page, on SQLite one.
+    pub failure_queries: usize,
+    /// Audit records read (the clients' and the period's refusals).
     pub records: usize,
 }
 
 /// Reads the clients and their audit records through the store ports and makes the report for
 /// the period ending at `clock`'s now.
 ///
-/// Cost: one read of the client list, then one audit query per client over the baseline and
-/// the period; with [`ReportOptions::include_unknown`], one read of the whole audit trail over
-/// that time instead of the per-client queries.
+/// Cost: one read of the client list, one audit query per client over the baseline and the
+/// period, and the period's refusals through the failure index (on DynamoDB one `Query` per
+/// hour and page), whose records under ids that are no client complete the clients' own.
+/// Those of clients are taken from the clients' partitions, which hold records written before
+/// the index existed too.
 pub async fn build(
     clients: &dyn ClientStore,
     audit: &dyn AuditLog,
@@ -266,16 +302,20 @@ pub async fn build(
         ..AuditQuery::default()
     };
     let mut records = Vec::new();
-    if options.include_unknown {
-        records = audit.query(&query(None)).await?;
-        reads.audit_scans = 1;
-    } else {
-        for client in &list {
-            records.extend(audit.query(&query(Some(&client.client_id))).await?);
-            reads.audit_queries += 1;
-        }
+    for client in &list {
+        records.extend(audit.query(&query(Some(&client.client_id))).await?);
+        reads.audit_queries += 1;
     }
-    reads.records = records.len();
+    let failures = audit.failures(window.start, window.end).await?;
+    reads.failure_queries = failures.queries;
+    reads.records = records.len() + failures.records.len();
+    let known: BTreeSet<&str> = list.iter().map(|c| c.client_id.as_str()).collect();
+    records.extend(
+        failures
+            .records
+            .into_iter()
+            .filter(|r| !known.contains(r.client_id.as_str())),
+    );
     Ok(analyse(&list, &records, window, options, reads))
 }
 

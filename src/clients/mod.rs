@@ -1,11 +1,13 @@
 //! Client records: who may ask for tokens, with which scopes, audiences and secrets.
 
+pub mod claims;
 pub mod keys;
 pub mod secret;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use claims::{ClaimError, ExtraClaims};
 pub use keys::ClientKey;
 pub use secret::{ClientSecret, SecretHash};
 
@@ -108,6 +110,11 @@ pub struct Client {
     /// The public keys of a `private_key_jwt` client.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ClientKey>,
+    /// Extra claims put at the top level of every token of the client (never a registered
+    /// name, see [`claims::RESERVED_CLAIMS`]). Absent from records without any, so those
+    /// read and write as before.
+    #[serde(default, skip_serializing_if = "ExtraClaims::is_empty")]
+    pub claims: ExtraClaims,
     /// When the client was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -165,6 +172,9 @@ pub enum ClientSpecError {
         keys::MAX_CLIENT_KEYS
     )]
     InvalidKeys,
+    /// An extra claim is refused.
+    #[error(transparent)]
+    Claims(#[from] ClaimError),
 }
 
 /// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
@@ -218,6 +228,7 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     if client.token_ttl.is_some_and(|t| t == 0 || t > max_ttl) {
         return Err(ClientSpecError::InvalidTtl(max_ttl));
     }
+    claims::validate(&client.claims)?;
     validate_credentials(client)
 }
 

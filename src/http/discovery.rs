@@ -1,5 +1,7 @@
-//! `GET /.well-known/jwks.json` (RFC 7517) and `GET /.well-known/oauth-authorization-server`
-//! (RFC 8414). They read public keys only: the JWKS function has no access to private keys.
+//! `GET /.well-known/jwks.json` (RFC 7517), `GET /.well-known/oauth-authorization-server`
+//! (RFC 8414) and `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4,
+//! where API Gateway's JWT authorizer looks). They read public keys only: the JWKS function has
+//! no access to private keys.
 
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use axum::{Json, Router};
 use crate::clients::keys::ASSERTION_ALGORITHMS;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
-use crate::keys::jwk::jwks;
+use crate::keys::PublicKeyRecord;
+use crate::keys::jwk::{jwks, oldest_pending_age};
 use crate::store::{ClientStore, PublicKeyStore};
 
 /// Where `scopes_supported` comes from.
@@ -29,6 +32,10 @@ pub struct Discovery {
     public_keys: Arc<dyn PublicKeyStore>,
     scopes: ScopesSupported,
     clock: Arc<dyn Clock>,
+    /// The last public keys read and when: served while the store fails, for at most
+    /// `jwks_max_stale`. The keys change only at rotation, and the schedule applied to them
+    /// at the time of the request keeps the document right meanwhile.
+    last_read: std::sync::Mutex<Option<(Vec<PublicKeyRecord>, time::OffsetDateTime)>>,
 }
 
 impl Discovery {
@@ -44,6 +51,34 @@ impl Discovery {
             public_keys,
             scopes,
             clock,
+            last_read: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The public keys: read from the store, or, while it fails, the last ones read if they
+    /// are at most `jwks_max_stale` old.
+    async fn public_keys(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<PublicKeyRecord>, Response> {
+        let last_read = || self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        match self.public_keys.public_keys().await {
+            Ok(records) => {
+                *last_read() = Some((records.clone(), now));
+                Ok(records)
+            }
+            Err(e) => match &*last_read() {
+                Some((records, read_at)) if now - *read_at <= self.config.jwks_max_stale => {
+                    metrics::counter!("jwks_served_stale").increment(1);
+                    tracing::warn!(
+                        error = %e,
+                        age_seconds = (now - *read_at).whole_seconds(),
+                        "public key store unavailable; serving the keys last read"
+                    );
+                    Ok(records.clone())
+                }
+                _ => Err(unavailable("public key store", e)),
+            },
         }
     }
 }
@@ -56,6 +91,13 @@ pub(super) fn routes(discovery: Arc<Discovery>) -> Router {
         )
         .route(
             "/.well-known/oauth-authorization-server",
+            get(metadata).fallback(not_get),
+        )
+        // The same handler, so the two documents can never disagree: a consumer that looks
+        // for OpenID discovery (API Gateway's JWT authorizer follows its `jwks_uri`) reads
+        // exactly the RFC 8414 metadata.
+        .route(
+            "/.well-known/openid-configuration",
             get(metadata).fallback(not_get),
         )
         .with_state(discovery)
@@ -84,15 +126,18 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 async fn jwks_document(State(d): State<Arc<Discovery>>) -> Response {
-    match d.public_keys.public_keys().await {
-        Ok(records) => {
-            let set = jwks(&records, &d.config.schedule, d.clock.now());
-            match serde_json::to_value(set) {
-                Ok(body) => cacheable(&d, body),
-                Err(e) => unavailable("jwks", e),
-            }
-        }
-        Err(e) => unavailable("public key store", e),
+    let now = d.clock.now();
+    let records = match d.public_keys(now).await {
+        Ok(records) => records,
+        Err(unavailable) => return unavailable,
+    };
+    if let Some(age) = oldest_pending_age(&records, now) {
+        // A rotation under way; the alarm on it fires when this stays above an hour.
+        metrics::histogram!("pending_key_age_seconds").record(age as f64);
+    }
+    match serde_json::to_value(jwks(&records, &d.config.schedule, now)) {
+        Ok(body) => cacheable(&d, body),
+        Err(e) => unavailable("jwks", e),
     }
 }
 

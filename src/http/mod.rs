@@ -31,8 +31,9 @@ pub fn token_routes(service: Arc<TokenService>) -> Router {
     token::routes(service).fallback(not_found)
 }
 
-/// The discovery routes: `GET /.well-known/jwks.json` and
-/// `GET /.well-known/oauth-authorization-server`.
+/// The discovery routes: `GET /.well-known/jwks.json`,
+/// `GET /.well-known/oauth-authorization-server` and `GET /.well-known/openid-configuration`
+/// (the same document).
 pub fn discovery_routes(discovery: Arc<Discovery>) -> Router {
     discovery::routes(discovery).fallback(not_found)
 }

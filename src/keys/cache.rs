@@ -163,6 +163,7 @@ mod tests {
     const SCHEDULE: Schedule = Schedule {
         prepublication: time::Duration::hours(1),
         retirement: time::Duration::seconds(3660),
+        signer_refresh: time::Duration::minutes(5),
     };
 
     #[tokio::test]

@@ -50,6 +50,17 @@ pub struct PublicKeyRecord {
     /// When it may start signing.
     #[serde(with = "time::serde::rfc3339")]
     pub activates_at: OffsetDateTime,
+    /// Published by a rotation that has not finished (AWS: its key set is `AWSPENDING`, not
+    /// `AWSCURRENT`): it does not sign, and no key retires because of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+    /// When the key's set became current, where a rotation recorded it (`finishSecret`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub current_since: Option<OffsetDateTime>,
 }
 
 impl PublicKeyRecord {
@@ -61,6 +72,8 @@ impl PublicKeyRecord {
             jwk: public_jwk(&entry.kid, &pair),
             created_at: entry.created_at,
             activates_at: entry.activates_at,
+            pending: false,
+            current_since: None,
         })
     }
 }
@@ -75,6 +88,22 @@ impl KeyTimes for PublicKeyRecord {
     fn activates_at(&self) -> OffsetDateTime {
         self.activates_at
     }
+    fn is_pending(&self) -> bool {
+        self.pending
+    }
+    fn current_since(&self) -> Option<OffsetDateTime> {
+        self.current_since
+    }
+}
+
+/// How long the oldest pending key has been waiting for its rotation to finish at `now`
+/// (`None` when no rotation is under way): a stuck rotation shows as a growing age.
+pub fn oldest_pending_age(records: &[PublicKeyRecord], now: OffsetDateTime) -> Option<i64> {
+    records
+        .iter()
+        .filter(|r| r.pending)
+        .map(|r| (now - r.created_at).whole_seconds())
+        .max()
 }
 
 /// The JWKS document at `now`: exactly the keys the schedule publishes.

@@ -273,6 +273,7 @@ pub(crate) mod tests {
         let schedule = Schedule {
             prepublication: time::Duration::hours(1),
             retirement: time::Duration::seconds(3660),
+            signer_refresh: time::Duration::minutes(5),
         };
         let t0 = OffsetDateTime::now_utc();
         let first = KeySet::default().rotated(t0, &schedule).unwrap();

@@ -4,6 +4,9 @@
 //! - A key is published while it signs, while it is not active yet, and for
 //!   (maximum token lifetime + clock skew) after a newer key took over, so that every token it
 //!   signed can still be verified until it expires.
+//! - A pending key (published by a rotation that has not finished: on AWS, its key set is not
+//!   `AWSCURRENT` yet) neither signs nor takes over: the key that signs keeps signing and stays
+//!   published however long a rotation is stuck.
 //!
 //! The same rules serve the token function (private key set) and the JWKS function (public key
 //! records): both only need the timestamps, through [`KeyTimes`].
@@ -18,6 +21,16 @@ pub trait KeyTimes {
     fn created_at(&self) -> OffsetDateTime;
     /// When the key may start signing.
     fn activates_at(&self) -> OffsetDateTime;
+    /// Whether the key belongs to a rotation that has not finished (its set is not the one
+    /// that signs yet). Keys of a private key set never are.
+    fn is_pending(&self) -> bool {
+        false
+    }
+    /// When the key's set became the one that signs, where that is recorded (published keys
+    /// of the AWS shape); `None` when it was before the key's activation.
+    fn current_since(&self) -> Option<OffsetDateTime> {
+        None
+    }
 }
 
 /// The timing parameters of rotation.
@@ -27,6 +40,9 @@ pub struct Schedule {
     pub prepublication: Duration,
     /// How long a retired key stays published: maximum token lifetime + clock skew allowance.
     pub retirement: Duration,
+    /// How long a token signer may go on with the key set it loaded (the key cache lifetime):
+    /// a key that becomes current late, after its activation time, takes over only then.
+    pub signer_refresh: Duration,
 }
 
 fn order_key<K: KeyTimes>(k: &K) -> (OffsetDateTime, OffsetDateTime, &str) {
@@ -41,7 +57,7 @@ impl Schedule {
         now: OffsetDateTime,
     ) -> Option<&'a K> {
         keys.iter()
-            .filter(|k| k.activates_at() <= now)
+            .filter(|k| !k.is_pending() && k.activates_at() <= now)
             .max_by(|a, b| order_key(*a).cmp(&order_key(*b)))
     }
 
@@ -53,14 +69,26 @@ impl Schedule {
         if key.activates_at() > now {
             return true;
         }
-        // The key that took over from this one: the next to activate after it, if it has.
+        // The key that took over from this one: the next to activate after it, if it has; a
+        // pending key takes over from none.
         let successor = keys
             .iter()
-            .filter(|k| order_key(*k) > order_key(key) && k.activates_at() <= now)
+            .filter(|k| {
+                !k.is_pending() && order_key(*k) > order_key(key) && k.activates_at() <= now
+            })
             .min_by(|a, b| order_key(*a).cmp(&order_key(*b)));
         match successor {
             None => true,
-            Some(next) => now < next.activates_at() + self.retirement,
+            Some(next) => now < self.takes_over(next) + self.retirement,
+        }
+    }
+
+    /// When a key takes over from its predecessor: at its activation, or, when its set became
+    /// current after that (a rotation that was stuck), once every signer has loaded that set.
+    fn takes_over<K: KeyTimes>(&self, key: &K) -> OffsetDateTime {
+        match key.current_since() {
+            Some(since) => key.activates_at().max(since + self.signer_refresh),
+            None => key.activates_at(),
         }
     }
 
@@ -91,9 +119,58 @@ mod tests {
         }
     }
 
+    /// A published key with its rotation's stage.
+    #[derive(Debug, Clone)]
+    struct Staged(K, bool, Option<OffsetDateTime>);
+    impl KeyTimes for Staged {
+        fn kid(&self) -> &str {
+            self.0.kid()
+        }
+        fn created_at(&self) -> OffsetDateTime {
+            self.0.created_at()
+        }
+        fn activates_at(&self) -> OffsetDateTime {
+            self.0.activates_at()
+        }
+        fn is_pending(&self) -> bool {
+            self.1
+        }
+        fn current_since(&self) -> Option<OffsetDateTime> {
+            self.2
+        }
+    }
+
+    #[test]
+    fn a_stuck_rotation_never_unpublishes_the_key_that_signs() {
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let created = t0 + Duration::days(1);
+        let old = K("old".into(), t0, t0);
+        let new = K("new".into(), created, created + SCHEDULE.prepublication);
+        let stuck = [
+            Staged(old.clone(), false, None),
+            Staged(new.clone(), true, None),
+        ];
+        // Long past the pending key's activation plus the retirement period.
+        let later = t0 + Duration::days(3);
+        assert_eq!(SCHEDULE.signing_key(&stuck, later).unwrap().kid(), "old");
+        assert!(SCHEDULE.is_published(&stuck, "old", later));
+        assert!(
+            SCHEDULE.is_published(&stuck, "new", later),
+            "a pending key stays published"
+        );
+        // The rotation finishes late: the old key stays published until every signer has
+        // loaded the new set and the tokens it signed meanwhile have expired.
+        let finished = [Staged(old, false, None), Staged(new, false, Some(later))];
+        let retired = later + SCHEDULE.signer_refresh + SCHEDULE.retirement;
+        assert_eq!(SCHEDULE.signing_key(&finished, later).unwrap().kid(), "new");
+        assert!(SCHEDULE.is_published(&finished, "old", retired - Duration::seconds(1)));
+        assert!(!SCHEDULE.is_published(&finished, "old", retired));
+    }
+
     const SCHEDULE: Schedule = Schedule {
         prepublication: Duration::hours(1),
         retirement: Duration::seconds(3600 + 60),
+        signer_refresh: Duration::minutes(5),
     };
 
     fn kids<'a>(keys: &[&'a K]) -> Vec<&'a str> {

@@ -1,6 +1,7 @@
 //! Access-token claims (RFC 9068 §2.2, RFC 7519 §4.1).
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The `aud` claim: one resource as a string, several as an array (RFC 7519 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +32,8 @@ impl Audience {
     }
 }
 
-/// The claims of every access token the service issues.
+/// The claims of every access token the service issues: the registered ones in this order,
+/// then the client's own extra claims, if any, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
     /// Issuer: the configured issuer URL.
@@ -52,4 +54,8 @@ pub struct AccessTokenClaims {
     pub jti: String,
     /// Granted scopes, space-delimited.
     pub scope: String,
+    /// The client's extra claims, at the top level; empty for most clients, which then get
+    /// exactly the claims above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use super::OAuthError;
 use super::claims::{AccessTokenClaims, Audience};
 use super::scope::ScopeSet;
+use crate::clients::claims::is_reserved;
 use crate::clients::{Client, ClientAuthMethod, SecretHash};
 
 /// Client-secret authentication (RFC 6749 §2.3.1): the client if `secret` matches one of its
@@ -114,7 +115,20 @@ pub fn access_token_claims(
         exp: iat.saturating_add_unsigned(grant.lifetime),
         jti,
         scope: grant.scope.to_scope_string(),
+        extra: extra_claims(client),
     }
+}
+
+/// The client's extra claims for its token. Admin refuses registered names; one written to the
+/// store by other means is still never emitted, so it can neither shadow nor repeat a claim
+/// the service sets.
+fn extra_claims(client: &Client) -> serde_json::Map<String, serde_json::Value> {
+    client
+        .claims
+        .iter()
+        .filter(|(name, _)| !is_reserved(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -147,6 +161,7 @@ mod tests {
             }],
             auth_method: ClientAuthMethod::ClientSecret,
             keys: Vec::new(),
+            claims: Default::default(),
             created_at: at(0),
             updated_at: at(0),
             version: 1,
@@ -263,6 +278,44 @@ mod tests {
         assert_eq!(
             (claims.jti.as_str(), claims.scope.as_str()),
             ("j", "read write")
+        );
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            scope: ScopeSet::parse("read").unwrap(),
+            audience: Audience::One("https://a.test/".to_owned()),
+            lifetime: 300,
+        }
+    }
+
+    #[test]
+    fn a_client_without_claims_gets_exactly_the_registered_claims_in_order() {
+        let client = client_with(&ClientSecret::generate(), None);
+        let claims =
+            access_token_claims("https://issuer.test", &client, &grant(), at(0), "j".into());
+        let payload = serde_json::to_string(&claims).unwrap();
+        assert_eq!(
+            payload,
+            r#"{"iss":"https://issuer.test","sub":"svc","client_id":"svc","aud":"https://a.test/","iat":1700000000,"nbf":1700000000,"exp":1700000300,"jti":"j","scope":"read"}"#
+        );
+    }
+
+    #[test]
+    fn extra_claims_follow_the_registered_ones_typed_and_never_replace_them() {
+        let mut client = client_with(&ClientSecret::generate(), None);
+        let extra = serde_json::json!({"tenant": "acme", "seats": 25, "org": {"id": [1, 2]}});
+        client.claims = extra.as_object().unwrap().clone();
+        // Written to the store by other means than admin, which refuses it.
+        client
+            .claims
+            .insert("iss".to_owned(), "https://evil.test".into());
+        let claims =
+            access_token_claims("https://issuer.test", &client, &grant(), at(0), "j".into());
+        let payload = serde_json::to_string(&claims).unwrap();
+        assert_eq!(
+            payload,
+            r#"{"iss":"https://issuer.test","sub":"svc","client_id":"svc","aud":"https://a.test/","iat":1700000000,"nbf":1700000000,"exp":1700000300,"jti":"j","scope":"read","org":{"id":[1,2]},"seats":25,"tenant":"acme"}"#
         );
     }
 }

@@ -104,33 +104,41 @@ pub struct AwsShape {
     secrets: aws_sdk_secretsmanager::Client,
     #[cfg(feature = "secrets")]
     rotation_steps: StepsRunner,
+    /// Secrets Manager as the caller configured it, without the shape's bounds: a rotation
+    /// started from outside the stack waits for the function up to its own `--wait`, and a
+    /// bound made for answering requests would only turn one slow look into a failed rotation.
+    #[cfg(feature = "secrets")]
+    rotation_secrets: aws_sdk_secretsmanager::Client,
     #[cfg(feature = "cli")]
     sts: aws_sdk_sts::Client,
 }
 
 impl AwsShape {
     /// Builds the SDK clients from one loaded SDK configuration, bounded in time by
-    /// [`bounded_sdk_config`].
+    /// [`bounded_sdk_config`]; only an operator's calls outside any request (a key rotation's
+    /// wait, the caller's identity) keep the configuration's own timeouts.
     pub fn new(
         sdk: &SdkConfig,
         resources: AwsResources,
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let sdk = bounded_sdk_config(sdk);
+        let bounded = bounded_sdk_config(sdk);
         Self {
             config: Arc::new(config),
             resources,
             clock,
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&bounded),
             #[cfg(feature = "secrets")]
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&bounded),
             #[cfg(feature = "secrets")]
             rotation_steps: StepsRunner::SecretsManager {
                 wait: ROTATION_WAIT,
             },
+            #[cfg(feature = "secrets")]
+            rotation_secrets: aws_sdk_secretsmanager::Client::new(sdk),
             #[cfg(feature = "cli")]
-            sts: aws_sdk_sts::Client::new(&sdk),
+            sts: aws_sdk_sts::Client::new(sdk),
         }
     }
 
@@ -307,7 +315,7 @@ impl AwsShape {
             clients: self.clients(),
             audit: self.audit(),
             rotation: Arc::new(SecretsManagerRotation::new(
-                self.secrets.clone(),
+                self.rotation_secrets.clone(),
                 self.resources.key_secret_id.clone(),
                 self.rotation_steps.clone(),
                 self.clock.clone(),

@@ -1,7 +1,7 @@
 //! Storage ports, one small trait per capability, and their implementations.
 //!
 //! Handlers depend on these traits only; each shape (embedded, AWS) chooses its adapters at
-//! start-up. Every adapter must pass the same conformance tests (`tests/store_conformance.rs`).
+//! start-up. Every adapter must pass the same conformance tests (`tests/it/store_conformance.rs`).
 
 pub mod aws;
 #[cfg(feature = "embedded")]
@@ -11,8 +11,9 @@ pub mod rotation;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
-use crate::audit::{AuditQuery, AuditRecord};
+use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::Client;
 use crate::keys::{KeySet, PublicKeyRecord};
 
@@ -59,6 +60,15 @@ pub trait AuditLog: Send + Sync {
     async fn append(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Records matching the query, newest first.
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The refused token requests ([`AuditRecord::is_failure`]) in `[since, until)`, under any
+    /// client id or none, read through an index of refusals by time: the cost follows the
+    /// number of refusals, never the size of the trail (DynamoDB: a sparse global secondary
+    /// index, one `Query` per hour; SQLite: a partial index).
+    async fn failures(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Failures, StoreError>;
 }
 
 /// The private key set (Secrets Manager secret, or a table of the SQLite file).

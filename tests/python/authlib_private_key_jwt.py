@@ -1,5 +1,5 @@
 """A private_key_jwt client built on Authlib, an independent OAuth library: what a customer
-would run. Used by tests/private_key_jwt_authlib.rs.
+would run. Used by tests/it/private_key_jwt_authlib.rs.
 
   keygen DIR            writes DIR/private.pem and DIR/public.jwk.json (RSA 2048, public only)
   token BASE ID PEM     gets a token with Authlib's PrivateKeyJWT (exp = iat + 3600, its

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     ClientReport, DisabledTried, Findings, NewAddress, Reads, Report, ReportOptions, Span,
-    Spraying, UnknownClient, VolumeJump, Window, by_client, periods_existed, shown_id,
+    Spraying, UNKNOWN_EXAMPLES, UnknownClient, VolumeJump, Window, by_client, periods_existed,
+    shown_id,
 };
 use crate::audit::stats::OutcomeCounts;
 use crate::audit::{AuditRecord, INVALID_CLIENT, ISSUED, NO_CLIENT};
@@ -14,8 +15,7 @@ use crate::clients::{Client, ClientStatus};
 const DISABLE_ACTION: &str = "client.disable";
 
 /// The report on `records` (those of the baseline and the period; others are ignored) about
-/// `clients`. Records of ids that are no client feed the spraying finding and the unknown ids,
-/// listed only when `options.include_unknown`.
+/// `clients`. Records of ids that are no client feed the spraying finding and the unknown ids.
 pub fn analyse(
     clients: &[Client],
     records: &[AuditRecord],
@@ -34,19 +34,16 @@ pub fn analyse(
         reports.push(report);
     }
     reports.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-    findings.spraying = spraying(records, window, options);
     let known: BTreeSet<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
-    let unknown = options.include_unknown.then(|| {
-        let mut unknown: Vec<UnknownClient> = groups
-            .iter()
-            .filter(|(id, _)| !known.contains(*id))
-            .map(|(id, own)| unknown_client(id, own, window))
-            .filter(|u| u.counts.requests() > 0)
-            .collect();
-        // Ordered as shown, like the spraying finding's ids.
-        unknown.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        unknown
-    });
+    findings.spraying = spraying(records, &known, window, options);
+    let mut unknown: Vec<UnknownClient> = groups
+        .iter()
+        .filter(|(id, _)| !known.contains(*id))
+        .map(|(id, own)| unknown_client(id, own, window))
+        .filter(|u| u.counts.requests() > 0)
+        .collect();
+    // Ordered as shown, like the spraying finding's ids.
+    unknown.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     Report {
         period: Span {
             since: window.start,
@@ -175,8 +172,14 @@ fn disabled_tried(client: &Client, own: &[&AuditRecord], window: Window) -> Opti
 }
 
 /// Addresses whose failed authentications in the period named at least
-/// `options.spray_min_clients` client ids (`-`, no id, does not count as one).
-fn spraying(records: &[AuditRecord], window: Window, options: &ReportOptions) -> Vec<Spraying> {
+/// `options.spray_min_clients` ids, those of `known` clients and others alike (`-`, no id,
+/// does not count as one).
+fn spraying(
+    records: &[AuditRecord],
+    known: &BTreeSet<&str>,
+    window: Window,
+    options: &ReportOptions,
+) -> Vec<Spraying> {
     let mut by_address: BTreeMap<&str, (BTreeSet<&str>, usize)> = BTreeMap::new();
     let failures = records.iter().filter(|r| {
         r.is_token_request() && r.outcome == INVALID_CLIENT && window.in_period(r.timestamp)
@@ -195,11 +198,15 @@ fn spraying(records: &[AuditRecord], window: Window, options: &ReportOptions) ->
         .into_iter()
         .filter(|(_, (ids, _))| ids.len() >= options.spray_min_clients.max(1))
         .map(|(address, (ids, failures))| {
-            let mut client_ids: Vec<String> = ids.into_iter().map(shown_id).collect();
-            client_ids.sort();
+            let (clients, unknown): (Vec<&str>, Vec<&str>) =
+                ids.into_iter().partition(|id| known.contains(id));
+            // Shown ids can coincide (`[redacted]`): a set, ordered as shown.
+            let shown: BTreeSet<String> = unknown.iter().map(|id| shown_id(id)).collect();
             Spraying {
                 address: address.to_owned(),
-                client_ids,
+                client_ids: clients.into_iter().map(str::to_owned).collect(),
+                unknown_ids: unknown.len(),
+                unknown_examples: shown.into_iter().take(UNKNOWN_EXAMPLES).collect(),
                 failures,
             }
         })
@@ -253,6 +260,7 @@ mod tests {
             secrets: Vec::new(),
             auth_method: Default::default(),
             keys: Vec::new(),
+            claims: Default::default(),
             created_at,
             updated_at: created_at,
             version: 1,
@@ -343,30 +351,64 @@ mod tests {
             .iter()
             .map(|id| record(id, Duration::hours(1), INVALID_CLIENT, Some("192.0.2.1")))
             .collect();
-        let report = analyse(
-            &[],
-            &records,
-            Window::at(NOW, &options()),
-            &ReportOptions {
-                include_unknown: true,
-                ..options()
-            },
-            Reads::default(),
-        );
+        let report = run(&[], &records);
         let text = serde_json::to_string(&report).unwrap();
         assert!(!text.contains(&secret), "{text}");
         let spraying = &report.findings.spraying[0];
-        assert_eq!(spraying.client_ids, ["[redacted]", "a", "b"]);
+        assert!(spraying.client_ids.is_empty());
+        assert_eq!(spraying.unknown_ids, 3);
+        assert_eq!(spraying.unknown_examples, ["[redacted]", "a", "b"]);
         assert_eq!(
             spraying.failures, 4,
             "the request naming no client counts as a failure"
         );
         let unknown: Vec<_> = report
             .unknown_clients
-            .unwrap()
             .into_iter()
             .map(|u| u.client_id)
             .collect();
         assert_eq!(unknown, [NO_CLIENT, "[redacted]", "a", "b"]);
+    }
+
+    #[test]
+    fn a_spraying_address_counts_every_unknown_id_and_shows_a_few() {
+        let known = client("real", NOW - Duration::days(30));
+        let mut records: Vec<_> = (0..12)
+            .map(|i| {
+                let id = format!("guess-{i:02}");
+                record(&id, Duration::hours(1), INVALID_CLIENT, Some("192.0.2.9"))
+            })
+            .collect();
+        records.push(record(
+            "real",
+            Duration::hours(1),
+            INVALID_CLIENT,
+            Some("192.0.2.9"),
+        ));
+        // Below the threshold: one unknown id and one client's.
+        records.push(record(
+            "typo",
+            Duration::hours(1),
+            INVALID_CLIENT,
+            Some("10.0.0.5"),
+        ));
+        records.push(record(
+            "real",
+            Duration::hours(1),
+            INVALID_CLIENT,
+            Some("10.0.0.5"),
+        ));
+        let report = run(&[known], &records);
+        let s = &report.findings.spraying;
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].address, "192.0.2.9");
+        assert_eq!(s[0].client_ids, ["real"]);
+        assert_eq!(s[0].unknown_ids, 12);
+        assert_eq!(
+            s[0].unknown_examples,
+            ["guess-00", "guess-01", "guess-02", "guess-03", "guess-04"]
+        );
+        assert_eq!(s[0].failures, 13);
+        assert_eq!(report.unknown_clients.len(), 13, "12 guesses and the typo");
     }
 }

@@ -106,11 +106,13 @@ pub enum ClientsCommand {
         /// Ed25519). Needs --auth private_key_jwt. A private key is refused.
         #[arg(long)]
         jwk: Option<PathBuf>,
+        #[command(flatten)]
+        claims: ClaimArgs,
     },
     /// Add, remove and list the public keys of a private_key_jwt client.
     #[command(subcommand)]
     Keys(ClientKeysCommand),
-    /// Change a client's scopes, audiences, token lifetime or issuance limit.
+    /// Change a client's scopes, audiences, token lifetime, issuance limit or extra claims.
     Update {
         /// Client id.
         #[arg(allow_hyphen_values = true)]
@@ -136,6 +138,11 @@ pub enum ClientsCommand {
         /// New tokens-per-minute limit, or `default`.
         #[arg(long)]
         rate_limit: Option<String>,
+        #[command(flatten)]
+        claims: ClaimArgs,
+        /// Remove this extra claim (repeat).
+        #[arg(long = "remove-claim", value_name = "NAME")]
+        remove_claims: Vec<String>,
     },
     /// Delete a client (its audit trail stays).
     Delete {
@@ -172,6 +179,20 @@ pub enum ClientsCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
+}
+
+/// The extra token claims of `clients create` and `clients update` (README "Access tokens":
+/// names, sizes and the registered names refused).
+#[derive(Debug, clap::Args)]
+pub struct ClaimArgs {
+    /// Extra token claim with a string value (repeat). On update it sets this name and keeps
+    /// the others.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+    /// File with the extra claims as a JSON object (values of any JSON type). On update it
+    /// replaces the whole set; --claim then adds to it.
+    #[arg(long = "claims-json", value_name = "FILE")]
+    pub claims_json: Option<PathBuf>,
 }
 
 /// `--auth` of `clients create`.
@@ -282,8 +303,9 @@ pub struct AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditSubcommand {
     /// For each client: tokens, failures and limits in the period; and what looks suspicious
-    /// (a new source address, an address failing against several client ids, a jump in
-    /// volume, a disabled client still tried). One audit query per client.
+    /// (a new source address, an address failing against several client ids, known or not, a
+    /// jump in volume, a disabled client still tried). One audit query per client, and the
+    /// period's refusals through the failure index (one query per hour on DynamoDB).
     Report(ReportArgs),
 }
 
@@ -304,9 +326,9 @@ pub struct ReportArgs {
     /// Spraying: an address whose failed authentications named at least this many client ids.
     #[arg(long, default_value_t = report::DEFAULT_SPRAY_MIN_CLIENTS)]
     pub spray_min_clients: usize,
-    /// Also report ids that are no client (unknown, deleted, `-`): costs one Scan of the whole
-    /// audit table (on DynamoDB) instead of one Query per client.
-    #[arg(long)]
+    /// No longer needed: ids that are no client are always reported, read through the
+    /// failure index. Accepted for old scripts, with a warning, and ignored.
+    #[arg(long, hide = true)]
     pub include_unknown: bool,
 }
 

@@ -72,12 +72,17 @@ async fn audit_report(admin: &Admin, json: bool, args: ReportArgs) -> CliResult 
     if !(args.jump_factor.is_finite() && args.jump_factor >= 0.0) {
         return Err("--jump-factor must be a number of at least 0".into());
     }
+    if args.include_unknown {
+        eprintln!(
+            "tokenctl: --include-unknown is no longer needed and is ignored: the report always \
+             reads ids that are no client, through the failure index"
+        );
+    }
     let options = ReportOptions {
         baseline_periods: args.baseline_periods,
         jump_factor: args.jump_factor,
         jump_min: args.jump_min,
         spray_min_clients: args.spray_min_clients,
-        include_unknown: args.include_unknown,
         ..ReportOptions::new(period)
     };
     let report = report::build(

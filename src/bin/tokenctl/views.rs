@@ -3,9 +3,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 use token_service::audit::AuditRecord;
-use token_service::audit::report::{Findings, Report};
+use token_service::audit::report::{Findings, Report, UnknownClient};
 use token_service::audit::stats::ClientStats;
-use token_service::clients::{Client, ClientAuthMethod, ClientKey, ClientStatus, StoredSecret};
+use token_service::clients::{
+    Client, ClientAuthMethod, ClientKey, ClientStatus, ExtraClaims, StoredSecret,
+};
 use token_service::keys::KeySet;
 
 use crate::commands::CliResult;
@@ -25,6 +27,7 @@ pub struct ClientView {
     pub secrets: Vec<SecretView>,
     auth_method: ClientAuthMethod,
     keys: Vec<ClientKeyView>,
+    claims: ExtraClaims,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -100,6 +103,7 @@ impl From<&Client> for ClientView {
             secrets: c.secrets.iter().map(SecretView::from).collect(),
             auth_method: c.auth_method,
             keys: c.keys.iter().map(ClientKeyView::from).collect(),
+            claims: c.claims.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -144,6 +148,9 @@ pub fn print_client(c: &Client) {
     }
     println!("version:          {}", c.version);
     println!("auth method:      {}", c.auth_method.as_str());
+    for (name, value) in &c.claims {
+        println!("claim:            {name} = {value}");
+    }
     for k in &c.keys {
         println!(
             "key:              {} ({}, added {})",
@@ -250,26 +257,43 @@ pub fn print_report(report: &Report) {
             n.limited
         );
     }
-    if let Some(unknown) = &report.unknown_clients {
-        println!();
-        println!(
-            "{:<24} {:>7} {:>7} {:>7} {:>9}",
-            "UNKNOWN_CLIENT_ID", "ISSUED", "FAILED", "LIMITED", "ADDRESSES"
-        );
-        for u in unknown {
-            let n = &u.counts;
-            println!(
-                "{:<24} {:>7} {:>7} {:>7} {:>9}",
-                u.client_id, n.issued, n.failed, n.limited, u.addresses
-            );
-        }
+    if !report.unknown_clients.is_empty() {
+        print_unknown(&report.unknown_clients);
     }
     let r = &report.reads;
     println!();
     println!(
-        "read: {} client list, {} audit queries, {} audit scans, {} records",
-        r.client_list, r.audit_queries, r.audit_scans, r.records
+        "read: {} client list, {} audit queries, {} failure-index queries, {} records",
+        r.client_list, r.audit_queries, r.failure_queries, r.records
     );
+}
+
+/// Rows of the unknown-ids table the text shows; `--json` lists every id.
+const UNKNOWN_ROWS: usize = 20;
+
+/// The ids that are no client, most refused first, at most [`UNKNOWN_ROWS`] of them: a
+/// guesser's thousands of ids would bury the rest of the report.
+fn print_unknown(unknown: &[UnknownClient]) {
+    let mut rows: Vec<&UnknownClient> = unknown.iter().collect();
+    rows.sort_by_key(|u| std::cmp::Reverse(u.counts.requests()));
+    println!();
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>9}",
+        "UNKNOWN_CLIENT_ID", "ISSUED", "FAILED", "LIMITED", "ADDRESSES"
+    );
+    for u in rows.iter().take(UNKNOWN_ROWS) {
+        let n = &u.counts;
+        println!(
+            "{:<24} {:>7} {:>7} {:>7} {:>9}",
+            u.client_id, n.issued, n.failed, n.limited, u.addresses
+        );
+    }
+    if rows.len() > UNKNOWN_ROWS {
+        println!(
+            "... and {} more (--json lists them all)",
+            rows.len() - UNKNOWN_ROWS
+        );
+    }
 }
 
 fn print_findings(f: &Findings) {
@@ -285,12 +309,31 @@ fn print_findings(f: &Findings) {
         );
     }
     for s in &f.spraying {
+        let mut against = Vec::new();
+        if !s.client_ids.is_empty() {
+            against.push(format!(
+                "{} client ids: {}",
+                s.client_ids.len(),
+                s.client_ids.join(" ")
+            ));
+        }
+        if s.unknown_ids > 0 {
+            let more = if s.unknown_ids > s.unknown_examples.len() {
+                " ..."
+            } else {
+                ""
+            };
+            against.push(format!(
+                "{} unknown ids: {}{more}",
+                s.unknown_ids,
+                s.unknown_examples.join(" ")
+            ));
+        }
         println!(
-            "  spraying         {} failed {} times against {} client ids: {}",
+            "  spraying         {} failed {} times against {}",
             s.address,
             s.failures,
-            s.client_ids.len(),
-            s.client_ids.join(" ")
+            against.join("; ")
         );
     }
     for j in &f.volume_jumps {

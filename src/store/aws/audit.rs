@@ -5,22 +5,42 @@
 //! `- <address>`: a flood of unidentified requests from one address can only heat its own
 //! partition key, never one shared by everybody. (A space never occurs in a client id, so these
 //! keys cannot collide with a client's.) They read back with client `-`.
+//!
+//! A refused token request also carries `failure_hour`, the UTC hour it falls in: the partition
+//! key of the sparse global secondary index [`FAILURES_INDEX`], whose sort key is `sk` again.
+//! Only refusals have the attribute, so only they are in the index, and the refusals of a
+//! period, under any id, are read with one `Query` per hour (and per 1 MB page), never a Scan.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::AttributeValue;
-use time::OffsetDateTime;
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime, UtcOffset};
 
 use super::attrs::{self, Item, Reader, n, s};
 use super::sdk_error;
-use crate::audit::{AuditQuery, AuditRecord, NO_CLIENT};
+use crate::audit::{AuditQuery, AuditRecord, Failures, NO_CLIENT};
 use crate::encoding::rfc3339_ms;
 use crate::store::{AuditLog, StoreError};
 
-const KEY: &str = "client_id";
-const SORT_KEY: &str = "sk";
+pub(super) const KEY: &str = "client_id";
+pub(super) const SORT_KEY: &str = "sk";
 /// The TTL attribute: DynamoDB deletes the record some time after this epoch second.
 pub(super) const EXPIRES_AT: &str = "expires_at";
+/// The sparse attribute of refusals: the start of their UTC hour, `2026-12-06T11:00:00Z`.
+pub(super) const FAILURE_HOUR: &str = "failure_hour";
+/// The global secondary index of refusals by hour: partition key [`FAILURE_HOUR`], sort key
+/// `sk`. It projects what a report reads of a refusal ([`FAILURES_PROJECTED`]), not the user
+/// agent, so that an index item stays small.
+pub const FAILURES_INDEX: &str = "failures-by-hour";
+/// The attributes [`FAILURES_INDEX`] projects besides the table's and its own keys.
+pub(super) const FAILURES_PROJECTED: &[&str] = &[
+    "timestamp",
+    "request_id",
+    "outcome",
+    EXPIRES_AT,
+    "source_ip",
+];
 
 /// The audit trail in a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -47,6 +67,21 @@ fn partition(record: &AuditRecord) -> String {
 /// The sort key of a record: time first, so that a key range is a time range.
 fn sort_key(record: &AuditRecord) -> String {
     format!("{}#{}", rfc3339_ms(record.timestamp), record.request_id)
+}
+
+/// The start of the UTC hour `at` falls in.
+fn hour_start(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(UtcOffset::UTC);
+    at.replace_time(time::Time::from_hms(at.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+}
+
+/// The [`FAILURE_HOUR`] of a refusal at `at`: its hour's start, as RFC 3339.
+fn failure_hour(at: OffsetDateTime) -> Result<String, StoreError> {
+    hour_start(at)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .map_err(|e| StoreError::Backend(format!("cannot format a timestamp: {e}")))
 }
 
 fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
@@ -76,6 +111,9 @@ fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
     if !record.fields.is_empty() {
         let fields = record.fields.iter().map(s).collect();
         item.insert("fields".to_owned(), AttributeValue::L(fields));
+    }
+    if record.is_failure() {
+        item.insert(FAILURE_HOUR.to_owned(), s(failure_hour(record.timestamp)?));
     }
     Ok(item)
 }
@@ -269,6 +307,40 @@ impl DynamoDbAuditLog {
         keyed.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(keyed.into_iter().map(|(_, r)| r).take(limit(q)).collect())
     }
+
+    /// The refusals of one hour's partition of [`FAILURES_INDEX`] within `[since, until)`,
+    /// added to `out`: one `Query` per page. Index reads are eventually consistent (DynamoDB
+    /// offers nothing else on a global secondary index).
+    async fn query_failure_hour(
+        &self,
+        hour: OffsetDateTime,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        out: &mut Failures,
+    ) -> Result<(), StoreError> {
+        // As in `Conditions`: no key equals the bare `<until>`, so BETWEEN excludes it.
+        let mut pages = self
+            .db
+            .query()
+            .table_name(&self.table)
+            .index_name(FAILURES_INDEX)
+            .key_condition_expression("#hour = :hour AND #sk BETWEEN :since AND :until")
+            .expression_attribute_names("#hour", FAILURE_HOUR)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":hour", s(failure_hour(hour)?))
+            .expression_attribute_values(":since", s(rfc3339_ms(since)))
+            .expression_attribute_values(":until", s(rfc3339_ms(until)))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("Query", &self.table, e))?;
+            out.queries += 1;
+            for item in page.items() {
+                out.records.push(from_item(item, &self.table)?);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The key condition of a client query: the partition plus the time range, if any.
@@ -317,5 +389,63 @@ impl AuditLog for DynamoDbAuditLog {
             Some(client_id) => self.query_client(client_id, q).await,
             None => self.scan_all(q, false).await,
         }
+    }
+
+    async fn failures(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Failures, StoreError> {
+        let mut out = Failures::default();
+        if rfc3339_ms(since) >= rfc3339_ms(until) {
+            return Ok(out);
+        }
+        let mut hour = hour_start(since);
+        while hour < until {
+            self.query_failure_hour(hour, since, until, &mut out)
+                .await?;
+            hour += Duration::HOUR;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ADMIN, INVALID_CLIENT, ISSUED, RATE_LIMITED, RequestMeta};
+    use time::macros::datetime;
+
+    fn item(outcome: &str, action: Option<&str>) -> Item {
+        let at = datetime!(2026-12-06 11:59:59.999 UTC);
+        let mut r = AuditRecord::for_request(
+            Some("svc"),
+            outcome,
+            &RequestMeta::default(),
+            at,
+            Duration::days(1),
+        );
+        r.action = action.map(str::to_owned);
+        to_item(&r).unwrap()
+    }
+
+    #[test]
+    fn only_refusals_carry_their_hour_so_only_they_are_in_the_failure_index() {
+        for outcome in [INVALID_CLIENT, RATE_LIMITED, "invalid_scope"] {
+            assert_eq!(
+                item(outcome, None).get(FAILURE_HOUR),
+                Some(&s("2026-12-06T11:00:00Z")),
+                "{outcome}"
+            );
+        }
+        assert_eq!(item(ISSUED, None).get(FAILURE_HOUR), None);
+        assert_eq!(item(ADMIN, Some("client.create")).get(FAILURE_HOUR), None);
+    }
+
+    #[test]
+    fn an_hour_starts_on_the_hour_in_utc() {
+        let at = datetime!(2026-12-06 13:30:00 +02:00);
+        assert_eq!(hour_start(at), datetime!(2026-12-06 11:00 UTC));
+        assert_eq!(failure_hour(at).unwrap(), "2026-12-06T11:00:00Z");
     }
 }

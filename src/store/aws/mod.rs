@@ -9,13 +9,18 @@
 //! |---|---|---|
 //! | clients | `client_id` (S) | `version` (N), `record` (S: the [`Client`](crate::clients::Client) as JSON) |
 //! | audit | `client_id` (S, `-` when none), `sk` (S: `<RFC 3339 ms>#<request id>`) | one attribute per [`AuditRecord`](crate::audit::AuditRecord) field, `expires_at` (N, TTL) |
-//! | public keys | `kid` (S) | `jwk` (S: JSON), `created_at`, `activates_at` (S: RFC 3339) |
+//! | public keys | `kid` (S) | `jwk` (S: JSON), `created_at`, `activates_at` (S: RFC 3339), `stage` (S: `AWSCURRENT` or `AWSPENDING`, the stage of the key's set) |
 //! | rate limits | `key` (S: e.g. `issue#<client>#<window>`) | `count` (N), `expires_at` (N, TTL) |
 //! | assertion ids | `key` (S: `<client id length>:<client id>:<jti>`) | `expires_at` (N, TTL) |
 //! | key secret | — | `SecretString` = [`KeySet::to_json`](crate::keys::KeySet::to_json) |
 //!
 //! A client is one JSON attribute beside `version` because it is always read and written whole,
 //! and the optimistic lock needs only `version` to be a separate attribute.
+
+/// Staging label of the live version of a secret (Secrets Manager).
+pub const AWSCURRENT: &str = "AWSCURRENT";
+/// Staging label of the version being rotated in.
+pub const AWSPENDING: &str = "AWSPENDING";
 
 mod assertion_ids;
 mod attrs;
@@ -44,7 +49,7 @@ use super::StoreError;
 /// The resource names the adapters are built from, declared with the settings.
 pub use crate::config::AwsResources;
 pub use assertion_ids::DynamoDbAssertionReplay;
-pub use audit::DynamoDbAuditLog;
+pub use audit::{DynamoDbAuditLog, FAILURES_INDEX};
 pub use clients::DynamoDbClientStore;
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;

@@ -10,7 +10,14 @@
 //!   keeps every key still published and the new one).
 //! - `testSecret` signs with every pending key and verifies against the published JWK, with
 //!   the algorithm that JWK names.
-//! - `finishSecret` moves `AWSCURRENT` to the pending version.
+//! - `finishSecret` moves `AWSCURRENT` to the pending version, then records on every public key
+//!   that its set is current.
+//!
+//! Until `finishSecret`, the keys the rotation adds are published as pending: they neither sign
+//! nor retire the key that signs (`keys::schedule`). A rotation stuck after `createSecret` or
+//! `setSecret` therefore never unpublishes the key the token function still signs with; the
+//! jwks function reports the age of the oldest pending key (`pending_key_age_seconds`) for
+//! the alarm on a rotation that stays pending.
 //!
 //! The new key has the algorithm of `TOKEN_SIGNING_ALG`; the keys already in the set keep
 //! theirs, so a change of the setting rolls out through this same schedule.
@@ -28,10 +35,7 @@ use crate::clock::Clock;
 use crate::keys::{KeyRing, KeySet, Schedule, SigningAlg};
 use crate::store::{PublicKeyStore, StoreError};
 
-/// Staging label of the live version.
-pub const AWSCURRENT: &str = "AWSCURRENT";
-/// Staging label of the version being rotated in.
-pub const AWSPENDING: &str = "AWSPENDING";
+pub use super::{AWSCURRENT, AWSPENDING};
 
 /// A secret with versions and staging labels: what the rotation protocol needs of Secrets
 /// Manager.
@@ -205,12 +209,12 @@ impl RotationProtocol {
         let mut next = current
             .rotated_to(self.alg, self.clock.now(), &self.schedule)
             .map_err(key_set)?;
-        self.publish(&next).await?;
+        self.publish(&next, Some(&current)).await?;
         if !current.keys.is_empty() {
             let published_at = self.clock.now();
             let new = next.keys.last_mut().expect("a rotated set has a new key");
             new.activates_at = published_at + self.schedule.prepublication;
-            self.publish(&next).await?;
+            self.publish(&next, Some(&current)).await?;
         }
         self.secret.put_pending(token, &next.to_json()).await?;
         let new = next.keys.last().expect("a rotated set has a new key");
@@ -224,11 +228,37 @@ impl RotationProtocol {
         Ok(())
     }
 
-    /// Makes the public-keys table exactly `set`'s public keys.
-    async fn publish(&self, set: &KeySet) -> Result<(), RotationError> {
-        let records = set
+    /// Makes the public-keys table exactly `set`'s public keys; with the `current` set of a
+    /// rotation under way, the keys not in it are marked pending.
+    async fn publish(&self, set: &KeySet, current: Option<&KeySet>) -> Result<(), RotationError> {
+        let mut records = set
             .public_records()
             .map_err(|e| RotationError::KeySet(e.to_string()))?;
+        if let Some(current) = current {
+            for record in &mut records {
+                record.pending = !current.keys.iter().any(|k| k.kid == record.kid);
+            }
+        }
+        Ok(self.public_keys.replace_public_keys(&records).await?)
+    }
+
+    /// Publishes the set that has just become current: no key is pending any more, and a key
+    /// that became current after its activation time records when (the schedule lets it take
+    /// over from then, once every signer has loaded the set). A retry keeps the first stamp.
+    async fn confirm(&self, set: &KeySet) -> Result<(), RotationError> {
+        let now = self.clock.now();
+        let before = self.public_keys.public_keys().await?;
+        let mut records = set
+            .public_records()
+            .map_err(|e| RotationError::KeySet(e.to_string()))?;
+        for record in &mut records {
+            let earlier = before.iter().find(|r| r.kid == record.kid);
+            record.current_since = match earlier {
+                Some(r) if !r.pending => r.current_since,
+                _ if record.activates_at < now => Some(now),
+                _ => None,
+            };
+        }
         Ok(self.public_keys.replace_public_keys(&records).await?)
     }
 
@@ -236,7 +266,8 @@ impl RotationProtocol {
     /// restored or written since, and a retry must leave it exactly the pending set.
     async fn set(&self, token: &str) -> Result<(), RotationError> {
         let pending = self.pending(token).await?;
-        self.publish(&pending).await?;
+        let current = parse_set(self.secret.value_at_stage(AWSCURRENT).await?)?;
+        self.publish(&pending, Some(&current)).await?;
         tracing::info!(
             version = token,
             keys = pending.keys.len(),
@@ -300,6 +331,10 @@ impl RotationProtocol {
         if current != Some(token) {
             self.secret.promote(token, current).await?;
         }
+        // Now current: its keys may take over. Before the pending label goes, so that a retry
+        // after a failure here runs this step again.
+        let finished = self.pending(token).await?;
+        self.confirm(&finished).await?;
         self.secret.clear_pending(token).await?;
         tracing::info!(
             version = token,

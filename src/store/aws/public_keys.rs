@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
 use super::attrs::{self, Item, Reader, s};
-use super::sdk_error;
+use super::{AWSCURRENT, AWSPENDING, sdk_error};
 use crate::keys::PublicKeyRecord;
 use crate::store::{PublicKeyStore, StoreError};
 
@@ -24,24 +24,48 @@ pub struct DynamoDbPublicKeyStore {
     table: String,
 }
 
+/// The attribute that records the stage of a key's set.
+const STAGE: &str = "stage";
+/// The attribute that records when a key's set became current, if after its activation.
+const CURRENT_SINCE: &str = "current_since";
+
 fn to_item(record: &PublicKeyRecord) -> Result<Item, StoreError> {
     let jwk = serde_json::to_string(&record.jwk)
         .map_err(|e| StoreError::Backend(format!("cannot serialise a JWK: {e}")))?;
-    Ok(Item::from([
+    // The Secrets Manager stage of the key's set: a key retires only once its successor's
+    // set is current (`store::aws::protocol`).
+    let stage = if record.pending {
+        AWSPENDING
+    } else {
+        AWSCURRENT
+    };
+    let mut item = Item::from([
         (KEY.to_owned(), s(&record.kid)),
         ("jwk".to_owned(), s(jwk)),
         ("created_at".to_owned(), attrs::time(record.created_at)?),
         ("activates_at".to_owned(), attrs::time(record.activates_at)?),
-    ]))
+        (STAGE.to_owned(), s(stage)),
+    ]);
+    if let Some(since) = record.current_since {
+        item.insert(CURRENT_SINCE.to_owned(), attrs::time(since)?);
+    }
+    Ok(item)
 }
 
 fn from_item(item: &Item, table: &str) -> Result<PublicKeyRecord, StoreError> {
     let r = Reader::new(item, table);
+    // Items written before the stage was recorded were written by finished rotations.
+    let stage = item.get(STAGE).and_then(|v| v.as_s().ok());
     Ok(PublicKeyRecord {
         kid: r.s(KEY)?,
         jwk: r.json("jwk")?,
         created_at: r.time("created_at")?,
         activates_at: r.time("activates_at")?,
+        pending: stage.map(String::as_str) == Some(AWSPENDING),
+        current_since: match item.contains_key(CURRENT_SINCE) {
+            true => Some(r.time(CURRENT_SINCE)?),
+            false => None,
+        },
     })
 }
 

@@ -6,12 +6,16 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_secretsmanager::Client as SecretsManager;
 
-use super::audit::EXPIRES_AT;
+use super::audit::{
+    EXPIRES_AT, FAILURE_HOUR, FAILURES_INDEX, FAILURES_PROJECTED, KEY as AUDIT_KEY,
+    SORT_KEY as AUDIT_SORT_KEY,
+};
 use super::{AwsResources, sdk_error};
 use crate::store::StoreError;
 
@@ -37,12 +41,33 @@ fn key(name: &str, kind: KeyType) -> Result<(AttributeDefinition, KeySchemaEleme
     Ok((definition, element))
 }
 
+/// The audit table's index of refusals by hour (`template.yaml` declares the same).
+fn failures_index() -> Result<(GlobalSecondaryIndex, AttributeDefinition), StoreError> {
+    let (definition, hash) = key(FAILURE_HOUR, KeyType::Hash)?;
+    let (_, range) = key(AUDIT_SORT_KEY, KeyType::Range)?;
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .set_non_key_attributes(Some(
+            FAILURES_PROJECTED.iter().map(|a| (*a).to_owned()).collect(),
+        ))
+        .build();
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(FAILURES_INDEX)
+        .key_schema(hash)
+        .key_schema(range)
+        .projection(projection)
+        .build()
+        .map_err(build_error)?;
+    Ok((index, definition))
+}
+
 /// Creates an on-demand table with point-in-time recovery unless it exists; waits until it is
-/// active.
+/// active. `index`, if any, is created with the table (an existing table is left as it is).
 async fn ensure_table(
     db: &DynamoDb,
     table: &str,
     keys: &[(&str, KeyType)],
+    index: Option<(GlobalSecondaryIndex, AttributeDefinition)>,
 ) -> Result<(), StoreError> {
     let mut request = db
         .create_table()
@@ -53,6 +78,11 @@ async fn ensure_table(
         request = request
             .attribute_definitions(definition)
             .key_schema(element);
+    }
+    if let Some((index, definition)) = index {
+        request = request
+            .attribute_definitions(definition)
+            .global_secondary_indexes(index);
     }
     match request.send().await {
         Ok(_) => {}
@@ -145,25 +175,65 @@ async fn ensure_secret(sm: &SecretsManager, secret_id: &str) -> Result<(), Store
 }
 
 /// Creates the tables (on-demand, point-in-time recovery, TTL on the audit, rate-limit and
-/// assertion-id tables' `expires_at`) and the empty key secret, as `template.yaml` declares them. Idempotent: what
-/// exists already is left as it is.
+/// assertion-id tables' `expires_at`, the audit table's index of refusals) and the empty key
+/// secret, as `template.yaml` declares them. Idempotent: what exists already is left as it is.
 pub async fn create_resources(
     sdk: &aws_config::SdkConfig,
     names: &AwsResources,
 ) -> Result<(), StoreError> {
     let db = DynamoDb::new(sdk);
-    ensure_table(&db, &names.clients_table, &[("client_id", KeyType::Hash)]).await?;
+    let hash = |name| [(name, KeyType::Hash)];
+    ensure_table(&db, &names.clients_table, &hash("client_id"), None).await?;
     ensure_table(
         &db,
         &names.audit_table,
-        &[("client_id", KeyType::Hash), ("sk", KeyType::Range)],
+        &[(AUDIT_KEY, KeyType::Hash), (AUDIT_SORT_KEY, KeyType::Range)],
+        Some(failures_index()?),
     )
     .await?;
     ensure_ttl(&db, &names.audit_table).await?;
-    ensure_table(&db, &names.public_keys_table, &[("kid", KeyType::Hash)]).await?;
-    ensure_table(&db, &names.rate_limits_table, &[("key", KeyType::Hash)]).await?;
+    ensure_table(&db, &names.public_keys_table, &hash("kid"), None).await?;
+    ensure_table(&db, &names.rate_limits_table, &hash("key"), None).await?;
     ensure_ttl(&db, &names.rate_limits_table).await?;
-    ensure_table(&db, &names.assertion_ids_table, &[("key", KeyType::Hash)]).await?;
+    ensure_table(&db, &names.assertion_ids_table, &hash("key"), None).await?;
     ensure_ttl(&db, &names.assertion_ids_table).await?;
     ensure_secret(&SecretsManager::new(sdk), &names.key_secret_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `AuditTable` resource of `template.yaml`, as text: its line and the more deeply
+    /// indented (or blank) lines after it.
+    fn audit_table_in_template() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+        let template = std::fs::read_to_string(path).expect("template.yaml");
+        let mut lines = template.lines().skip_while(|l| *l != "  AuditTable:");
+        let header = lines.next().expect("AuditTable in template.yaml");
+        let body = lines.take_while(|l| l.is_empty() || l.starts_with("    "));
+        std::iter::once(header)
+            .chain(body)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_template_declares_the_failure_index_create_resources_makes() {
+        let table = audit_table_in_template();
+        for needle in [
+            format!("IndexName: {FAILURES_INDEX}"),
+            format!("- AttributeName: {FAILURE_HOUR}\n          AttributeType: S"),
+            format!(
+                "- AttributeName: {FAILURE_HOUR}\n              KeyType: HASH\n            \
+                 - AttributeName: {AUDIT_SORT_KEY}\n              KeyType: RANGE"
+            ),
+            "ProjectionType: INCLUDE".to_owned(),
+            format!("NonKeyAttributes: [{}]", FAILURES_PROJECTED.join(", ")),
+        ] {
+            assert!(table.contains(&needle), "{needle:?} not in:\n{table}");
+        }
+        let (index, _) = failures_index().unwrap();
+        assert_eq!(index.index_name(), FAILURES_INDEX);
+    }
 }
