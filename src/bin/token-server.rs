@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use token_service::admin::{NewClient, parse_duration};
 use token_service::clock::SystemClock;
 use token_service::config::{ServiceSettings, TrustedProxy};
 use token_service::shapes::embedded::Embedded;
+use token_service::shapes::server::{self, Limits};
 
 /// Serves the OAuth 2.0 token endpoint, JWKS and metadata from a local SQLite file.
 #[derive(Debug, Parser)]
@@ -30,6 +32,20 @@ struct Args {
     /// off by default (rotate by hand with `tokenctl keys rotate`).
     #[arg(long, env = "TOKEN_KEY_ROTATION_INTERVAL")]
     key_rotation_interval: Option<String>,
+    /// Connections served at once; more wait in the accept queue.
+    #[arg(long, env = "TOKEN_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
+    /// Seconds a connection may take to send a request's headers, counted from when the server
+    /// waits for that request (so also how long an idle keep-alive connection stays open).
+    #[arg(long, env = "TOKEN_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_read_timeout: u64,
+    /// Seconds a request's body may take after its headers; then `408` and the connection
+    /// closes.
+    #[arg(long, env = "TOKEN_BODY_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    body_read_timeout: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TOKEN_LOG_JSON")]
     log_json: bool,
@@ -198,11 +214,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "Listening on http://{local} (issuer {})",
         embedded.config.issuer
     );
-    let app = embedded
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_read: Duration::from_secs(args.header_read_timeout),
+        body_read: Duration::from_secs(args.body_read_timeout),
+    };
+    server::serve(listener, embedded.router(), limits, shutdown_signal()).await?;
     Ok(())
 }

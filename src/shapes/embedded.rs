@@ -135,20 +135,26 @@ impl Embedded {
 /// `forwarded_for` holds every `X-Forwarded-For` line in the order received: repeated lines
 /// form one list (RFC 9110 §5.3), so a line a client forged before the proxy appended its own
 /// is only the far end of that list. The walk goes from the nearest hop outwards; a hop that
-/// is not an address (`unknown`, an obfuscated identifier) stops it at the last trusted hop.
+/// is not an address (`unknown`, an obfuscated identifier, bytes that are not ASCII) stops it
+/// at the last trusted hop. Each hop is read on its own, from the line's bytes, so a client's
+/// unreadable hop never hides the one a trusted proxy appended after it.
 /// IPv4-mapped IPv6 addresses are read as the IPv4 address they carry.
-pub fn source_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[TrustedProxy]) -> IpAddr {
+pub fn source_address(
+    peer: IpAddr,
+    forwarded_for: &[impl AsRef<[u8]>],
+    trusted: &[TrustedProxy],
+) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
     let mut nearest = peer.to_canonical();
     if !is_trusted(nearest) {
         return nearest;
     }
-    let hops: Vec<&str> = forwarded_for
+    let hops: Vec<&[u8]> = forwarded_for
         .iter()
-        .flat_map(|line| line.split(','))
+        .flat_map(|line| line.as_ref().split(|&b| b == b','))
         .collect();
     for hop in hops.into_iter().rev() {
-        match hop_address(hop) {
+        match std::str::from_utf8(hop).ok().and_then(hop_address) {
             Some(ip) if is_trusted(ip) => nearest = ip,
             Some(ip) => return ip,
             None => return nearest,
@@ -197,12 +203,11 @@ async fn peer_context(
             return OAuthError::InvalidRequest("the request needs exactly one Host header")
                 .into_response();
         }
-        let forwarded: Vec<&str> = request
+        let forwarded: Vec<&[u8]> = request
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            // A line that is not visible ASCII is no address: it stops the walk.
-            .map(|v| v.to_str().unwrap_or(""))
+            .map(|v| v.as_bytes())
             .collect();
         let ip = source_address(peer, &forwarded, &trusted);
         request.extensions_mut().insert(RequestContext {
@@ -243,7 +248,7 @@ mod tests {
             "a client-prepended hop is ignored"
         );
         assert_eq!(source_address(proxy, &["garbage"], &trusted), proxy);
-        assert_eq!(source_address(proxy, &[], &trusted), proxy);
+        assert_eq!(source_address(proxy, &[] as &[&str], &trusted), proxy);
         assert_eq!(source_address(client, &["1.2.3.4"], &[]), client);
     }
 

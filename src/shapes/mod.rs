@@ -7,6 +7,7 @@
 //!
 //! - [`embedded`]: `token-server` and `tokenctl` on one SQLite file.
 //! - [`aws`]: DynamoDB and Secrets Manager, for the Lambda functions and `tokenctl --backend aws`.
+//! - [`server`]: the embedded shape's HTTP/1.1 server with its connection bounds.
 //! - [`lambda`]: what the Lambda functions add around the AWS shape (API Gateway's request
 //!   context, JSON logs, embedded metrics, the init of a function).
 
@@ -15,3 +16,5 @@ pub mod aws;
 pub mod embedded;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+#[cfg(feature = "embedded")]
+pub mod server;

@@ -31,7 +31,11 @@ fn proxied(dir: &tempfile::TempDir, trusted: &[&str]) -> Embedded {
 
 /// Sends a wrong-secret request from the socket peer `peer` with these `X-Forwarded-For`
 /// lines, and returns the source address the audit trail recorded for it.
-async fn recorded_source(trusted: &[&str], peer: &str, forwarded_for: &[&str]) -> String {
+async fn recorded_source(
+    trusted: &[&str],
+    peer: &str,
+    forwarded_for: &[impl AsRef<[u8]>],
+) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let embedded = proxied(&dir, trusted);
     let mut builder = Request::post("/oauth/token")
@@ -39,7 +43,8 @@ async fn recorded_source(trusted: &[&str], peer: &str, forwarded_for: &[&str]) -
         .header("content-type", FORM)
         .header("authorization", basic_header("nobody", "wrong"));
     for line in forwarded_for {
-        builder = builder.header("x-forwarded-for", *line);
+        let line = axum::http::HeaderValue::from_bytes(line.as_ref()).expect("a header value");
+        builder = builder.header("x-forwarded-for", line);
     }
     let mut request = builder.body(Body::from(GRANT)).unwrap();
     let peer: SocketAddr = peer.parse().expect("peer");
@@ -92,6 +97,19 @@ async fn an_unknown_hop_stops_the_walk_at_the_last_trusted_hop() {
     )
     .await;
     assert_eq!(source, "10.0.0.2");
+}
+
+#[tokio::test]
+async fn a_hop_that_is_not_ascii_does_not_hide_the_hop_the_proxy_appended() {
+    // The client wrote a byte that is no visible ASCII; the trusted proxy appended the address
+    // it saw, on the same line. Only the client's own hop is unreadable.
+    let line: &[u8] = b"6.6.6.6\xff, 198.51.100.1";
+    let source = recorded_source(&["10.0.0.1"], "10.0.0.1:5000", &[line]).await;
+    assert_eq!(source, "198.51.100.1");
+    // An unreadable hop next to the proxy stops the walk there, as `unknown` does.
+    let line: &[u8] = b"198.51.100.1, \xfe\xff";
+    let source = recorded_source(&["10.0.0.1"], "10.0.0.1:5000", &[line]).await;
+    assert_eq!(source, "10.0.0.1");
 }
 
 /// Moves the manual clock to the start of the next minute, so that a test's requests share

@@ -12,6 +12,7 @@ mod audit_report;
 mod aws_round_trips;
 mod aws_store;
 mod client_claims;
+mod connections;
 mod discovery_and_audit;
 mod docs;
 mod e2e_server;
