@@ -4,7 +4,7 @@ Usage: python infra/with_domain.py template.yaml OUT.yaml
 
 cfn-lint and `sam validate --lint` read parameter defaults only; `make template-check` lints
 this copy too, so the template is checked with a custom domain (and its DNS record) as well
-as without. Only the Default lines change: the copy keeps every short tag as written.
+as without. Only the Defaults change: the copy keeps every short tag as written.
 """
 
 import re
@@ -19,10 +19,14 @@ EXAMPLE = {
 
 
 def set_defaults(text, values, script="with_domain.py"):
-    """The template text with each named parameter's `Default: ...` line set to its value."""
+    """The template text with each named parameter's `Default` set to its value, whether the
+    parameter is written on one line (`Name: {Type: String, Default: "", ...}`) or as a block."""
     for name, value in values.items():
-        pattern = re.compile(rf"(\n  {name}:\n(?:    .*\n)*?    Default: ).*\n")
-        text, count = pattern.subn(lambda m: f'{m.group(1)}"{value}"\n', text, count=1)
+        block = re.compile(rf"(\n  {name}:\n(?:    .*\n)*?    Default: ).*\n")
+        text, count = block.subn(lambda m: f'{m.group(1)}"{value}"\n', text, count=1)
+        if count == 0:
+            one_line = re.compile(rf'(\n  {name}: \{{[^\n]*?\bDefault: )("[^"]*"|[^,}}\n]*)')
+            text, count = one_line.subn(lambda m: f'{m.group(1)}"{value}"', text, count=1)
         if count != 1:
             raise SystemExit(f"{script}: no parameter {name} with a Default")
     return text
