@@ -391,7 +391,8 @@ async fn sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s_on_sq
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s_on_dynamodb() {
-    sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s(stores::aws().await).await;
+    sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s(stores::aws_alone().await)
+        .await;
 }
 
 fn budget_of(n: u32) -> ServiceConfig {
@@ -492,5 +493,6 @@ async fn a_parallel_flood_gets_exactly_the_budget_and_one_cut_off_record_on_sqli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_parallel_flood_gets_exactly_the_budget_and_one_cut_off_record_on_dynamodb() {
-    a_parallel_flood_gets_exactly_the_budget_and_one_cut_off_record(stores::aws().await).await;
+    a_parallel_flood_gets_exactly_the_budget_and_one_cut_off_record(stores::aws_alone().await)
+        .await;
 }

@@ -30,6 +30,7 @@ const WATCHDOG: &str = r#"
 "$MOTO_PYTHON" "$MOTO_SERIAL" 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 moto=$!
 trap 'kill "$moto" 2>/dev/null' EXIT
+trap 'exit 0' TERM
 while kill -0 "$TEST_PID" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 0.5; done
 "#;
 
@@ -77,11 +78,54 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// A moto server of one test's own, stopped when dropped: for a test whose many concurrent
+/// requests must not queue behind the other tests' calls in the shared emulator, which
+/// answers one call at a time (`infra/moto_serial.py`) while the token flow's decision has a
+/// deadline.
+pub struct Dedicated {
+    watchdog: Child,
+    url: String,
+}
+
+impl Dedicated {
+    /// Starts one.
+    pub fn start() -> Self {
+        let (watchdog, url, log) = spawn_moto();
+        let watchdog = Mutex::new(watchdog);
+        wait_until_ready(&url, &watchdog, &log);
+        let watchdog = watchdog.into_inner().unwrap();
+        Self { watchdog, url }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        // SIGTERM: the watchdog's trap stops moto on its way out.
+        let _ = Command::new("kill")
+            .arg(self.watchdog.id().to_string())
+            .status();
+        let _ = self.watchdog.wait();
+    }
+}
+
 fn start_moto() -> String {
+    let (child, url, log) = spawn_moto();
+    let child = SERVER.get_or_init(|| Mutex::new(child));
+    wait_until_ready(&url, child, &log);
+    url
+}
+
+/// The watchdog shell with moto behind it, its URL and its log file.
+fn spawn_moto() -> (Child, String, PathBuf) {
     let server = moto_server();
     let port = free_port();
-    let log =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{}.log", std::process::id()));
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("moto-{}-{port}.log", std::process::id()));
     let child = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG)
@@ -98,10 +142,7 @@ fn start_moto() -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the moto watchdog shell");
-    let child = SERVER.get_or_init(|| Mutex::new(child));
-    let url = format!("http://127.0.0.1:{port}");
-    wait_until_ready(&url, child, &log);
-    url
+    (child, format!("http://127.0.0.1:{port}"), log)
 }
 
 fn wait_until_ready(url: &str, child: &Mutex<Child>, log: &Path) {

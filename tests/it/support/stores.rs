@@ -46,6 +46,8 @@ pub struct Stores {
     pub versions: Option<Arc<dyn VersionedSecret>>,
     /// Keeps the backend's temporary files alive.
     _dir: Option<tempfile::TempDir>,
+    /// Keeps a test's own emulator running.
+    _emulator: Option<Arc<moto::Dedicated>>,
 }
 
 impl Stores {
@@ -96,6 +98,7 @@ pub async fn sqlite() -> Stores {
         limits: store,
         versions: None,
         _dir: Some(dir),
+        _emulator: None,
     }
 }
 
@@ -124,14 +127,27 @@ pub fn random_resources() -> AwsResources {
 
 /// Fresh tables and secret on moto, created by `create_resources`.
 pub async fn aws() -> Stores {
-    let sdk = moto::sdk_config().await;
+    aws_at(moto::endpoint(), None).await
+}
+
+/// Like [`aws`], on an emulator of the test's own ([`moto::Dedicated`]): for tests that send
+/// many requests at once.
+pub async fn aws_alone() -> Stores {
+    let emulator = Arc::new(moto::Dedicated::start());
+    let url = emulator.url().to_owned();
+    aws_at(&url, Some(emulator)).await
+}
+
+/// The AWS stores on the emulator at `url`, keeping `emulator` alive with them.
+async fn aws_at(url: &str, emulator: Option<Arc<moto::Dedicated>>) -> Stores {
+    let sdk = moto::sdk_config_at(url).await;
     let names = random_resources();
     create_resources(&sdk, &names)
         .await
         .expect("create the tables and the secret");
     let db = aws_sdk_dynamodb::Client::new(&sdk);
     // A second SDK client, as another Lambda instance would have.
-    let other_db = aws_sdk_dynamodb::Client::new(&moto::sdk_config().await);
+    let other_db = aws_sdk_dynamodb::Client::new(&moto::sdk_config_at(url).await);
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
     let sm_versions = sm.clone();
     Stores {
@@ -153,6 +169,7 @@ pub async fn aws() -> Stores {
             &names.key_secret_id,
         ))),
         _dir: None,
+        _emulator: emulator,
     }
 }
 
