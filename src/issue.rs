@@ -146,6 +146,7 @@ impl TokenService {
             (None, Err(rejection)) => limits.count_failure(rejection.into()).await,
             (None, Ok(request)) => match self.issue(request, client, now).await {
                 Ok(issued) => return Ok(issued),
+                Err(own @ Refused::RateLimited { .. }) => return Err(Refusal::new(own, claimed)),
                 Err(answer) => limits.count_failure(Refusal::new(answer, claimed)).await,
             },
         };

@@ -2,7 +2,9 @@
 //! protection"): the answer it gets ([`Refused`]), the per-source budget of refusals a minute
 //! ([`RefusalBudget`], `TOKEN_FAIL_BUDGET_IP`) and the cut-off past it ([`Audit`]).
 //!
-//! Every refused request (each 4xx answer) counts against its source's budget; the first
+//! Every refused request (each 4xx answer) counts against its source's budget, except a
+//! client's `429` for its own issue limit (the flow does not charge it: one client running
+//! past its own limit must not lock out every other client behind the same NAT or /64); the first
 //! request over it is answered `429` and audited as the cut-off, and the source's further
 //! requests in that window are answered `429` after the counter reads, counted in the
 //! `token_requests_unaudited` metric and not written. A flood then costs no audit write per

@@ -230,12 +230,13 @@ async fn requests_without_credentials_count_against_the_address() {
 }
 
 /// The token route over one backend's stores, with a manual clock at the start of a minute and
-/// one client `svc` (its secret kept).
+/// two clients, `svc` and `neighbour` (their secrets kept).
 struct Backend {
     stores: Stores,
     clock: Arc<ManualClock>,
     router: Router,
     secret: String,
+    neighbour_secret: String,
 }
 
 impl Backend {
@@ -276,6 +277,16 @@ impl Backend {
             })
             .await
             .expect("create client");
+        let (_, neighbour_secret) = admin
+            .create_client(NewClient {
+                client_id: Some("neighbour".into()),
+                name: "neighbour".into(),
+                scopes: vec!["a".into()],
+                audiences: vec![AUDIENCE.into()],
+                ..Default::default()
+            })
+            .await
+            .expect("create client");
         let (schedule, ttl, stale) = (config.schedule, config.key_cache, config.key_max_stale);
         let keys = KeyCache::new(stores.keys.clone(), shared.clone(), schedule, ttl, stale);
         let service = TokenService::new(
@@ -291,6 +302,7 @@ impl Backend {
             stores,
             clock,
             secret: secret.expose().to_owned(),
+            neighbour_secret: neighbour_secret.expose().to_owned(),
         }
     }
 
@@ -393,6 +405,41 @@ async fn sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s_on_sq
 async fn sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s_on_dynamodb() {
     sixty_four_concurrent_wrong_secrets_get_at_most_the_limit_of_401s(stores::aws_alone().await)
         .await;
+}
+
+/// A client running past its own issue limit is answered 429 each time, but those 429s cost
+/// its address nothing: another client behind the same address (a NAT, one /64) is still
+/// served. Failure-limit 429s and unauthenticated requests do count (the flood tests).
+async fn a_busy_clients_own_issue_limit_costs_its_neighbours_nothing(stores: Stores) {
+    const NAT: &str = "198.51.100.77";
+    let mut config = budget_of(5);
+    config.limits.issue_per_client = 1;
+    let b = Backend::new(stores, config).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(b.basic(NAT, "svc", &b.secret).await);
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(statuses[1..].iter().all(|&c| c == 429), "{statuses:?}");
+    assert_eq!(b.refusals_counted(NAT).await, 0, "no refusal charged");
+    assert_eq!(b.basic(NAT, "neighbour", &b.neighbour_secret).await, 200);
+    let limited = b
+        .records_from(NAT)
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == "rate_limited")
+        .count();
+    assert_eq!(limited, 11, "each issue-limit 429 is still audited");
+}
+
+#[tokio::test]
+async fn a_busy_clients_own_issue_limit_costs_its_neighbours_nothing_on_sqlite() {
+    a_busy_clients_own_issue_limit_costs_its_neighbours_nothing(stores::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_busy_clients_own_issue_limit_costs_its_neighbours_nothing_on_dynamodb() {
+    a_busy_clients_own_issue_limit_costs_its_neighbours_nothing(stores::aws().await).await;
 }
 
 fn budget_of(n: u32) -> ServiceConfig {
