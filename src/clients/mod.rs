@@ -175,6 +175,9 @@ pub enum ClientSpecError {
     /// An extra claim is refused.
     #[error(transparent)]
     Claims(#[from] ClaimError),
+    /// One public key under two `kid`s: removing one would leave the key trusted.
+    #[error("key {0:?} is registered already as {1:?}: a client holds each key once")]
+    DuplicateKey(String, String),
 }
 
 /// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
@@ -240,6 +243,21 @@ fn validate_credentials(client: &Client) -> Result<(), ClientSpecError> {
     kids.dedup();
     if client.keys.len() > keys::MAX_CLIENT_KEYS || kids.len() != client.keys.len() {
         return Err(ClientSpecError::InvalidKeys);
+    }
+    // The key material itself, by its RFC 7638 thumbprint: the kid is only a name.
+    let mut seen: Vec<(String, &str)> = Vec::with_capacity(client.keys.len());
+    for key in &client.keys {
+        let thumbprint = key
+            .jwk
+            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+            .map_err(|_| ClientSpecError::InvalidKeys)?;
+        if let Some((_, first)) = seen.iter().find(|(t, _)| *t == thumbprint) {
+            return Err(ClientSpecError::DuplicateKey(
+                key.kid.clone(),
+                (*first).to_owned(),
+            ));
+        }
+        seen.push((thumbprint, &key.kid));
     }
     Ok(())
 }

@@ -122,3 +122,54 @@ fn a_key_client_rotates_its_key_through_tokenctl() {
     actions.sort();
     assert_eq!(actions, ["client.create", "key.add", "key.remove"]);
 }
+
+/// One public key at most once per client: the same key under another `kid` would stay
+/// trusted after its first `kid` is removed.
+#[test]
+fn the_same_key_under_another_kid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ec = file("ec.json", EC);
+    let again = file(
+        "again.json",
+        &EC.replace("\"kty\"", "\"kid\":\"other\",\"kty\""),
+    );
+    let create = [
+        "clients",
+        "create",
+        "--id",
+        "svc",
+        "--name",
+        "svc",
+        "--scope",
+        "read",
+        "--audience",
+        "https://api.test/",
+        "--auth",
+        "private_key_jwt",
+        "--jwk",
+        &ec,
+        "--json",
+    ];
+    let client = ok_json(tokenctl(&db, &create));
+    let first = kids(&client["keys"])[0].to_owned();
+    let out = tokenctl(&db, &["clients", "keys", "add", "svc", "--jwk", &again]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("each key once"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = ok_json(tokenctl(&db, &["clients", "keys", "list", "svc", "--json"]));
+    assert_eq!(kids(&keys), [first.as_str()], "nothing was written");
+}
