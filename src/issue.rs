@@ -208,16 +208,16 @@ impl TokenService {
         let policy = self.config.assertion_policy();
         let text = String::from_utf8_lossy(&credentials.secret);
         let id = credentials.client_id.as_str();
+        let logged = request.recordable_client_id().unwrap_or_else(|| "-".into()); // never a secret
         let verified =
             assertion::verify(&text, id, client.as_ref(), &policy, now).map_err(|e| {
-                tracing::info!(client_id = id, reason = %e, "client assertion refused");
+                tracing::info!(client_id = %logged, reason = %e, "client assertion refused");
                 OAuthError::InvalidClient
             })?;
         let Some(replay) = &self.assertion_ids else {
             tracing::error!("no assertion replay cache configured; refusing private_key_jwt");
             return Err(OAuthError::InvalidClient);
         };
-        // One-time use (RFC 7523 §3 item 7): remembered until it would be refused anyway.
         let key = assertion::replay_key(id, &verified.jti);
         let (until, at) = (verified.remember_until, now.unix_timestamp());
         let first = replay.first_use(&key, until, at).await.map_err(|e| {
@@ -225,7 +225,7 @@ impl TokenService {
             UNAVAILABLE
         })?;
         if !first {
-            tracing::info!(client_id = id, "client assertion replayed");
+            tracing::info!(client_id = %logged, "client assertion replayed");
             return Err(OAuthError::InvalidClient);
         }
         client.ok_or(OAuthError::InvalidClient)

@@ -245,3 +245,43 @@ async fn a_client_id_that_is_a_secret_is_recorded_as_a_dash() {
         .assert_error(401, "invalid_client");
     assert_eq!(s.audit().await[0].client_id, "tks_not_a_secret");
 }
+
+/// A secret pasted as the `client_id` of a client assertion reaches neither the log nor the
+/// audit trail: the refusal's log line names no client.
+#[tokio::test]
+async fn a_secret_shaped_client_id_with_an_assertion_never_reaches_the_log() {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let s = Stack::new().await;
+    let (_, secret) = s.client("svc").await;
+    let logs = Sink::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let post = format!(
+        "{GRANT}&client_id={encoded}&client_assertion_type=\
+         urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+         &client_assertion=eyJhbGciOiJFUzI1NiJ9.e30.c2ln"
+    );
+    s.token(&[("content-type", FORM)], &post)
+        .await
+        .assert_error(401, "invalid_client");
+    let log = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("client assertion refused"), "{log}");
+    assert!(!log.contains(&secret), "{log}");
+    let records = s.audit().await;
+    assert!(records.iter().all(|r| !format!("{r:?}").contains(&secret)));
+}
