@@ -44,6 +44,11 @@ pub struct Stores {
     pub assertion_ids: Arc<dyn AssertionReplay>,
     /// The key secret's versions, where keys rotate through the Secrets Manager protocol.
     pub versions: Option<Arc<dyn VersionedSecret>>,
+    /// How many token requests a concurrency test sends at once: enough to race well past a
+    /// limit of ten, and few enough that the backend answers each within the token path's
+    /// decision deadline. The emulator answers its calls one at a time, about five per
+    /// refused request, so 64 at once on two cores run past the deadline into 503s.
+    pub racers: usize,
     /// Keeps the backend's temporary files alive.
     _dir: Option<tempfile::TempDir>,
     /// Keeps a test's own emulator running.
@@ -97,6 +102,7 @@ pub async fn sqlite() -> Stores {
         assertion_ids: store.clone(),
         limits: store,
         versions: None,
+        racers: 64,
         _dir: Some(dir),
         _emulator: None,
     }
@@ -168,6 +174,7 @@ async fn aws_at(url: &str, emulator: Option<Arc<moto::Dedicated>>) -> Stores {
             sm_versions,
             &names.key_secret_id,
         ))),
+        racers: 24,
         _dir: None,
         _emulator: emulator,
     }
