@@ -113,6 +113,10 @@ service_settings! {
     /// Longest time, in seconds, from now to a client assertion's `exp` (`private_key_jwt`).
     /// Client libraries such as Authlib sign with `exp = iat + 3600` by default.
     assertion_max_lifetime: u64, env "TOKEN_ASSERTION_MAX_LIFETIME", default 3600;
+    /// What a client assertion's `aud` must be, always one string: `issuer` (the issuer
+    /// identifier alone, draft-ietf-oauth-rfc7523bis) or `issuer-or-token-endpoint` (also the
+    /// token endpoint URL, for clients not yet updated).
+    assertion_audience: String, env "TOKEN_ASSERTION_AUDIENCE", default String::from("issuer");
     /// Refused requests (every 4xx answer) per minute from one source address; past it the
     /// address gets `429`, and only the first of those is audited, until the minute ends.
     fail_budget_ip: u32, env "TOKEN_FAIL_BUDGET_IP", default 100;
@@ -158,8 +162,35 @@ pub struct ServiceConfig {
     pub clock_skew: u64,
     /// Longest time from now to a client assertion's `exp`, seconds.
     pub assertion_max_lifetime: u64,
+    /// Which audiences a client assertion may name.
+    pub assertion_audience: AssertionAudience,
     /// The algorithm of the next signing key made.
     pub signing_alg: SigningAlg,
+}
+
+/// Which `aud` a client assertion may carry (`TOKEN_ASSERTION_AUDIENCE`). An array is never
+/// accepted, whatever it holds: that is how an assertion made for another server is replayed
+/// here (the audience-injection attack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAudience {
+    /// The issuer identifier alone (draft-ietf-oauth-rfc7523bis, the default).
+    Issuer,
+    /// The issuer identifier or the token endpoint URL (RFC 7523 as first published).
+    IssuerOrTokenEndpoint,
+}
+
+impl FromStr for AssertionAudience {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "issuer" => Ok(Self::Issuer),
+            "issuer-or-token-endpoint" => Ok(Self::IssuerOrTokenEndpoint),
+            other => Err(invalid(format!(
+                "TOKEN_ASSERTION_AUDIENCE: {other:?} is neither issuer nor issuer-or-token-endpoint"
+            ))),
+        }
+    }
 }
 
 /// Per-minute limits of the token endpoint (DESIGN.md "Abuse protection").
@@ -423,6 +454,7 @@ impl ServiceSettings {
             },
             clock_skew: self.clock_skew,
             assertion_max_lifetime: self.assertion_max_lifetime,
+            assertion_audience: self.assertion_audience.parse()?,
             signing_alg,
         })
     }
@@ -505,11 +537,18 @@ impl ServiceConfig {
         format!("{}/oauth/token", self.issuer.trim_end_matches('/'))
     }
 
-    /// What a client assertion is checked against (RFC 7523 §3): the token endpoint URL or
-    /// the issuer as audience, the longest lifetime and the clock skew allowance.
+    /// What a client assertion is checked against (RFC 7523 §3): its audience (the issuer,
+    /// and the token endpoint URL where configured), the longest lifetime and the clock skew
+    /// allowance.
     pub fn assertion_policy(&self) -> AssertionPolicy {
+        let audiences = match self.assertion_audience {
+            AssertionAudience::Issuer => vec![self.issuer.clone()],
+            AssertionAudience::IssuerOrTokenEndpoint => {
+                vec![self.issuer.clone(), self.token_endpoint()]
+            }
+        };
         AssertionPolicy {
-            audiences: vec![self.token_endpoint(), self.issuer.clone()],
+            audiences,
             max_lifetime: self.assertion_max_lifetime as i64,
             clock_skew: self.clock_skew as i64,
         }
@@ -563,6 +602,7 @@ mod tests {
             ("--max-ttl", "1h"),
             ("--rate-limit", "-1"),
             ("--key-cache", ""),
+            ("--assertion-audience", "token-endpoint"),
         ] {
             let refused = parse(&[flag, value]).expect_err(flag).to_string();
             assert!(refused.contains(variable(flag)), "{refused}");

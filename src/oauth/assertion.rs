@@ -26,7 +26,8 @@ pub const MAX_JTI_LEN: usize = 256;
 /// What an assertion is checked against besides the client record.
 #[derive(Debug, Clone)]
 pub struct AssertionPolicy {
-    /// Accepted audiences: the token endpoint URL and the issuer (RFC 7523 §3 item 3).
+    /// Accepted audiences (RFC 7523 §3 item 3), each as the one string `aud` holds: the
+    /// issuer, and the token endpoint URL where configured.
     pub audiences: Vec<String>,
     /// Longest accepted time from now to `exp`, seconds.
     pub max_lifetime: i64,
@@ -43,7 +44,7 @@ pub enum AssertionError {
     /// No such client, not a `private_key_jwt` client, disabled, or no key for `kid`/`alg`.
     #[error("no usable key")]
     NoKey,
-    /// Signature, `iss`, `sub` or `aud` did not verify.
+    /// Signature, `iss`, `sub` or `aud` did not verify, or `aud` is not one string.
     #[error("signature or claims did not verify")]
     Invalid,
     /// `exp` passed, too far ahead, or `nbf`/`iat` in the future.
@@ -66,6 +67,9 @@ pub struct VerifiedAssertion {
 
 #[derive(Deserialize)]
 struct AssertionClaims {
+    /// One string, never an array (draft-ietf-oauth-rfc7523bis): the library checks that it
+    /// is an accepted audience, this that it is alone.
+    aud: serde_json::Value,
     exp: i64,
     #[serde(default)]
     nbf: Option<i64>,
@@ -156,6 +160,9 @@ pub fn verify(
         return Err(AssertionError::NoKey);
     }
     let claims = verified.map_err(|_| AssertionError::Invalid)?.claims;
+    if !claims.aud.is_string() {
+        return Err(AssertionError::Invalid);
+    }
     check_times(&claims, policy, now.unix_timestamp())?;
     let jti = claims
         .jti

@@ -290,7 +290,7 @@ async fn key_client_assertion(stack: &Stack, id: &str) -> String {
         .unwrap();
     let iat = stack.clock.now().unix_timestamp();
     let claims = serde_json::json!({
-        "iss": id, "sub": id, "aud": "https://issuer.test/oauth/token",
+        "iss": id, "sub": id, "aud": "https://issuer.test",
         "iat": iat, "exp": iat + 300, "jti": random_b64url(16),
     });
     let mut header = Header::new(Algorithm::ES256);

@@ -15,7 +15,7 @@ use token_service::admin::{Admin, AdminError, NewClient};
 use token_service::audit::AuditQuery;
 use token_service::clients::keys::KeyInputError;
 use token_service::clock::{Clock, ManualClock};
-use token_service::config::ServiceConfig;
+use token_service::config::{AssertionAudience, ServiceConfig};
 use token_service::encoding::{b64url, random_b64url};
 use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
@@ -88,11 +88,12 @@ impl ClientKeyPair {
     }
 }
 
-/// Claims of a good assertion by `id` at `now`: Authlib's defaults (`exp = iat + 3600`).
+/// Claims of a good assertion by `id` at `now`: `aud` the issuer (the only audience by
+/// default), `exp = iat + 3600` (Authlib's default).
 fn claims(id: &str, now: OffsetDateTime) -> serde_json::Value {
     let iat = now.unix_timestamp();
     serde_json::json!({
-        "iss": id, "sub": id, "aud": TOKEN_URL,
+        "iss": id, "sub": id, "aud": ISSUER,
         "iat": iat, "exp": iat + 3600, "jti": random_b64url(16),
     })
 }
@@ -107,8 +108,12 @@ struct Fixture {
 
 impl Fixture {
     async fn new(stores: Stores) -> Self {
+        Self::with_config(stores, ServiceConfig::for_tests()).await
+    }
+
+    async fn with_config(stores: Stores, config: ServiceConfig) -> Self {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-        let config = Arc::new(ServiceConfig::for_tests());
+        let config = Arc::new(config);
         let config_schedule = config.schedule;
         let keys = KeyCache::new(
             stores.keys.clone(),
@@ -236,11 +241,10 @@ async fn good_assertions_of_every_key_type_get_a_token(s: Stores) {
         f.assert_assertion(&key.sign(None, &claims(&id, f.now())), 200, None)
             .await;
     }
-    // client_id may be sent too, and must then match; aud may be the issuer.
+    // client_id may be sent too, and must then match.
     let key = ClientKeyPair::ec();
     f.key_client("named", &key).await;
-    let mut c = claims("named", f.now());
-    c["aud"] = serde_json::json!([ISSUER, "https://other.test"]);
+    let c = claims("named", f.now());
     let (status, json) = f
         .post(None, &assertion_body(&key.sign(None, &c), Some("named")))
         .await;
@@ -297,6 +301,20 @@ async fn refused_assertions_are_invalid_client(s: Stores) {
         (
             "wrong aud",
             with(&|c| c["aud"] = "https://elsewhere.test/oauth/token".into()),
+        ),
+        // The audience-injection attack (draft-ietf-oauth-rfc7523bis): an assertion made for
+        // another server that also names this one.
+        (
+            "aud an array naming the issuer and another server",
+            with(&|c| c["aud"] = serde_json::json!([ISSUER, "https://other.test"])),
+        ),
+        (
+            "aud an array of the issuer alone",
+            with(&|c| c["aud"] = serde_json::json!([ISSUER])),
+        ),
+        (
+            "aud the token endpoint, by default",
+            with(&|c| c["aud"] = TOKEN_URL.into()),
         ),
         (
             "no aud",
@@ -612,6 +630,32 @@ async fn the_replay_cache_forgets_an_id_only_after_it_expired(s: Stores) {
 }
 
 /// Runs each case once per backend: `sqlite::<name>` and `aws::<name>`.
+/// With `TOKEN_ASSERTION_AUDIENCE=issuer-or-token-endpoint` (clients not yet updated) the
+/// token endpoint URL is accepted beside the issuer, as one string; arrays still are not.
+async fn the_token_endpoint_audience_is_accepted_only_when_configured(s: Stores) {
+    let mut config = ServiceConfig::for_tests();
+    config.assertion_audience = AssertionAudience::IssuerOrTokenEndpoint;
+    let f = Fixture::with_config(s, config).await;
+    let key = ClientKeyPair::ec();
+    let kid = f.key_client("svc", &key).await;
+    let with_aud = |aud: serde_json::Value| {
+        let mut c = claims("svc", f.now());
+        c["aud"] = aud;
+        key.sign(Some(&kid), &c)
+    };
+    for aud in [TOKEN_URL, ISSUER] {
+        f.assert_assertion(&with_aud(aud.into()), 200, None).await;
+    }
+    for aud in [
+        serde_json::json!([TOKEN_URL]),
+        serde_json::json!([TOKEN_URL, ISSUER]),
+        serde_json::json!("https://elsewhere.test/oauth/token"),
+    ] {
+        f.assert_assertion(&with_aud(aud), 401, Some("invalid_client"))
+            .await;
+    }
+}
+
 macro_rules! matrix {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -642,4 +686,5 @@ matrix!(
     methods_do_not_mix,
     failed_assertions_count_towards_the_failure_limit,
     the_replay_cache_forgets_an_id_only_after_it_expired,
+    the_token_endpoint_audience_is_accepted_only_when_configured,
 );

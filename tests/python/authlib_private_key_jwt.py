@@ -3,6 +3,7 @@ would run. Used by tests/it/private_key_jwt_authlib.rs.
 
   keygen DIR            writes DIR/private.pem and DIR/public.jwk.json (RSA 2048, public only)
   token BASE ID PEM     gets a token with Authlib's PrivateKeyJWT (exp = iat + 3600, its
+                        default; aud = BASE, the issuer, which the service requires by
                         default), verifies it against BASE's JWKS with joserfc and prints
                         {"token": ..., "header": ..., "claims": ...} as JSON
 """
@@ -31,7 +32,9 @@ def token(base, client_id, pem_path):
     session = OAuth2Session(
         client_id, private_key, token_endpoint_auth_method="private_key_jwt"
     )
-    session.register_client_auth_method(PrivateKeyJWT(token_url))
+    # Authlib signs `aud` = the URL it is given, by default the token endpoint. The service
+    # accepts the issuer alone (TOKEN_ASSERTION_AUDIENCE=issuer), so name the issuer.
+    session.register_client_auth_method(PrivateKeyJWT(base))
     issued = session.fetch_token(token_url, grant_type="client_credentials")
     jwks = KeySet.import_key_set(requests.get(f"{base}/.well-known/jwks.json", timeout=10).json())
     verified = jwt.decode(issued["access_token"], jwks, algorithms=["RS256"])
