@@ -93,6 +93,8 @@ async fn first_start(embedded: &Embedded) -> Result<(), Box<dyn std::error::Erro
     if admin.ensure_signing_key().await? {
         tracing::info!("created the first signing key");
     }
+    // `tokenctl keys rotate` then rotates by this server's timing or not at all.
+    embedded.key_rotation().record_timing().await?;
     if !admin.list_clients().await?.is_empty() {
         return Ok(());
     }

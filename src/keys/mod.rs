@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 pub use jwk::PublicKeyRecord;
 pub use pair::{KeyPair, SIGNING_ALGS, SigningAlg};
 pub use ring::{KeyRing, SigningKey};
-pub use schedule::{KeyTimes, Schedule};
+pub use schedule::{KeyTimes, KeyTiming, Schedule};
 
 /// The `alg` of a stored key that has none: key sets written before keys recorded their
 /// algorithm hold RSA keys only.
@@ -142,6 +142,10 @@ pub struct KeySet {
     pub version: u32,
     /// The keys, in any order; the schedule decides which signs.
     pub keys: Vec<KeyEntry>,
+    /// The timing of the rotation that wrote the set, where the embedded shape records it
+    /// (see [`KeyTiming`]); absent in sets written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<KeyTiming>,
 }
 
 impl Default for KeySet {
@@ -149,6 +153,7 @@ impl Default for KeySet {
         Self {
             version: 1,
             keys: Vec::new(),
+            timing: None,
         }
     }
 }
@@ -200,7 +205,11 @@ impl KeySet {
             .cloned()
             .collect();
         keys.push(new);
-        Ok(Self { version: 1, keys })
+        Ok(Self {
+            version: 1,
+            keys,
+            timing: Some(schedule.into()),
+        })
     }
 
     /// The public records of every key in the set.
@@ -245,6 +254,7 @@ pub(crate) mod tests {
         let mut json = serde_json::to_value(KeySet {
             version: 1,
             keys: vec![key.clone()],
+            timing: None,
         })
         .unwrap();
         json["keys"][0].as_object_mut().unwrap().remove("alg");

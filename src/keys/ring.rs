@@ -135,8 +135,8 @@ mod tests {
     fn ring_of(alg: SigningAlg) -> (KeySet, KeyRing) {
         let now = OffsetDateTime::now_utc();
         let set = KeySet {
-            version: 1,
             keys: vec![KeyEntry::generate(alg, now, now).unwrap()],
+            ..KeySet::default()
         };
         let ring = KeyRing::load(&set).unwrap();
         (set, ring)

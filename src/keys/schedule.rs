@@ -33,6 +33,40 @@ pub trait KeyTimes {
     }
 }
 
+/// A [`Schedule`] in whole seconds, as the embedded shape stores it with the key set: a
+/// rotation run by another process (`tokenctl keys rotate`) prunes by the timing of the server
+/// that uses the set, or is refused, never by its own defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyTiming {
+    /// [`Schedule::prepublication`], seconds.
+    pub prepublication: i64,
+    /// [`Schedule::retirement`], seconds.
+    pub retirement: i64,
+    /// [`Schedule::signer_refresh`], seconds.
+    pub signer_refresh: i64,
+}
+
+impl From<&Schedule> for KeyTiming {
+    fn from(s: &Schedule) -> Self {
+        Self {
+            prepublication: s.prepublication.whole_seconds(),
+            retirement: s.retirement.whole_seconds(),
+            signer_refresh: s.signer_refresh.whole_seconds(),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pre-publication {} s (TOKEN_KEY_PREPUBLICATION), retirement {} s (TOKEN_MAX_TTL + \
+             TOKEN_CLOCK_SKEW), key cache {} s (TOKEN_KEY_CACHE)",
+            self.prepublication, self.retirement, self.signer_refresh
+        )
+    }
+}
+
 /// The timing parameters of rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {

@@ -62,17 +62,22 @@ impl Embedded {
         self
     }
 
+    /// Rotations of the key set by these settings.
+    pub fn key_rotation(&self) -> KeySetSwap {
+        KeySetSwap::new(
+            self.store.clone(),
+            self.config.signing_alg,
+            self.config.schedule,
+            self.clock.clone(),
+        )
+    }
+
     /// Management operations, recorded under `actor`.
     pub fn admin(&self, actor: impl Into<String>) -> Admin {
         Admin {
             clients: self.store.clone(),
             audit: self.store.clone(),
-            rotation: Arc::new(KeySetSwap::new(
-                self.store.clone(),
-                self.config.signing_alg,
-                self.config.schedule,
-                self.clock.clone(),
-            )),
+            rotation: Arc::new(self.key_rotation()),
             public_keys: self.store.clone(),
             config: self.config.clone(),
             clock: self.clock.clone(),

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::{KeyStore, StoreError};
 use crate::clock::Clock;
-use crate::keys::{KeyError, KeySet, Schedule, SigningAlg};
+use crate::keys::{KeyError, KeySet, KeyTiming, Schedule, SigningAlg};
 
 /// Whether a rotation is due for the key set in use at `now`.
 pub type Due<'a> = dyn Fn(&KeySet, OffsetDateTime) -> bool + Send + Sync + 'a;
@@ -54,6 +54,19 @@ pub enum RotateError {
     /// Secrets Manager answered `RotateSecret` without the new version's id.
     #[error("RotateSecret on {0} answered without a version id")]
     NoVersion(String),
+    /// The set records another timing than this process's settings (embedded shape): a
+    /// rotation by these settings could drop a key that still verifies live tokens, or make
+    /// one sign before every verifier has it.
+    #[error(
+        "the key set follows the server's timing ({stored}), not these settings' ({own}): \
+         run this with the server's settings"
+    )]
+    OtherTiming {
+        /// What the set records.
+        stored: KeyTiming,
+        /// What this process's settings say.
+        own: KeyTiming,
+    },
     /// The rotation function's steps failed, run in this process (tests, local tools).
     #[error("the rotation steps failed: {0}")]
     Steps(String),
@@ -96,6 +109,31 @@ pub struct KeySetSwap {
 }
 
 impl KeySetSwap {
+    /// Makes the set record this process's timing (the server's settings, at its start), so
+    /// that a rotation by other settings is refused. Nothing is written to an empty set (its
+    /// first key records the timing) or one that records it already.
+    pub async fn record_timing(&self) -> Result<(), StoreError> {
+        let own = KeyTiming::from(&self.schedule);
+        let mut attempt = 1;
+        loop {
+            let current = self.keys.load_key_set().await?;
+            if current.keys.is_empty() || current.timing == Some(own) {
+                return Ok(());
+            }
+            let next = KeySet {
+                timing: Some(own),
+                ..current.clone()
+            };
+            match self.keys.replace_key_set(&current, &next).await {
+                Err(StoreError::Conflict(_)) if attempt < ROTATION_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(random_backoff()).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Rotations of the set in `keys` with the service's signing algorithm and schedule.
     pub fn new(
         keys: Arc<dyn KeyStore>,
@@ -127,6 +165,10 @@ impl KeyRotation for KeySetSwap {
             let current = self.keys.load_key_set().await?;
             if !due(&current, now) {
                 return Ok(None);
+            }
+            let own = KeyTiming::from(&self.schedule);
+            if let Some(stored) = current.timing.filter(|t| *t != own) {
+                return Err(RotateError::OtherTiming { stored, own });
             }
             let next = current.rotated_to(self.alg, now, &self.schedule)?;
             match self.keys.replace_key_set(&current, &next).await {

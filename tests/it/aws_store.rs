@@ -234,8 +234,8 @@ async fn a_missing_secret_reads_empty_and_the_key_store_never_writes() {
     assert_eq!(store.load_key_set().await.unwrap(), KeySet::default());
     let now = datetime!(2026-01-01 00:00 UTC);
     let set = KeySet {
-        version: 1,
         keys: vec![KeyEntry::generate(Default::default(), now, now).unwrap()],
+        ..KeySet::default()
     };
     // The rotation function is the secret's only writer.
     let text = backend_text(

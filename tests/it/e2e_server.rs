@@ -370,3 +370,50 @@ fn a_fresh_server_signs_with_the_configured_algorithm() {
         server.stop();
     }
 }
+
+/// `tokenctl keys rotate` on the server's file rotates by the server's timing or not at all:
+/// the server records its timing with the key set when it starts, and a rotation by other
+/// settings (here the default one-hour token lifetime, against the server's two hours) is
+/// refused with both timings named and the key set unchanged, since it could drop a key that
+/// still verifies live tokens.
+#[test]
+fn tokenctl_rotates_keys_by_the_servers_timing_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("timing.db");
+    let (mut server, _) = Server::start_with(&db, free_port(), &[("TOKEN_MAX_TTL", "7200")]);
+    server.stop();
+    let keys = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+            .arg("--db")
+            .arg(&db)
+            .args(extra)
+            .args(["keys", "list", "--json"])
+            .env_remove("TOKEN_MAX_TTL")
+            .output()
+            .unwrap()
+    };
+    let before = keys(&[]);
+    assert!(before.status.success(), "{before:?}");
+    let rotate = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+            .arg("--db")
+            .arg(&db)
+            .args(extra)
+            .args(["keys", "rotate", "--json"])
+            .env_remove("TOKEN_MAX_TTL")
+            .output()
+            .unwrap()
+    };
+    let refused = rotate(&[]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("retirement 7260 s") && message.contains("retirement 3660 s"),
+        "{message}"
+    );
+    assert_eq!(keys(&[]).stdout, before.stdout, "nothing changed");
+    let rotated = rotate(&["--max-ttl", "7200"]);
+    assert!(rotated.status.success(), "{rotated:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&keys(&[]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+}

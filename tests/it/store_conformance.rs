@@ -436,12 +436,12 @@ async fn public_keys_replace_adds_and_removes(s: &Stores) {
     assert_eq!(s.public_keys.public_keys().await.unwrap(), Vec::new());
     // One key of each algorithm: every JWK shape is stored and read back as it was.
     let set = KeySet {
-        version: 1,
         keys: SIGNING_ALGS
             .into_iter()
             .zip(0..)
             .map(|(alg, i)| KeyEntry::generate(alg, T0, T0 + Duration::hours(i)).unwrap())
             .collect(),
+        ..KeySet::default()
     };
     let mut records = set.public_records().unwrap();
     records.sort_by(|a, b| a.kid.cmp(&b.kid));
