@@ -129,6 +129,7 @@ fn main() {
             authorization: Some(&auth),
             query: None,
             body: b"grant_type=client_credentials",
+            dpop: None,
         };
         runtime.block_on(async {
             black_box(service.handle(raw, &meta).await.unwrap());
@@ -270,6 +271,7 @@ fn concurrent_rate(service: &Arc<TokenService>, auth: &str, meta: &RequestMeta) 
                                 authorization: Some(&auth),
                                 query: None,
                                 body: b"grant_type=client_credentials",
+                                dpop: None,
                             };
                             black_box(service.handle(raw, &meta).await.unwrap());
                         }
@@ -397,6 +399,7 @@ fn assertion_costs(
             authorization: None,
             query: None,
             body: next.next().expect("one assertion per request").as_bytes(),
+            dpop: None,
         };
         runtime.block_on(async {
             black_box(service.handle(raw, meta).await.unwrap());

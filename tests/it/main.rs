@@ -15,6 +15,7 @@ mod client_claims;
 mod connections;
 mod discovery_and_audit;
 mod docs;
+mod dpop;
 mod e2e_server;
 mod fault;
 #[cfg(feature = "lambda")]

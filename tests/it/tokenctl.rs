@@ -351,6 +351,7 @@ fn clients_stats_counts_outcomes_from_the_audit_trail() {
                 authorization: Some(&auth),
                 query: None,
                 body: b"grant_type=client_credentials",
+                dpop: None,
             };
             let _ = service.handle(raw, &Default::default()).await;
         }
