@@ -326,12 +326,6 @@ impl FunctionEnvironment {
     /// `TOKEN_ISSUER` included); an error names the variable at fault.
     pub fn config(&self) -> Result<(ServiceConfig, AwsResources), ConfigError> {
         let config = self.settings.clone()?.validate(None)?;
-        if config.dpop_nonce_required {
-            // Every instance must share the nonce secret; the key set does not hold one yet.
-            return Err(invalid(
-                "TOKEN_DPOP_NONCE=required is not available on AWS yet",
-            ));
-        }
         Ok((config, self.resources.validate()?))
     }
 }

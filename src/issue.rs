@@ -179,7 +179,7 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<Issued, Refused> {
         let client = self.authenticate(&request, client?, now).await?;
-        let proof = self.check_proof(&request, &client, now)?;
+        let proof = self.check_proof(&request, &client, now).await?;
         let (scope, resources) = (request.scope.as_ref(), request.resources.clone());
         let (default_ttl, max_ttl) = (self.config.default_ttl, self.config.max_ttl);
         let grant = grant::authorize(&client, scope, resources, default_ttl, max_ttl)?;

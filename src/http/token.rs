@@ -97,7 +97,10 @@ async fn token(
             (error.into_response(), asks)
         }
     };
-    let nonce = asks_nonce.then(|| service.dpop_nonce()).flatten();
+    let nonce = match asks_nonce {
+        true => service.dpop_nonce().await,
+        false => None,
+    };
     if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
         response.headers_mut().insert(DPOP_NONCE.clone(), value);
     }

@@ -2,18 +2,21 @@
 //! [`crate::oauth::dpop`], its nonce, and its `jti`'s one-time use in the used-ids store, the
 //! store of client assertion ids, under [`used_ids::dpop_proof`].
 
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use super::{TokenService, UNAVAILABLE};
 use crate::clients::Client;
 use crate::oauth::dpop::{self, ProofError, VerifiedProof};
+use crate::oauth::nonce::NonceKey;
 use crate::oauth::{OAuthError, TokenRequest, used_ids};
 
 impl TokenService {
     /// The request's DPoP proof, checked: `None` when there is none and `client` is not bound
     /// to DPoP. Every refusal is `invalid_dpop_proof`, or `use_dpop_nonce` for a proof without
     /// a current nonce when nonces are required.
-    pub(super) fn check_proof(
+    pub(super) async fn check_proof(
         &self,
         request: &TokenRequest,
         client: &Client,
@@ -32,8 +35,8 @@ impl TokenService {
         let now = now.unix_timestamp();
         let proof = dpop::verify(header, &self.proof_policy, now).map_err(refused)?;
         if self.config.dpop_nonce_required {
-            let Some(nonces) = &self.nonces else {
-                tracing::error!("DPoP nonces required but no nonce key configured");
+            let Some(nonces) = self.nonce_key().await else {
+                tracing::error!("DPoP nonces required but no nonce secret is available");
                 return Err(UNAVAILABLE);
             };
             if !proof
@@ -75,11 +78,20 @@ impl TokenService {
 
     /// A current DPoP nonce (RFC 9449 §8) when nonces are required: for the `DPoP-Nonce`
     /// header of every answer that may ask for one.
-    pub fn dpop_nonce(&self) -> Option<String> {
+    pub async fn dpop_nonce(&self) -> Option<String> {
         if !self.config.dpop_nonce_required {
             return None;
         }
         let now = self.clock.now().unix_timestamp();
-        self.nonces.as_ref().map(|key| key.issue(now))
+        self.nonce_key().await.map(|key| key.issue(now))
+    }
+
+    /// The nonce key: the shape's own, else that of the key set (shared through the secret
+    /// that holds the signing keys).
+    async fn nonce_key(&self) -> Option<Arc<NonceKey>> {
+        match &self.nonces {
+            Some(key) => Some(key.clone()),
+            None => self.keys.nonce_key().await,
+        }
     }
 }

@@ -239,6 +239,7 @@ async fn a_missing_secret_reads_empty_and_the_key_store_never_writes() {
     let set = KeySet {
         version: 1,
         keys: vec![KeyEntry::generate(Default::default(), now, now).unwrap()],
+        dpop_nonce_secret: None,
     };
     // The rotation function is the secret's only writer.
     let text = backend_text(

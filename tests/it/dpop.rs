@@ -22,7 +22,6 @@ use token_service::encoding::{b64url, random_b64url};
 use token_service::http::{RequestContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::key_cache::KeyCache;
-use token_service::oauth::nonce::NonceKey;
 use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
 
@@ -165,8 +164,7 @@ impl Fixture {
             keys,
             clock.clone(),
         )
-        .with_assertion_replay(stores.assertion_ids.clone())
-        .with_dpop_nonces(Arc::new(NonceKey::new(&[5; 32])));
+        .with_assertion_replay(stores.assertion_ids.clone());
         let admin = Admin {
             clients: stores.clients.clone(),
             audit: stores.audit.clone(),
@@ -512,9 +510,10 @@ async fn refused_proofs_are_charged_to_the_refusal_budget() {
     assert_eq!(answer.status, 429, "{}", answer.json);
 }
 
-#[tokio::test]
-async fn required_nonces_are_asked_for_and_then_accepted() {
-    let f = Fixture::with(crate::support::stores::sqlite().await, |mut c| {
+/// The nonce secret is the key set's, made by its first rotation (on AWS the rotation protocol
+/// writes it into the Secrets Manager secret).
+async fn required_nonces_are_asked_for_and_then_accepted(s: Stores) {
+    let f = Fixture::with(s, |mut c| {
         c.dpop_nonce_required = true;
         c
     })
@@ -572,4 +571,5 @@ matrix!(
     a_replayed_proof_is_refused,
     a_proof_replayed_by_16_requests_at_once_issues_one_token,
     a_dpop_bound_client_without_a_proof_is_refused,
+    required_nonces_are_asked_for_and_then_accepted,
 );

@@ -444,6 +444,7 @@ async fn public_keys_replace_adds_and_removes(s: &Stores) {
             .zip(0..)
             .map(|(alg, i)| KeyEntry::generate(alg, T0, T0 + Duration::hours(i)).unwrap())
             .collect(),
+        dpop_nonce_secret: None,
     };
     let mut records = set.public_records().unwrap();
     records.sort_by(|a, b| a.kid.cmp(&b.kid));
