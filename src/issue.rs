@@ -1,8 +1,11 @@
-//! The token flow: read -> authenticate -> authorize -> limit and sign (at once) -> audit; on
-//! DynamoDB three round trips. The rules live beside it, one file per step: the request in
+//! The token flow: read -> authenticate -> check a DPoP proof -> authorize -> limit and sign
+//! (at once, a proof's one-time use recorded beside them) -> audit; on DynamoDB three round
+//! trips. The rules live beside it, one file per step: the request in
 //! [`crate::oauth::request`], the grant rules in [`crate::oauth::grant`] and
-//! [`crate::oauth::assertion`], windows and counter keys in [`crate::limits`], what a refusal
-//! costs its source in [`crate::refusal`], the audit record and its write in [`crate::audit`].
+//! [`crate::oauth::assertion`], DPoP proofs in [`crate::oauth::dpop`] (the flow's steps that
+//! use the stores in `issue/authenticate.rs` and `issue/proof.rs`), windows and counter keys in
+//! [`crate::limits`], what a refusal costs its source in [`crate::refusal`], the audit record
+//! and its write in [`crate::audit`].
 //!
 //! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
 //! exactly one audit record, written before the answer; if that write fails the answer is
@@ -68,7 +71,7 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
     /// Used client assertion ids and DPoP proof ids (DESIGN.md "Used ids").
-    assertion_ids: Option<Arc<dyn AssertionReplay>>,
+    used_ids: Option<Arc<dyn AssertionReplay>>,
     proof_policy: ProofPolicy,
     nonces: Option<Arc<NonceKey>>,
 }
@@ -83,7 +86,7 @@ impl TokenService {
         keys: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (rng, assertion_ids, nonces) = (SystemRandom::new(), None, None);
+        let (rng, used_ids, nonces) = (SystemRandom::new(), None, None);
         let proof_policy = config.proof_policy();
         Self {
             config,
@@ -93,7 +96,7 @@ impl TokenService {
             keys,
             clock,
             rng,
-            assertion_ids,
+            used_ids,
             proof_policy,
             nonces,
         }
@@ -102,7 +105,7 @@ impl TokenService {
     /// Accepts `private_key_jwt` and DPoP proofs with `replay` as the record of used assertion
     /// and proof ids; without one every client assertion and every proof is refused.
     pub fn with_assertion_replay(mut self, replay: Arc<dyn AssertionReplay>) -> Self {
-        self.assertion_ids = Some(replay);
+        self.used_ids = Some(replay);
         self
     }
 

@@ -30,7 +30,7 @@ impl TokenService {
                 tracing::info!(client_id = %logged, reason = %e, "client assertion refused");
                 OAuthError::InvalidClient
             })?;
-        let Some(replay) = &self.assertion_ids else {
+        let Some(replay) = &self.used_ids else {
             tracing::error!("no assertion replay cache configured; refusing private_key_jwt");
             return Err(OAuthError::InvalidClient);
         };

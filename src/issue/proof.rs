@@ -59,7 +59,7 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<(), OAuthError> {
         let Some(proof) = proof else { return Ok(()) };
-        let Some(replay) = &self.assertion_ids else {
+        let Some(replay) = &self.used_ids else {
             tracing::error!("no used-ids store configured; refusing DPoP proofs");
             return Err(UNAVAILABLE);
         };
