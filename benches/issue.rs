@@ -1,7 +1,8 @@
 //! Cost of issuing a token against the bare RSA-2048 signature it contains, of a
-//! `private_key_jwt` assertion check against a secret check, and of signing and verifying an
-//! access token with each `TOKEN_SIGNING_ALG`, measured in one run so that the ratios hold on a
-//! shared, noisy machine (`cargo bench --bench issue`).
+//! `private_key_jwt` assertion check and of a DPoP proof check (per proof algorithm) against a
+//! secret check, and of signing and verifying an access token with each `TOKEN_SIGNING_ALG`,
+//! measured in one run so that the ratios hold on a shared, noisy machine (`cargo bench
+//! --bench issue`).
 //!
 //! Bounded: a fixed number of iterations per case. Single-threaded except one case, which runs
 //! 32 requests at a time on a 2-thread runtime as the server does, and reports its CPU time
@@ -29,6 +30,7 @@ use token_service::issue::RequestMeta;
 use token_service::issue::TokenService;
 use token_service::keys::{KeyRing, KeySet, SIGNING_ALGS};
 use token_service::oauth::assertion::{AssertionPolicy, JWT_BEARER, verify as verify_assertion};
+use token_service::oauth::dpop::{self, ProofPolicy};
 use token_service::oauth::request::RawRequest;
 use token_service::shapes::embedded::Embedded;
 
@@ -129,6 +131,7 @@ fn main() {
             authorization: Some(&auth),
             query: None,
             body: b"grant_type=client_credentials",
+            dpop: None,
         };
         runtime.block_on(async {
             black_box(service.handle(raw, &meta).await.unwrap());
@@ -171,7 +174,44 @@ fn main() {
         "issue with private_key_jwt / issue with a secret: {:.3}",
         issue_jwt / issue
     );
+    for (alg, us) in dpop_proof_costs() {
+        println!(
+            "{alg} DPoP proof check / secret check: {:.1}",
+            us / secret_check
+        );
+    }
     signing_per_alg(claims);
+}
+
+/// Per proof algorithm: the check of a DPoP proof at the token endpoint (header, key, signature,
+/// claims and thumbprint; no store), as `oauth::dpop::verify` does it for each request.
+fn dpop_proof_costs() -> Vec<(&'static str, f64)> {
+    let policy = ProofPolicy::new("https://issuer.test/oauth/token", 60, 60).unwrap();
+    let mut costs = Vec::new();
+    for (name, alg) in [
+        ("ES256", Algorithm::ES256),
+        ("EdDSA", Algorithm::EdDSA),
+        ("RS256", Algorithm::RS256),
+        ("PS256", Algorithm::PS256),
+    ] {
+        let (key, jwk) = client_key(alg);
+        let mut jwk: serde_json::Value = serde_json::from_str(&jwk).unwrap();
+        jwk.as_object_mut().unwrap().remove("kid");
+        let mut header = Header::new(alg);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(jwk).unwrap());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = serde_json::json!({
+            "jti": "bench", "htm": "POST", "htu": "https://issuer.test/oauth/token", "iat": now,
+        });
+        let proof = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let label = format!("{name} DPoP proof check (signature + claims)");
+        let us = time_per_op(&label, || {
+            black_box(dpop::verify(black_box(&proof), &policy, now).unwrap());
+        });
+        costs.push((name, us));
+    }
+    costs
 }
 
 /// Per `TOKEN_SIGNING_ALG`: the access token's length, the cost of signing it (the token
@@ -270,6 +310,7 @@ fn concurrent_rate(service: &Arc<TokenService>, auth: &str, meta: &RequestMeta) 
                                 authorization: Some(&auth),
                                 query: None,
                                 body: b"grant_type=client_credentials",
+                                dpop: None,
                             };
                             black_box(service.handle(raw, &meta).await.unwrap());
                         }
@@ -397,6 +438,7 @@ fn assertion_costs(
             authorization: None,
             query: None,
             body: next.next().expect("one assertion per request").as_bytes(),
+            dpop: None,
         };
         runtime.block_on(async {
             black_box(service.handle(raw, meta).await.unwrap());

@@ -87,6 +87,8 @@ pub struct NewClient {
     pub rate_limit: Option<u32>,
     /// Extra claims of every token of the client; none when empty.
     pub claims: ExtraClaims,
+    /// Whether every token of the client must be DPoP-bound (RFC 9449 §5.2).
+    pub dpop_bound: bool,
 }
 
 /// Changes to a client's policy; `None` leaves a field as it is.
@@ -108,6 +110,8 @@ pub struct ClientUpdate {
     pub rate_limit: Option<Option<u32>>,
     /// Changes to the extra claims; an empty edit leaves them as they are.
     pub claims: ClaimsEdit,
+    /// Whether every token of the client must be DPoP-bound.
+    pub dpop_bound: Option<bool>,
 }
 
 impl ClientUpdate {
@@ -127,6 +131,7 @@ impl ClientUpdate {
         note(self.token_ttl.is_some(), "token_ttl");
         note(self.rate_limit.is_some(), "rate_limit");
         note(!self.claims.is_empty(), "claims");
+        note(self.dpop_bound.is_some(), "dpop_bound");
         names
     }
 
@@ -151,6 +156,9 @@ impl ClientUpdate {
         }
         if let Some(v) = self.rate_limit {
             c.rate_limit = v;
+        }
+        if let Some(v) = self.dpop_bound {
+            c.dpop_bound = v;
         }
         Ok(self.claims.apply(&mut c.claims)?)
     }
@@ -196,6 +204,7 @@ impl Admin {
             action: Some(action.to_owned()),
             fields: fields.iter().map(|f| (*f).to_owned()).collect(),
             auth_method: None,
+            dpop_jkt: None,
             expires_at: (now + self.config.audit_retention).unix_timestamp(),
         };
         Ok(self.audit.append(&record).await?)
@@ -595,6 +604,7 @@ fn new_client_record(
         auth_method,
         keys: Vec::new(),
         claims: spec.claims,
+        dpop_bound: spec.dpop_bound,
         created_at: now,
         updated_at: now,
         version: 1,

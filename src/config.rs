@@ -15,6 +15,7 @@ use time::Duration;
 
 use crate::keys::{Schedule, SigningAlg};
 use crate::oauth::assertion::AssertionPolicy;
+use crate::oauth::dpop::{ProofPolicy, normalised_htu};
 
 /// Declares [`ServiceSettings`]. Each entry is the field's doc comment (also its `--help`
 /// text), `field: Type, env "VARIABLE"` and, for a setting that is never unset,
@@ -123,6 +124,12 @@ service_settings! {
     /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
     /// with the next key rotation; the keys in use keep their algorithm until they retire.
     signing_alg: String, env "TOKEN_SIGNING_ALG", default String::from("RS256");
+    /// Seconds a DPoP proof's `iat` may lie in the past, on top of `TOKEN_CLOCK_SKEW` (RFC 9449
+    /// §11.1); its `jti` is remembered that long.
+    dpop_proof_window: u64, env "TOKEN_DPOP_PROOF_WINDOW", default 60;
+    /// DPoP nonces (RFC 9449 §8): `off`, or `required` (a proof without a current nonce gets
+    /// `use_dpop_nonce` and the nonce in a `DPoP-Nonce` header).
+    dpop_nonce: String, env "TOKEN_DPOP_NONCE", default String::from("off");
 }
 
 /// Why the settings were refused.
@@ -166,6 +173,10 @@ pub struct ServiceConfig {
     pub assertion_audience: AssertionAudience,
     /// The algorithm of the next signing key made.
     pub signing_alg: SigningAlg,
+    /// How old a DPoP proof's `iat` may be, seconds, on top of the clock skew allowance.
+    pub dpop_proof_window: u64,
+    /// Whether a DPoP proof must carry a current nonce.
+    pub dpop_nonce_required: bool,
 }
 
 /// Which `aud` a client assertion may carry (`TOKEN_ASSERTION_AUDIENCE`). An array is never
@@ -219,6 +230,9 @@ pub const RETENTION_DAYS_CEILING: u64 = 3_653;
 /// typo (an extra digit or two) should stop the start rather than switch a limit off.
 pub const LIMIT_CEILING: u32 = 1_000_000;
 
+/// Longest DPoP proof window, seconds.
+pub const DPOP_WINDOW_CEILING: u64 = 3_600;
+
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
@@ -235,6 +249,12 @@ pub fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
     if issuer.contains(['?', '#']) || !issuer.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(
             "TOKEN_ISSUER must have no query, fragment, spaces or control characters",
+        ));
+    }
+    // The URL DPoP proofs name (RFC 9449 §4.3 step 9) must be one they can name.
+    if normalised_htu(&format!("{}/oauth/token", issuer.trim_end_matches('/'))).is_none() {
+        return Err(invalid(
+            "TOKEN_ISSUER must have a host and no user information",
         ));
     }
     Ok(())
@@ -429,6 +449,16 @@ impl ServiceSettings {
                 Some(list)
             }
         };
+        if self.dpop_proof_window == 0 || self.dpop_proof_window > DPOP_WINDOW_CEILING {
+            return Err(invalid(format!(
+                "TOKEN_DPOP_PROOF_WINDOW must be between 1 and {DPOP_WINDOW_CEILING} seconds"
+            )));
+        }
+        let dpop_nonce_required = match self.dpop_nonce.as_str() {
+            "off" => false,
+            "required" => true,
+            _ => return Err(invalid("TOKEN_DPOP_NONCE must be off or required")),
+        };
         Ok(ServiceConfig {
             issuer,
             default_ttl: self.default_ttl,
@@ -456,6 +486,8 @@ impl ServiceSettings {
             assertion_max_lifetime: self.assertion_max_lifetime,
             assertion_audience: self.assertion_audience.parse()?,
             signing_alg,
+            dpop_proof_window: self.dpop_proof_window,
+            dpop_nonce_required,
         })
     }
 }
@@ -552,6 +584,14 @@ impl ServiceConfig {
             max_lifetime: self.assertion_max_lifetime as i64,
             clock_skew: self.clock_skew as i64,
         }
+    }
+
+    /// What a DPoP proof is checked against (RFC 9449 §4.3): the token endpoint URL, the
+    /// window of `iat` and the clock skew allowance.
+    pub fn proof_policy(&self) -> ProofPolicy {
+        let (window, skew) = (self.dpop_proof_window as i64, self.clock_skew as i64);
+        ProofPolicy::new(&self.token_endpoint(), window, skew)
+            .expect("a validated issuer makes an absolute token endpoint URL")
     }
 
     /// The URL of the JWKS under the issuer.

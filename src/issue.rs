@@ -1,8 +1,11 @@
-//! The token flow: read -> authenticate -> authorize -> limit and sign (at once) -> audit; on
-//! DynamoDB three round trips. The rules live beside it, one file per step: the request in
+//! The token flow: read -> authenticate -> check a DPoP proof -> authorize -> limit and sign
+//! (at once, a proof's one-time use recorded beside them) -> audit; on DynamoDB three round
+//! trips. The rules live beside it, one file per step: the request in
 //! [`crate::oauth::request`], the grant rules in [`crate::oauth::grant`] and
-//! [`crate::oauth::assertion`], windows and counter keys in [`crate::limits`], what a refusal
-//! costs its source in [`crate::refusal`], the audit record and its write in [`crate::audit`].
+//! [`crate::oauth::assertion`], DPoP proofs in [`crate::oauth::dpop`] (the flow's steps that
+//! use the stores in `issue/authenticate.rs` and `issue/proof.rs`), windows and counter keys in
+//! [`crate::limits`], what a refusal costs its source in [`crate::refusal`], the audit record
+//! and its write in [`crate::audit`].
 //!
 //! Every request that reaches [`TokenService::handle`] or [`TokenService::reject`] leaves
 //! exactly one audit record, written before the answer; if that write fails the answer is
@@ -27,12 +30,17 @@ use crate::config::ServiceConfig;
 use crate::encoding::random_b64url;
 use crate::key_cache::KeyCache;
 use crate::limits::{self, Window};
+use crate::oauth::claims::Confirmation;
+use crate::oauth::dpop::ProofPolicy;
 pub use crate::oauth::grant::IssuedToken;
-use crate::oauth::request::{self, AuthMethod, RawRequest};
-use crate::oauth::{OAuthError, TokenRequest, assertion, grant};
+use crate::oauth::nonce::NonceKey;
+use crate::oauth::request::{self, RawRequest};
+use crate::oauth::{OAuthError, TokenRequest, grant};
 use crate::refusal::{Refusal, Refused, SourceLimits, counters_unavailable};
 use crate::store::{AssertionReplay, AuditLog, ClientReader, RateLimits};
 
+mod authenticate;
+mod proof;
 #[cfg(test)]
 mod tests;
 
@@ -62,7 +70,10 @@ pub struct TokenService {
     keys: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
-    assertion_ids: Option<Arc<dyn AssertionReplay>>,
+    /// Used client assertion ids and DPoP proof ids (DESIGN.md "Used ids").
+    used_ids: Option<Arc<dyn AssertionReplay>>,
+    proof_policy: ProofPolicy,
+    nonces: Option<Arc<NonceKey>>,
 }
 
 impl TokenService {
@@ -75,8 +86,8 @@ impl TokenService {
         keys: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let rng = SystemRandom::new();
-        let assertion_ids = None;
+        let (rng, used_ids, nonces) = (SystemRandom::new(), None, None);
+        let proof_policy = config.proof_policy();
         Self {
             config,
             clients,
@@ -85,14 +96,23 @@ impl TokenService {
             keys,
             clock,
             rng,
-            assertion_ids,
+            used_ids,
+            proof_policy,
+            nonces,
         }
     }
 
-    /// Accepts `private_key_jwt` with `replay` as the record of used assertion ids; without
-    /// one every client assertion is refused.
+    /// Accepts `private_key_jwt` and DPoP proofs with `replay` as the record of used assertion
+    /// and proof ids; without one every client assertion and every proof is refused.
     pub fn with_assertion_replay(mut self, replay: Arc<dyn AssertionReplay>) -> Self {
-        self.assertion_ids = Some(replay);
+        self.used_ids = Some(replay);
+        self
+    }
+
+    /// Makes and checks DPoP nonces with `key` (RFC 9449 §8), when `TOKEN_DPOP_NONCE` requires
+    /// them.
+    pub fn with_dpop_nonces(mut self, key: Arc<NonceKey>) -> Self {
+        self.nonces = Some(key);
         self
     }
 
@@ -162,73 +182,42 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<Issued, Refused> {
         let client = self.authenticate(&request, client?, now).await?;
+        let proof = self.check_proof(&request, &client, now).await?;
         let (scope, resources) = (request.scope.as_ref(), request.resources.clone());
         let (default_ttl, max_ttl) = (self.config.default_ttl, self.config.max_ttl);
         let grant = grant::authorize(&client, scope, resources, default_ttl, max_ttl)?;
         let jti = random_b64url(16);
-        let claims = grant::access_token_claims(&self.config.issuer, &client, &grant, now, jti);
+        let mut claims = grant::access_token_claims(&self.config.issuer, &client, &grant, now, jti);
+        claims.cnf = proof.as_ref().map(|p| Confirmation { jkt: p.jkt.clone() });
         let json = serde_json::to_vec(&claims).map_err(|_| UNAVAILABLE)?;
         // The token is signed while the issue counter's conditional update is in flight: the
         // update is polled first (`biased`), so its request is on its way before signing
-        // takes the thread. When the counter refuses, the signed token is dropped right here,
-        // never returned nor logged.
+        // takes the thread; a DPoP proof's one-time use is recorded beside it. When either
+        // refuses, the signed token is dropped right here, never returned nor logged.
         let window = Window::at(now);
         let default_limit = self.config.limits.issue_per_client;
         let limit = client.rate_limit.unwrap_or(default_limit);
         let counters = self.limits.as_ref();
-        let (acquired, signed) = tokio::join!(
+        let (acquired, first_use, signed) = tokio::join!(
             biased;
             limits::acquire_issue(counters, &client.client_id, limit, window),
+            self.record_proof(proof.as_ref(), now),
             self.keys.sign(&json, &self.rng, now),
         );
+        first_use?;
         if !acquired.map_err(counters_unavailable)? {
             return Err(Refused::limited(window));
         }
         let (access_token, key_age_secs) = signed.map_err(|_| UNAVAILABLE)?;
         Ok(Issued {
             record: Issuance::of(&claims, request.credentials.method),
-            token: IssuedToken::bearer(access_token, grant.lifetime, claims.scope),
+            token: match proof {
+                None => IssuedToken::bearer(access_token, grant.lifetime, claims.scope),
+                Some(_) => IssuedToken::dpop(access_token, grant.lifetime, claims.scope),
+            },
             client_id: claims.client_id,
             key_age_secs,
         })
-    }
-
-    /// Authenticates by the method the request used: a secret, or a client assertion whose
-    /// one-time use is then recorded (RFC 7523 §3 item 7).
-    async fn authenticate(
-        &self,
-        request: &TokenRequest,
-        client: Option<Client>,
-        now: OffsetDateTime,
-    ) -> Result<Client, OAuthError> {
-        let credentials = &request.credentials;
-        if credentials.method != AuthMethod::PrivateKeyJwt {
-            return grant::authenticate(&credentials.secret, client, now);
-        }
-        let policy = self.config.assertion_policy();
-        let text = String::from_utf8_lossy(&credentials.secret);
-        let id = credentials.client_id.as_str();
-        let logged = request.recordable_client_id().unwrap_or_else(|| "-".into()); // never a secret
-        let verified =
-            assertion::verify(&text, id, client.as_ref(), &policy, now).map_err(|e| {
-                tracing::info!(client_id = %logged, reason = %e, "client assertion refused");
-                OAuthError::InvalidClient
-            })?;
-        let Some(replay) = &self.assertion_ids else {
-            tracing::error!("no assertion replay cache configured; refusing private_key_jwt");
-            return Err(OAuthError::InvalidClient);
-        };
-        let key = assertion::replay_key(id, &verified.jti);
-        let (until, at) = (verified.remember_until, now.unix_timestamp());
-        let first = replay.first_use(&key, until, at).await.map_err(|e| {
-            tracing::error!(error = %e, "assertion replay cache unavailable");
-            UNAVAILABLE
-        })?;
-        if !first {
-            tracing::info!(client_id = %logged, "client assertion replayed");
-            return Err(OAuthError::InvalidClient);
-        }
-        client.ok_or(OAuthError::InvalidClient)
     }
 
     /// The limits of a source in the window of `now`.

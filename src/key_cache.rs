@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::keys::{KeyRing, KeyTimes as _, Schedule, SigningKey};
+use crate::oauth::nonce::NonceKey;
 use crate::store::KeyStore;
 
 /// Why no signing key is available.
@@ -96,6 +97,16 @@ impl KeyCache {
             }
             this.refreshing.store(false, Ordering::Release);
         });
+    }
+
+    /// The DPoP nonce key of the key set (loaded if it was not yet; none for a set without a
+    /// nonce secret): every instance reading the set shares it. Signing keeps the set fresh.
+    pub async fn nonce_key(&self) -> Option<Arc<NonceKey>> {
+        let ring = match self.cached() {
+            Some((ring, _)) => ring,
+            None => self.refresh().await.ok()?,
+        };
+        ring.nonce_key()
     }
 
     /// The key that signs now, per the schedule.

@@ -74,6 +74,10 @@ pub struct AuditRecord {
     /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, RFC 8414 names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_method: Option<String>,
+    /// For an issued DPoP-bound token, the RFC 7638 thumbprint of the key it is bound to (a
+    /// public key's name, not a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// When the record may be deleted, seconds since the epoch (DynamoDB TTL).
     pub expires_at: i64,
 }
@@ -101,6 +105,8 @@ pub struct Issuance {
     pub audience: String,
     /// The client authentication method that succeeded, by its RFC 8414 name.
     pub auth_method: &'static str,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 impl Issuance {
@@ -111,6 +117,7 @@ impl Issuance {
             scope: claims.scope.clone(),
             audience: claims.aud.joined(),
             auth_method: method.as_str(),
+            dpop_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
         }
     }
 }
@@ -141,6 +148,7 @@ impl AuditRecord {
             action: None,
             fields: Vec::new(),
             auth_method: None,
+            dpop_jkt: None,
             expires_at: (now + retention).unix_timestamp(),
         }
     }
@@ -159,6 +167,7 @@ impl AuditRecord {
         record.scope = Some(issued.scope);
         record.audience = Some(issued.audience);
         record.auth_method = Some(issued.auth_method.to_owned());
+        record.dpop_jkt = issued.dpop_jkt;
         // Also where records written before `auth_method` carry it: `tokenctl audit --json`
         // readers of `fields` keep finding it (its JSON shapes only ever gain fields).
         record.fields = vec![issued.auth_method.to_owned()];
@@ -283,6 +292,7 @@ mod tests {
             scope: "read".to_owned(),
             audience: "https://a.test/".to_owned(),
             auth_method: "client_secret_basic",
+            dpop_jkt: None,
         };
         let r = AuditRecord::for_issued(secret.expose(), issued, &meta(), now, Duration::days(1));
         assert_eq!(r.client_id, NO_CLIENT);
@@ -296,6 +306,7 @@ mod tests {
             scope: "read write".to_owned(),
             audience: "https://a.test/ https://b.test/".to_owned(),
             auth_method: "private_key_jwt",
+            dpop_jkt: None,
         };
         let r = AuditRecord::for_issued("svc", issued, &meta(), now, Duration::days(1));
         assert_eq!(r.outcome, ISSUED);

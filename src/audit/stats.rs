@@ -104,6 +104,7 @@ mod tests {
             action: action.map(str::to_owned),
             fields: Vec::new(),
             auth_method: None,
+            dpop_jkt: None,
             expires_at: 0,
         }
     }

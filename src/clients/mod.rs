@@ -115,6 +115,10 @@ pub struct Client {
     /// read and write as before.
     #[serde(default, skip_serializing_if = "ExtraClaims::is_empty")]
     pub claims: ExtraClaims,
+    /// Every token of the client is DPoP-bound (RFC 9449 §5.2 `dpop_bound_access_tokens`): a
+    /// request without a proof is refused. Absent from records of clients without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound: bool,
     /// When the client was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::keys::PublicKeyRecord;
 use crate::keys::jwk::{jwks, oldest_pending_age};
+use crate::oauth::dpop::PROOF_ALGORITHMS;
 use crate::store::{ClientAdmin, PublicKeyStore};
 
 /// Where `scopes_supported` comes from.
@@ -168,6 +169,7 @@ async fn metadata(State(d): State<Arc<Discovery>>) -> Response {
                 .iter()
                 .map(|a| format!("{a:?}"))
                 .collect::<Vec<_>>(),
+            "dpop_signing_alg_values_supported": PROOF_ALGORITHMS,
             "scopes_supported": scopes,
             "response_types_supported": [],
         }),

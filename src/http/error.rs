@@ -77,7 +77,9 @@ impl IntoResponse for OAuthError {
             Self::InvalidRequest(_)
             | Self::UnsupportedGrantType
             | Self::InvalidScope(_)
-            | Self::InvalidTarget(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidTarget(_)
+            | Self::InvalidDpopProof
+            | Self::UseDpopNonce => StatusCode::BAD_REQUEST,
         };
         let mut response = error_response(status, self.code(), self.description());
         let h = response.headers_mut();

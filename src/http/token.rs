@@ -1,11 +1,13 @@
 //! `POST /oauth/token`: reads the HTTP request into a [`RawRequest`] and answers with the
-//! service's result; every other method gets `405` with `Allow: POST`.
+//! service's result; every other method gets `405` with `Allow: POST`. When DPoP nonces are
+//! required, a token and a `use_dpop_nonce` refusal carry a fresh one in `DPoP-Nonce` (RFC 9449
+//! §8).
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -33,6 +35,12 @@ fn meta(ctx: Option<Extension<RequestContext>>, headers: &HeaderMap) -> RequestM
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     }
 }
+
+/// The proof header of RFC 9449 §4.1.
+static DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// The nonce header of RFC 9449 §8.1.
+static DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     // A header that is not visible ASCII is treated like a malformed one: "" fails every check.
@@ -72,15 +80,31 @@ async fn token(
         authorization: header_str(&parts.headers, header::AUTHORIZATION),
         query: parts.uri.query(),
         body: &body,
+        dpop: match parts.headers.get_all(&DPOP).iter().count() {
+            0 => None,
+            1 => header_str(&parts.headers, DPOP.clone()).map(Ok),
+            _ => Some(Err(())),
+        },
     };
-    match service.handle(raw, &meta).await {
+    let (mut response, asks_nonce) = match service.handle(raw, &meta).await {
         Ok(issued) => {
             let mut response = Json(issued).into_response();
             no_store(&mut response);
-            response
+            (response, true)
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let asks = error == OAuthError::UseDpopNonce.into();
+            (error.into_response(), asks)
+        }
+    };
+    let nonce = match asks_nonce {
+        true => service.dpop_nonce().await,
+        false => None,
+    };
+    if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(DPOP_NONCE.clone(), value);
     }
+    response
 }
 
 async fn not_post(

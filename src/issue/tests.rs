@@ -39,6 +39,7 @@ fn client(secret: &ClientSecret, rate_limit: Option<u32>) -> Client {
         auth_method: ClientAuthMethod::ClientSecret,
         keys: Vec::new(),
         claims: Default::default(),
+        dpop_bound: false,
         created_at: NOW,
         updated_at: NOW,
         version: 1,

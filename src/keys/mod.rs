@@ -146,6 +146,34 @@ pub struct KeySet {
     /// (see [`KeyTiming`]); absent in sets written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<KeyTiming>,
+    /// The secret DPoP nonces are made with (RFC 9449 §8), shared by every instance that reads
+    /// the set; made by the first rotation that finds none, then kept by every rotation. Absent
+    /// from sets written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_nonce_secret: Option<NonceSecret>,
+}
+
+/// 256 random bits, base64url, that DPoP nonces are made with. Its `Debug` prints nothing of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NonceSecret(String);
+
+impl std::fmt::Debug for NonceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceSecret([redacted])")
+    }
+}
+
+impl NonceSecret {
+    /// A new secret from the system's random generator.
+    pub fn generate() -> Self {
+        Self(crate::encoding::random_b64url(32))
+    }
+
+    /// The secret's bytes (its text: any text is as good a key).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl Default for KeySet {
@@ -154,6 +182,7 @@ impl Default for KeySet {
             version: 1,
             keys: Vec::new(),
             timing: None,
+            dpop_nonce_secret: None,
         }
     }
 }
@@ -205,10 +234,12 @@ impl KeySet {
             .cloned()
             .collect();
         keys.push(new);
+        let secret = self.dpop_nonce_secret.clone();
         Ok(Self {
             version: 1,
             keys,
             timing: Some(schedule.into()),
+            dpop_nonce_secret: Some(secret.unwrap_or_else(NonceSecret::generate)),
         })
     }
 
@@ -245,6 +276,32 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("version 2"), "{err}");
     }
 
+    /// The first rotation makes the DPoP nonce secret; later ones keep it; a set written before
+    /// it existed reads as having none; `Debug` shows nothing of it.
+    #[test]
+    fn rotations_make_the_nonce_secret_once_and_keep_it() {
+        let now = OffsetDateTime::now_utc();
+        let schedule = Schedule {
+            prepublication: time::Duration::hours(1),
+            retirement: time::Duration::seconds(3660),
+            signer_refresh: time::Duration::minutes(5),
+        };
+        let first = KeySet::default().rotated(now, &schedule).unwrap();
+        let secret = first
+            .dpop_nonce_secret
+            .clone()
+            .expect("made by the first rotation");
+        assert_eq!(secret.as_bytes().len(), 43);
+        let second = first.rotated(now, &schedule).unwrap();
+        assert_eq!(second.dpop_nonce_secret, Some(secret.clone()));
+        let text = std::str::from_utf8(secret.as_bytes()).unwrap().to_owned();
+        assert!(!format!("{second:?}").contains(&text));
+        let mut json = serde_json::to_value(&second).unwrap();
+        json.as_object_mut().unwrap().remove("dpop_nonce_secret");
+        let old = KeySet::from_json(&json.to_string()).unwrap();
+        assert_eq!(old.dpop_nonce_secret, None);
+    }
+
     /// A key set written before keys recorded an algorithm (no `alg`), or with `RS256`, loads
     /// and signs RS256; an algorithm this build does not sign with is refused by name.
     #[test]
@@ -255,6 +312,7 @@ pub(crate) mod tests {
             version: 1,
             keys: vec![key.clone()],
             timing: None,
+            dpop_nonce_secret: None,
         })
         .unwrap();
         json["keys"][0].as_object_mut().unwrap().remove("alg");

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::schedule::{KeyTimes, Schedule};
 use super::{KeyError, KeyPair, KeySet, PublicKeyRecord, SigningAlg};
 use crate::encoding::b64url;
+use crate::oauth::nonce::NonceKey;
 
 /// One parsed private key, ready to sign.
 pub struct SigningKey {
@@ -79,6 +80,7 @@ impl SigningKey {
 pub struct KeyRing {
     keys: Vec<Arc<SigningKey>>,
     public: Vec<PublicKeyRecord>,
+    nonces: Option<Arc<NonceKey>>,
 }
 
 impl KeyRing {
@@ -97,10 +99,17 @@ impl KeyRing {
                 pair,
             }));
         }
+        let secret = set.dpop_nonce_secret.as_ref();
         Ok(Self {
             keys,
             public: set.public_records()?,
+            nonces: secret.map(|s| Arc::new(NonceKey::new(s.as_bytes()))),
         })
+    }
+
+    /// The DPoP nonce key of the set's nonce secret, if the set has one.
+    pub fn nonce_key(&self) -> Option<Arc<NonceKey>> {
+        self.nonces.clone()
     }
 
     /// The key the schedule selects to sign at `now`.

@@ -2,10 +2,11 @@
 //! Connect Core §9): checking a client assertion against a client record and a clock.
 //!
 //! Pure functions: [`verify`] returns what must be remembered (the `jti` and until when); the
-//! token flow (`crate::issue`) records its one-time use under [`replay_key`] in the replay
-//! cache. Every failure is the same `invalid_client` to the client, and every path verifies
-//! one signature: a client that does not exist, uses secrets or has no key for the assertion
-//! is checked against a fixed key nobody holds, so timing does not tell these cases apart.
+//! token flow (`crate::issue`) records its one-time use under
+//! [`super::used_ids::client_assertion`] in the replay cache. Every failure is the same
+//! `invalid_client` to the client, and every path verifies one signature: a client that does
+//! not exist, uses secrets or has no key for the assertion is checked against a fixed key
+//! nobody holds, so timing does not tell these cases apart.
 
 use std::sync::OnceLock;
 
@@ -189,10 +190,4 @@ fn check_times(
         return Err(AssertionError::Time);
     }
     Ok(())
-}
-
-/// The replay-cache key of an assertion: client id and `jti`, unambiguous whatever characters
-/// either holds (the length prefix ends the client id).
-pub fn replay_key(client_id: &str, jti: &str) -> String {
-    format!("{}:{client_id}:{jti}", client_id.len())
 }

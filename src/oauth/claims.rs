@@ -32,6 +32,13 @@ impl Audience {
     }
 }
 
+/// The `cnf` claim of a DPoP-bound token (RFC 7800 §3.1, RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 7638 SHA-256 thumbprint of the proof key, base64url.
+    pub jkt: String,
+}
+
 /// The claims of every access token the service issues: the registered ones in this order,
 /// then the client's own extra claims, if any, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +61,9 @@ pub struct AccessTokenClaims {
     pub jti: String,
     /// Granted scopes, space-delimited.
     pub scope: String,
+    /// The key the token is bound to (RFC 9449 §6.1), when the request carried a DPoP proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// The client's extra claims, at the top level; empty for most clients, which then get
     /// exactly the claims above.
     #[serde(flatten)]

@@ -16,7 +16,7 @@ use crate::clients::{Client, ClientAuthMethod, SecretHash};
 pub struct IssuedToken {
     /// The signed JWT.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `Bearer`, or `DPoP` for a token bound to a proof key (RFC 9449 §5).
     pub token_type: &'static str,
     /// Lifetime in seconds.
     pub expires_in: u64,
@@ -32,6 +32,14 @@ impl IssuedToken {
             token_type: "Bearer",
             expires_in: lifetime,
             scope,
+        }
+    }
+
+    /// The response carrying a DPoP-bound token (RFC 9449 §5): `token_type` `DPoP`.
+    pub fn dpop(access_token: String, lifetime: u64, scope: String) -> Self {
+        Self {
+            token_type: "DPoP",
+            ..Self::bearer(access_token, lifetime, scope)
         }
     }
 }
@@ -156,6 +164,7 @@ pub fn access_token_claims(
         exp: iat.saturating_add_unsigned(grant.lifetime),
         jti,
         scope: grant.scope.to_scope_string(),
+        cnf: None,
         extra: extra_claims(client),
     }
 }
@@ -203,6 +212,7 @@ mod tests {
             auth_method: ClientAuthMethod::ClientSecret,
             keys: Vec::new(),
             claims: Default::default(),
+            dpop_bound: false,
             created_at: at(0),
             updated_at: at(0),
             version: 1,

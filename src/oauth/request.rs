@@ -67,6 +67,9 @@ pub struct TokenRequest {
     pub scope: Option<ScopeSet>,
     /// The requested resources (RFC 8707), in order, without duplicates.
     pub resources: Vec<String>,
+    /// The `DPoP` header (RFC 9449 §4.1), checked by [`super::dpop`]; `Err` when it was sent
+    /// more than once.
+    pub dpop: Option<Result<String, ()>>,
 }
 
 impl TokenRequest {
@@ -93,6 +96,8 @@ pub struct RawRequest<'a> {
     pub authorization: Option<&'a str>,
     /// The query string, if any.
     pub query: Option<&'a str>,
+    /// The `DPoP` header value, if any; `Err` when the header was sent more than once.
+    pub dpop: Option<Result<&'a str, ()>>,
     /// The body.
     pub body: &'a [u8],
 }
@@ -346,6 +351,7 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
         credentials,
         scope,
         resources,
+        dpop: raw.dpop.map(|h| h.map(str::to_owned)),
     })
 }
 

@@ -19,6 +19,7 @@ use crate::http::{self, Discovery, RequestContext, ScopesSupported};
 use crate::issue::TokenService;
 use crate::key_cache::KeyCache;
 use crate::oauth::OAuthError;
+use crate::oauth::nonce::NonceKey;
 use crate::store::StoreError;
 use crate::store::memory::MemoryRateLimits;
 use crate::store::rotation::KeySetSwap;
@@ -38,6 +39,8 @@ pub struct Embedded {
     pub clock: Arc<dyn Clock>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
     pub trusted_proxies: Arc<Vec<TrustedProxy>>,
+    /// DPoP nonces, under the secret the SQLite file holds.
+    nonces: Arc<NonceKey>,
 }
 
 impl Embedded {
@@ -47,8 +50,11 @@ impl Embedded {
         config: ServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        let store = Arc::new(SqliteStore::open(path)?);
+        let nonces = Arc::new(NonceKey::new(&store.dpop_nonce_secret()?));
         Ok(Self {
-            store: Arc::new(SqliteStore::open(path)?),
+            store,
+            nonces,
             limits: Arc::new(MemoryRateLimits::new(clock.clone())),
             config: Arc::new(config),
             clock,
@@ -104,7 +110,8 @@ impl Embedded {
                 keys,
                 self.clock.clone(),
             )
-            .with_assertion_replay(self.store.clone()),
+            .with_assertion_replay(self.store.clone())
+            .with_dpop_nonces(self.nonces.clone()),
         )
     }
 

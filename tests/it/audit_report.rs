@@ -116,6 +116,7 @@ impl World {
             authorization: Some(&auth),
             query: None,
             body: b"grant_type=client_credentials",
+            dpop: None,
         };
         let meta = RequestMeta {
             request_id: token_service::encoding::random_b64url(9),
@@ -388,6 +389,7 @@ fn client(id: &str, now: OffsetDateTime) -> token_service::clients::Client {
         auth_method: Default::default(),
         keys: Vec::new(),
         claims: Default::default(),
+        dpop_bound: false,
         created_at: now - Duration::days(30),
         updated_at: now - Duration::days(30),
         version: 1,
@@ -607,14 +609,16 @@ mod sqlite_upgrade {
                 .unwrap();
             write_guesses(&store, now - Duration::minutes(20), Duration::minutes(1), 6).await;
         }
-        // Back to the schema before the index, as a file of an earlier version is.
+        // Back to the schema before the index, as a file of an earlier version is: the index
+        // and the one migration after it (the DPoP nonce secret) undone.
         let old = rusqlite::Connection::open(&path).unwrap();
         let version: i64 = old
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         old.execute_batch(&format!(
-            "DROP INDEX audit_failures_by_time; PRAGMA user_version = {};",
-            version - 1
+            "DROP TABLE service_secrets; DROP INDEX audit_failures_by_time;
+             PRAGMA user_version = {};",
+            version - 2
         ))
         .unwrap();
         drop(old);

@@ -232,10 +232,21 @@ impl Stack {
 
     /// The cost of one request with `body` from `ip`, and its answer.
     async fn cost(&self, ip: &str, body: &str) -> (Result<(), Refused>, Cost) {
+        self.cost_with(ip, body, None).await
+    }
+
+    /// The cost of one request with `body` and a `DPoP` header `proof` from `ip`.
+    async fn cost_with(
+        &self,
+        ip: &str,
+        body: &str,
+        proof: Option<&str>,
+    ) -> (Result<(), Refused>, Cost) {
         self.calls.take();
         let raw = RawRequest {
             content_type: Some(FORM),
             body: body.as_bytes(),
+            dpop: proof.map(Ok),
             ..RawRequest::default()
         };
         let meta = RequestMeta {
@@ -301,6 +312,61 @@ async fn key_client_assertion(stack: &Stack, id: &str) -> String {
         .append_pair("client_assertion_type", JWT_BEARER)
         .append_pair("client_assertion", &assertion)
         .finish()
+}
+
+/// A DPoP proof (RFC 9449) for the token endpoint at `now`, by a fresh ES256 key.
+fn dpop_proof(now: OffsetDateTime) -> String {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("dpop+jwt".to_owned());
+    header.jwk = Some(jwk);
+    let claims = serde_json::json!({
+        "jti": random_b64url(16), "htm": "POST", "htu": "https://issuer.test/oauth/token",
+        "iat": now.unix_timestamp(),
+    });
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_request_adds_one_write_in_the_round_trip_of_the_issue_counter() {
+    let stack = Stack::new().await;
+    let (_, secret) = stack.admin.create_client(spec("svc", None)).await.unwrap();
+    let good = secret_body("svc", secret.expose());
+    let proof = dpop_proof(stack.clock.now());
+    let (answer, issued) = stack.cost_with("192.0.2.20", &good, Some(&proof)).await;
+    assert_eq!(answer, Ok(()));
+    eprintln!("DPoP token issued: {} calls {issued:?}", issued.total());
+    let (answer, replayed) = stack.cost_with("192.0.2.21", &good, Some(&proof)).await;
+    assert_eq!(answer, Err(Refused::OAuth(OAuthError::InvalidDpopProof)));
+    eprintln!(
+        "DPoP proof replayed: {} calls {replayed:?}",
+        replayed.total()
+    );
+    let one_more_put = Cost::expected(
+        &[
+            ("BatchGetItem", 1),
+            ("GetItem", 1),
+            ("PutItem", 2),
+            ("UpdateItem", 1),
+        ],
+        3,
+    );
+    assert_eq!(issued, one_more_put);
+    // The refused proof's write and the issue counter's in one round trip, then the refusal
+    // charged to the address's refusal budget (it is no failed authentication) and audited.
+    let refused = Cost::expected(
+        &[
+            ("BatchGetItem", 1),
+            ("GetItem", 1),
+            ("PutItem", 2),
+            ("UpdateItem", 2),
+        ],
+        4,
+    );
+    assert_eq!(replayed, refused);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@ fn client_with_secret(id: &str) -> (Client, String) {
         auth_method: Default::default(),
         keys: Vec::new(),
         claims: Default::default(),
+        dpop_bound: false,
         created_at: at,
         updated_at: at,
         version: 1,
@@ -132,6 +133,7 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
         action: None,
         fields: Vec::new(),
         auth_method: None,
+        dpop_jkt: None,
         expires_at: 1_790_000_000,
     };
     let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
@@ -176,6 +178,7 @@ async fn unidentified_requests_are_partitioned_per_source_address() {
         action: None,
         fields: Vec::new(),
         auth_method: None,
+        dpop_jkt: None,
         expires_at: 1_790_000_000,
     };
     log.append(&record(Some("203.0.113.9"), 1, "invalid_client"))

@@ -268,6 +268,7 @@ async fn token_for(
         authorization: Some(&auth),
         query: None,
         body: b"grant_type=client_credentials",
+        dpop: None,
     };
     let meta = RequestMeta {
         request_id: "claims".to_owned(),

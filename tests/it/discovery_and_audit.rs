@@ -83,6 +83,11 @@ async fn metadata_follows_rfc8414() {
         m["token_endpoint_auth_signing_alg_values_supported"],
         serde_json::json!(["RS256", "PS256", "ES256", "EdDSA"])
     );
+    // RFC 9449 §5.1: every proof algorithm, EdDSA under both its names.
+    assert_eq!(
+        m["dpop_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "EdDSA", "Ed25519", "RS256", "PS256"])
+    );
     assert_eq!(
         m["scopes_supported"],
         serde_json::json!(["api.read", "api.write"])

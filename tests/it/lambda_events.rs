@@ -176,6 +176,59 @@ async fn basic_auth_event_gets_a_token_audited_with_api_gateway_ids() {
     assert_eq!(record.user_agent.as_deref(), Some("fixture-client/1.0"));
 }
 
+/// An ES256 DPoP proof for the token endpoint now, and its key's thumbprint.
+fn dpop_proof() -> (String, String) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    let jkt = jwk
+        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+    header.typ = Some("dpop+jwt".to_owned());
+    header.jwk = Some(jwk);
+    let claims = serde_json::json!({
+        "jti": token_service::encoding::random_b64url(16), "htm": "POST",
+        "htu": "https://issuer.test/oauth/token",
+        "iat": time::OffsetDateTime::now_utc().unix_timestamp(),
+    });
+    (jsonwebtoken::encode(&header, &claims, &key).unwrap(), jkt)
+}
+
+/// The basic-auth fixture with a `dpop` header of `value`.
+fn with_dpop(h: &Harness, value: &str) -> lambda_http::Request {
+    let mut request = h.event(include_str!("../fixtures/token-basic.json"));
+    let value = header::HeaderValue::from_str(value).unwrap();
+    request.headers_mut().insert("dpop", value);
+    request
+}
+
+#[tokio::test]
+async fn dpop_event_gets_a_token_bound_to_the_proof_key() {
+    let h = harness().await;
+    let (proof, jkt) = dpop_proof();
+    let (response, body) = call(h.token_router(), with_dpop(&h, &proof)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let claims = verify(body["access_token"].as_str().unwrap(), &jwks(&h).await);
+    assert_eq!(claims["cnf"]["jkt"], jkt.as_str());
+    assert_eq!(h.audit_record("JKJaXmPLvHcESHA=").await.dpop_jkt, Some(jkt));
+}
+
+#[tokio::test]
+async fn two_dpop_headers_joined_by_api_gateway_are_refused() {
+    // API Gateway's payload 2.0 joins a repeated header's values with commas.
+    let h = harness().await;
+    let joined = format!("{},{}", dpop_proof().0, dpop_proof().0);
+    let (response, body) = call(h.token_router(), with_dpop(&h, &joined)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    let record = h.audit_record("JKJaXmPLvHcESHA=").await;
+    assert_eq!(record.outcome, "invalid_dpop_proof");
+}
+
 #[tokio::test]
 async fn client_secret_post_event_gets_a_token() {
     let h = harness().await;

@@ -15,6 +15,8 @@ mod client_claims;
 mod connections;
 mod discovery_and_audit;
 mod docs;
+mod dpop;
+mod dpop_client;
 mod e2e_server;
 mod fault;
 #[cfg(feature = "lambda")]

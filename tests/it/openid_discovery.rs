@@ -131,6 +131,11 @@ async fn embedded_openid_configuration_is_the_rfc8414_document() {
         m["token_endpoint_auth_signing_alg_values_supported"],
         serde_json::json!(["RS256", "PS256", "ES256", "EdDSA"])
     );
+    // RFC 9449 §5.1: every proof algorithm, EdDSA under both its names.
+    assert_eq!(
+        m["dpop_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "EdDSA", "Ed25519", "RS256", "PS256"])
+    );
     assert_eq!(
         m["scopes_supported"],
         serde_json::json!(["api.read", "api.write"])

@@ -162,6 +162,7 @@ async fn change_of_algorithm(s: &Stores) {
             authorization: Some(&auth),
             query: None,
             body: b"grant_type=client_credentials",
+            dpop: None,
         };
         let issued = service
             .handle(raw, &RequestMeta::default())

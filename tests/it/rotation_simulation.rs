@@ -90,6 +90,7 @@ async fn simulate(s: &Stores) {
             authorization: Some(&auth),
             query: None,
             body: b"grant_type=client_credentials",
+            dpop: None,
         };
         let issued = service
             .handle(raw, &RequestMeta::default())

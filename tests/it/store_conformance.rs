@@ -55,6 +55,7 @@ fn client(id: &str) -> Client {
         auth_method: Default::default(),
         keys: Vec::new(),
         claims: Default::default(),
+        dpop_bound: false,
         created_at: T0,
         updated_at: T0 + Duration::seconds(1),
         version: 1,
@@ -232,6 +233,7 @@ fn record(client_id: &str, at: OffsetDateTime, request_id: &str, outcome: &str) 
         action: None,
         fields: Vec::new(),
         auth_method: None,
+        dpop_jkt: None,
         expires_at: (at + Duration::days(90)).unix_timestamp(),
     }
 }
@@ -765,6 +767,7 @@ async fn ask_from(service: &TokenService, ip: &str, id: &str, secret: &str) -> R
         authorization: Some(&auth),
         query: None,
         body: b"grant_type=client_credentials",
+        dpop: None,
     };
     let meta = RequestMeta {
         request_id: token_service::encoding::random_b64url(9),

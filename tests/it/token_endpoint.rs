@@ -529,6 +529,7 @@ async fn lifetime_is_the_client_ttl_capped_by_the_service_maximum() {
         authorization: Some(&auth),
         query: None,
         body: GRANT.as_bytes(),
+        dpop: None,
     };
     let issued = service.handle(raw, &Default::default()).await.unwrap();
     assert_eq!(issued.expires_in, 600);

@@ -311,6 +311,30 @@ fn clients_update_changes_policy_and_records_the_fields() {
         audit[0]["fields"],
         serde_json::json!(["token_ttl", "rate_limit"])
     );
+
+    // DPoP binding (RFC 9449 §5.2) is switched on and off, each a new version, recorded.
+    let bound = json(&db, &["clients", "update", &id, "--dpop-bound", "true"]);
+    assert_eq!(
+        (bound["dpop_bound"].clone(), bound["version"].clone()),
+        (true.into(), 4.into())
+    );
+    let audit = json(
+        &db,
+        &[
+            "audit",
+            "--client",
+            &id,
+            "--outcome",
+            "admin",
+            "--limit",
+            "1",
+        ],
+    );
+    assert_eq!(audit[0]["fields"], serde_json::json!(["dpop_bound"]));
+    let unbound = json(&db, &["clients", "update", &id, "--dpop-bound", "false"]);
+    assert_eq!(unbound["dpop_bound"], false);
+    let not_a_bool = tokenctl(&db, &["clients", "update", &id, "--dpop-bound", "yes"]);
+    assert!(!not_a_bool.status.success());
 }
 
 #[test]
@@ -351,6 +375,7 @@ fn clients_stats_counts_outcomes_from_the_audit_trail() {
                 authorization: Some(&auth),
                 query: None,
                 body: b"grant_type=client_credentials",
+                dpop: None,
             };
             let _ = service.handle(raw, &Default::default()).await;
         }

@@ -128,6 +128,21 @@ async fn every_command_works_against_dynamodb_and_secrets_manager() {
         &["clients", "update", "billing", "--rate-limit", "30"],
     );
     assert_eq!(updated["rate_limit"], 30);
+    assert_eq!(updated["dpop_bound"], false);
+    let bound = json(
+        &names,
+        &["clients", "update", "billing", "--dpop-bound", "true"],
+    );
+    assert_eq!(bound["dpop_bound"], true);
+    assert_eq!(
+        json(&names, &["clients", "show", "billing"])["dpop_bound"],
+        true
+    );
+    let unbound = json(
+        &names,
+        &["clients", "update", "billing", "--dpop-bound", "false"],
+    );
+    assert_eq!(unbound["dpop_bound"], false);
     let rotated = json(&names, &["secrets", "rotate", "billing", "--grace", "1h"]);
     assert_ne!(rotated["client_secret"], first.as_str());
     let added = json(&names, &["secrets", "add", "billing"]);

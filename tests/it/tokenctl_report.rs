@@ -32,6 +32,7 @@ fn client(id: &str, now: OffsetDateTime) -> Client {
         auth_method: Default::default(),
         keys: Vec::new(),
         claims: Default::default(),
+        dpop_bound: false,
         created_at: now - Duration::days(30),
         updated_at: now - Duration::days(30),
         version: 1,
@@ -53,6 +54,7 @@ fn record(id: &str, at: OffsetDateTime, outcome: &str, ip: &str) -> AuditRecord 
         action: None,
         fields: Vec::new(),
         auth_method: None,
+        dpop_jkt: None,
         expires_at: (at + Duration::days(90)).unix_timestamp(),
     }
 }

@@ -261,6 +261,7 @@ mod tests {
             auth_method: Default::default(),
             keys: Vec::new(),
             claims: Default::default(),
+            dpop_bound: false,
             created_at,
             updated_at: created_at,
             version: 1,
@@ -282,6 +283,7 @@ mod tests {
             action: None,
             fields: Vec::new(),
             auth_method: None,
+            dpop_jkt: None,
             expires_at: 0,
         }
     }

@@ -106,6 +106,10 @@ pub enum ClientsCommand {
         /// Ed25519). Needs --auth private_key_jwt. A private key is refused.
         #[arg(long)]
         jwk: Option<PathBuf>,
+        /// Every token of the client is DPoP-bound (RFC 9449): a request without a DPoP proof
+        /// is refused.
+        #[arg(long)]
+        dpop_bound: bool,
         #[command(flatten)]
         claims: ClaimArgs,
     },
@@ -138,6 +142,9 @@ pub enum ClientsCommand {
         /// New tokens-per-minute limit, or `default`.
         #[arg(long)]
         rate_limit: Option<String>,
+        /// Whether every token of the client must be DPoP-bound (RFC 9449).
+        #[arg(long, value_name = "true|false")]
+        dpop_bound: Option<bool>,
         #[command(flatten)]
         claims: ClaimArgs,
         /// Remove this extra claim (repeat).

@@ -37,6 +37,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
             rate_limit,
             auth,
             jwk,
+            dpop_bound,
             claims,
         } => {
             let mut extra = ExtraClaims::new();
@@ -51,6 +52,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
                 token_ttl: ttl,
                 rate_limit,
                 claims: extra,
+                dpop_bound,
             };
             match (auth, jwk) {
                 (AuthArg::PrivateKeyJwt, Some(path)) => {
@@ -83,6 +85,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
             default_audience,
             ttl,
             rate_limit,
+            dpop_bound,
             claims,
             remove_claims,
         } => {
@@ -95,6 +98,7 @@ pub async fn clients(admin: &Admin, json: bool, cmd: ClientsCommand) -> CliResul
                 token_ttl: or_default(ttl, "--ttl")?,
                 rate_limit: or_default(rate_limit, "--rate-limit")?,
                 claims: claims_edit(claims, remove_claims)?,
+                dpop_bound,
             };
             if update.field_names().is_empty() {
                 return Err("nothing to update: give at least one option".into());

@@ -28,6 +28,7 @@ pub struct ClientView {
     auth_method: ClientAuthMethod,
     keys: Vec<ClientKeyView>,
     claims: ExtraClaims,
+    dpop_bound: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -104,6 +105,7 @@ impl From<&Client> for ClientView {
             auth_method: c.auth_method,
             keys: c.keys.iter().map(ClientKeyView::from).collect(),
             claims: c.claims.clone(),
+            dpop_bound: c.dpop_bound,
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -148,6 +150,7 @@ pub fn print_client(c: &Client) {
     }
     println!("version:          {}", c.version);
     println!("auth method:      {}", c.auth_method.as_str());
+    println!("dpop bound:       {}", c.dpop_bound);
     for (name, value) in &c.claims {
         println!("claim:            {name} = {value}");
     }

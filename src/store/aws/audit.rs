@@ -102,6 +102,7 @@ fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
         ("actor", &record.actor),
         ("action", &record.action),
         ("auth_method", &record.auth_method),
+        ("dpop_jkt", &record.dpop_jkt),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -139,6 +140,7 @@ fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
         action: r.opt_s("action")?,
         fields: r.strings("fields")?,
         auth_method: r.opt_s("auth_method")?,
+        dpop_jkt: r.opt_s("dpop_jkt")?,
         expires_at: r.i64(EXPIRES_AT)?,
     })
 }

@@ -75,6 +75,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_failures_by_time ON audit (ts_ms)
         WHERE outcome NOT IN ('issued', 'admin');
 ",
+    // The secret DPoP nonces are made with (RFC 9449 §8): 256 bits from SQLite's generator,
+    // which the operating system's entropy seeds, made once with the file.
+    r"
+    CREATE TABLE service_secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO service_secrets (name, value) VALUES ('dpop_nonce', randomblob(32));
+",
 ];
 
 /// Reader connections: two cover the runtime's worker threads on a small machine; a reader
@@ -209,6 +218,17 @@ impl SqliteStore {
         }
         let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         lock(&self.readers[turn])
+    }
+
+    /// The secret DPoP nonces are made with (`oauth::nonce`), made with the file.
+    pub fn dpop_nonce_secret(&self) -> Result<Vec<u8>, StoreError> {
+        self.reader()
+            .query_row(
+                "SELECT value FROM service_secrets WHERE name = 'dpop_nonce'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
     }
 
     /// The database file.
