@@ -263,6 +263,8 @@ aws_resource_settings! {
     rate_limits_table, env "TOKEN_RATE_LIMITS_TABLE";
     /// DynamoDB table of used client assertion ids, TTL on `expires_at` (aws backend).
     assertion_ids_table, env "TOKEN_ASSERTION_IDS_TABLE";
+    /// DynamoDB table of the secret index: a secret's client by the secret's digest (aws backend).
+    secret_index_table, env "TOKEN_SECRET_INDEX_TABLE";
     /// Secrets Manager secret holding the private key set, name or ARN (aws backend).
     key_secret_id, env "TOKEN_KEY_SECRET_ID";
 }
@@ -747,13 +749,14 @@ mod tests {
     }
 
     #[test]
-    fn resources_come_from_the_six_variables() {
+    fn resources_come_from_the_seven_variables() {
         let r = resources("").unwrap();
         assert_eq!(r.clients_table, "TOKEN_CLIENTS_TABLE-value");
         assert_eq!(r.audit_table, "TOKEN_AUDIT_TABLE-value");
         assert_eq!(r.public_keys_table, "TOKEN_PUBLIC_KEYS_TABLE-value");
         assert_eq!(r.rate_limits_table, "TOKEN_RATE_LIMITS_TABLE-value");
         assert_eq!(r.assertion_ids_table, "TOKEN_ASSERTION_IDS_TABLE-value");
+        assert_eq!(r.secret_index_table, "TOKEN_SECRET_INDEX_TABLE-value");
         assert_eq!(r.key_secret_id, "TOKEN_KEY_SECRET_ID-value");
     }
 
@@ -765,6 +768,7 @@ mod tests {
             "TOKEN_PUBLIC_KEYS_TABLE",
             "TOKEN_RATE_LIMITS_TABLE",
             "TOKEN_ASSERTION_IDS_TABLE",
+            "TOKEN_SECRET_INDEX_TABLE",
             "TOKEN_KEY_SECRET_ID",
         ] {
             let err = resources(var).unwrap_err();

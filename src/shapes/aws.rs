@@ -203,6 +203,7 @@ impl AwsShape {
         Arc::new(DynamoDbClientStore::new(
             self.dynamodb.clone(),
             self.resources.clients_table.clone(),
+            self.resources.secret_index_table.clone(),
         ))
     }
 

@@ -475,7 +475,8 @@ mod dynamodb {
             .interceptor(calls.clone())
             .build();
         let db = aws_sdk_dynamodb::Client::from_conf(conf);
-        let clients = DynamoDbClientStore::new(db.clone(), &names.clients_table);
+        let clients =
+            DynamoDbClientStore::new(db.clone(), &names.clients_table, &names.secret_index_table);
         for id in ["steady", "other"] {
             clients
                 .create_client(&super::client(id, now))
