@@ -80,7 +80,7 @@ export PATH=$VENV/bin:$PATH
 
 # Build first: the first request to watch otherwise blocks on the whole debug build.
 echo "local-aws: building the functions, tokenctl and the resource tool" >&2
-$CARGO build --quiet -p token -p jwks -p rotate-keys
+$CARGO build --quiet -p token -p jwks -p rotate-keys -p secret-scanning
 $CARGO build --quiet --bin tokenctl
 $CARGO build --quiet --features lambda --example aws-seed
 

@@ -410,7 +410,7 @@ impl SecretScanning {
             expires_at: (now + self.config.audit_retention).unix_timestamp(),
         };
         self.audit.append(&record).await?;
-        metrics::counter!("leaked_secrets", "program" => program.as_str(), "action" => action.as_str()).increment(1);
+        metrics::counter!("leaked_secrets").increment(1);
         self.alarm.leaked(program, &client.client_id, &url).await;
         Ok(live)
     }

@@ -384,3 +384,75 @@ async fn a_stalled_or_failing_keys_document_is_bounded_503_and_changes_nothing()
         assert!(s.leak_records().await.is_empty());
     }
 }
+
+/// The secret-scanning function's router over DynamoDB (moto): a signed report revokes the
+/// secret through the secret index, and the token function refuses it on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_revokes_a_reported_secret_on_dynamodb() {
+    use token_service::shapes::aws::AwsShape;
+    use token_service::shapes::lambda::{scanning_router, token_router};
+    use token_service::store::aws::create_resources;
+
+    let pair = key_pair();
+    let url = keys_server(Some(document(&[("k1", &pair)])), Duration::ZERO).await;
+    let names = crate::support::stores::random_resources();
+    let sdk = crate::support::moto::sdk_config().await;
+    create_resources(&sdk, &names).await.unwrap();
+    let mut config = ServiceConfig::for_tests();
+    config.scanning.github_keys_url = url;
+    let shape =
+        AwsShape::new(&sdk, names, config, Arc::new(SystemClock)).with_rotation_in_process();
+    let admin = shape.admin("test");
+    admin.create_first_key().await.unwrap();
+    let (_, leaked) = admin
+        .create_client(NewClient {
+            client_id: Some("svc".into()),
+            name: "svc".into(),
+            scopes: vec!["a".into()],
+            audiences: vec!["https://api.test/".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, _, other) = admin.add_secret("svc", None).await.unwrap();
+    let token = |secret: String| {
+        let router = token_router(shape.token_service());
+        async move {
+            let request = Request::post("/oauth/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", basic_header("svc", &secret))
+                .body(Body::from("grant_type=client_credentials"))
+                .unwrap();
+            router.oneshot(request).await.unwrap().status()
+        }
+    };
+    let leaked = leaked.expose().to_owned();
+    assert_eq!(token(leaked.clone()).await, StatusCode::OK);
+
+    let body = report_of(&[&leaked]);
+    let request = Request::post("/secret-scanning/github")
+        .header("github-public-key-identifier", "k1")
+        .header("github-public-key-signature", sign(&pair, &body))
+        .body(Body::from(body))
+        .unwrap();
+    let response = scanning_router(shape.secret_scanning())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(token(leaked).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token(other.expose().to_owned()).await, StatusCode::OK);
+    let trail = admin
+        .audit
+        .query(&AuditQuery {
+            client_id: Some("svc".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.action.as_deref() == Some("leak.revoke"))
+    );
+}
