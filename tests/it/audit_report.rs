@@ -608,15 +608,12 @@ mod sqlite_upgrade {
                 .unwrap();
             write_guesses(&store, now - Duration::minutes(20), Duration::minutes(1), 6).await;
         }
-        // Back to the schema before the index, as a file of an earlier version is.
+        // Back to the schema before the index (the fourth migration; the secret index came
+        // after it), as a file of an earlier version is.
         let old = rusqlite::Connection::open(&path).unwrap();
-        let version: i64 = old
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        old.execute_batch(&format!(
-            "DROP INDEX audit_failures_by_time; PRAGMA user_version = {};",
-            version - 1
-        ))
+        old.execute_batch(
+            "DROP INDEX audit_failures_by_time; DROP TABLE secret_index; PRAGMA user_version = 3;",
+        )
         .unwrap();
         drop(old);
         let store = SqliteStore::open(&path).unwrap();

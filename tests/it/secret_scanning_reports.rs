@@ -182,7 +182,7 @@ async fn a_signed_report_revokes_that_secret_at_once_and_only_that_one() {
     let url = keys_server(Some(document(&[("k1", &pair)])), Duration::ZERO).await;
     let s = stand(&url, "revoke");
     s.embedded.admin("t").ensure_signing_key().await.unwrap();
-    let (leaked, _) = s.client("svc").await;
+    let (leaked, leaked_id) = s.client("svc").await;
     let (_, _, other) = s.embedded.admin("t").add_secret("svc", None).await.unwrap();
     let other = other.expose().to_owned();
     assert_eq!(s.token("svc", &leaked).await, StatusCode::OK);
@@ -213,6 +213,22 @@ async fn a_signed_report_revokes_that_secret_at_once_and_only_that_one() {
     assert_eq!(feedback[0]["token_hash"], hash);
     assert_eq!(feedback[0]["token_type"], "token_service_client_secret");
     assert_eq!(s.leak_records().await, ["leak.revoke"]);
+    let report = token_service::audit::report::build(
+        s.embedded.store.as_ref(),
+        s.embedded.store.as_ref(),
+        &SystemClock,
+        &token_service::audit::report::ReportOptions::new(time::Duration::days(1)),
+    )
+    .await
+    .unwrap();
+    let leaks = &report.findings.leaked_secrets;
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(
+        (leaks[0].client_id.as_str(), leaks[0].secret_id.as_str()),
+        ("svc", leaked_id.as_str())
+    );
+    assert_eq!(leaks[0].url, "https://github.com/o/r/blob/abc/config.env");
+    assert_eq!(leaks[0].reported_by, "github secret scanning");
 
     // The same report again changes nothing more.
     let before = s.embedded.admin("t").client("svc").await.unwrap();
