@@ -472,3 +472,44 @@ async fn the_function_revokes_a_reported_secret_on_dynamodb() {
             .any(|r| r.action.as_deref() == Some("leak.revoke"))
     );
 }
+
+/// GitLab's route, once its keys URL is set: its own headers, `200` without a body, and the
+/// same action; GitHub's headers do not authenticate a report there.
+#[tokio::test]
+async fn a_gitlab_report_is_answered_200_and_revokes() {
+    let pair = key_pair();
+    let url = keys_server(Some(document(&[("gl1", &pair)])), Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServiceConfig::for_tests();
+    config.scanning.gitlab_keys_url = Some(url);
+    let s = Stand {
+        embedded: Embedded::open(dir.path().join("g.db"), config, Arc::new(SystemClock)).unwrap(),
+        _dir: dir,
+    };
+    s.embedded.admin("t").ensure_signing_key().await.unwrap();
+    let (leaked, _) = s.client("svc").await;
+    let body = report_of(&[&leaked]);
+    let signature = sign(&pair, &body);
+    let send = |headers: [(&'static str, String); 2]| {
+        let mut request = Request::post("/secret-scanning/gitlab");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        s.send(request.body(Body::from(body.clone())).unwrap())
+    };
+    let (status, _) = send([
+        ("github-public-key-identifier", "gl1".to_owned()),
+        ("github-public-key-signature", signature.clone()),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.token("svc", &leaked).await, StatusCode::OK);
+    let (status, answer) = send([
+        ("gitlab-public-key-identifier", "gl1".to_owned()),
+        ("gitlab-public-key-signature", signature),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer.is_empty());
+    assert_eq!(s.token("svc", &leaked).await, StatusCode::UNAUTHORIZED);
+}
