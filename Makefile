@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 AARCH64 := aarch64-unknown-linux-gnu
-FUNCTIONS := TokenFunction JwksFunction RotateKeysFunction AuthorizerFunction
+FUNCTIONS := TokenFunction JwksFunction RotateKeysFunction SecretScanningFunction AuthorizerFunction
 # SAM must not phone home (telemetry, version check); validate needs a region, no credentials.
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1}
 

@@ -25,7 +25,7 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=eu-west-1 AWS_DEF
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
   TOKEN_CLIENTS_TABLE=init-clients TOKEN_AUDIT_TABLE=init-audit \
   TOKEN_PUBLIC_KEYS_TABLE=init-public-keys TOKEN_RATE_LIMITS_TABLE=init-rate-limits \
-  TOKEN_ASSERTION_IDS_TABLE=init-assertion-ids \
+  TOKEN_ASSERTION_IDS_TABLE=init-assertion-ids TOKEN_SECRET_INDEX_TABLE=init-secret-index \
   TOKEN_KEY_SECRET_ID=init/signing-keys TOKEN_ISSUER=https://init.example.com RUST_LOG=info
 
 export PATH=$VENV/bin:$PATH

@@ -73,14 +73,14 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=eu-west-1 AWS_DEF
   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
   TOKEN_CLIENTS_TABLE=token-clients TOKEN_AUDIT_TABLE=token-audit \
   TOKEN_PUBLIC_KEYS_TABLE=token-public-keys TOKEN_RATE_LIMITS_TABLE=token-rate-limits \
-  TOKEN_ASSERTION_IDS_TABLE=token-assertion-ids \
+  TOKEN_ASSERTION_IDS_TABLE=token-assertion-ids TOKEN_SECRET_INDEX_TABLE=token-secret-index \
   TOKEN_KEY_SECRET_ID=token-service/signing-keys \
   TOKEN_ISSUER=$BASE_URL RUST_LOG=${RUST_LOG:-info}
 export PATH=$VENV/bin:$PATH
 
 # Build first: the first request to watch otherwise blocks on the whole debug build.
 echo "local-aws: building the functions, tokenctl and the resource tool" >&2
-$CARGO build --quiet -p token -p jwks -p rotate-keys
+$CARGO build --quiet -p token -p jwks -p rotate-keys -p secret-scanning
 $CARGO build --quiet --bin tokenctl
 $CARGO build --quiet --features lambda --example aws-seed
 

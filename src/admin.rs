@@ -460,6 +460,16 @@ impl Admin {
         .await
     }
 
+    /// Rebuilds the secret index from the client records: once, for secrets stored before
+    /// the index existed. Returns how many secrets it names.
+    pub async fn reindex_secrets(&self) -> Result<usize, AdminError> {
+        let now = self.clock.now();
+        let indexed = self.clients.reindex_secrets().await?;
+        self.record(audit::NO_CLIENT, "secrets.reindex", &[], now)
+            .await?;
+        Ok(indexed)
+    }
+
     /// Every client.
     pub async fn list_clients(&self) -> Result<Vec<Client>, AdminError> {
         Ok(self.clients.list_clients().await?)

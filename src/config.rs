@@ -130,6 +130,77 @@ service_settings! {
     /// DPoP nonces (RFC 9449 §8): `off`, or `required` (a proof without a current nonce gets
     /// `use_dpop_nonce` and the nonce in a `DPoP-Nonce` header).
     dpop_nonce: String, env "TOKEN_DPOP_NONCE", default String::from("off");
+    /// URL of GitHub's secret-scanning public keys document (`https`, or `http` on loopback).
+    github_scanning_keys_url: String, env "TOKEN_GITHUB_SCANNING_KEYS_URL", default String::from(GITHUB_SCANNING_KEYS_URL);
+    /// URL of GitLab's secret-detection public keys document (`https`, or `http` on
+    /// loopback); unset, `POST /secret-scanning/gitlab` answers `404`.
+    gitlab_scanning_keys_url: Option<String>, env "TOKEN_GITLAB_SCANNING_KEYS_URL";
+    /// What a reported leak of one of our secrets does: `revoke` (that secret), `disable`
+    /// (the whole client) or `report` (audit and alarm only).
+    leaked_secret_action: String, env "TOKEN_LEAKED_SECRET_ACTION", default String::from("revoke");
+}
+
+/// GitHub's documented secret-scanning keys document.
+pub const GITHUB_SCANNING_KEYS_URL: &str =
+    "https://api.github.com/meta/public_keys/secret_scanning";
+
+/// What a reported leak of one of our secrets does (`TOKEN_LEAKED_SECRET_ACTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakAction {
+    /// The leaked secret stops working at once; the client's other secrets keep working.
+    Revoke,
+    /// The whole client is disabled.
+    Disable,
+    /// Only the audit record and the alarm.
+    Report,
+}
+
+impl LeakAction {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Disable => "disable",
+            Self::Report => "report",
+        }
+    }
+}
+
+/// The secret-scanning endpoints' settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanningConfig {
+    /// GitHub's keys document.
+    pub github_keys_url: String,
+    /// GitLab's keys document, if GitLab reports are accepted.
+    pub gitlab_keys_url: Option<String>,
+    /// What a reported leak does.
+    pub action: LeakAction,
+}
+
+/// Whether `url` may serve a scanning program's keys: `https`, or `http` on a loopback
+/// address (tests and local stand-ins).
+fn is_keys_url(url: &str) -> bool {
+    let bad = |c: char| c.is_whitespace() || c.is_control();
+    if url.chars().any(bad) {
+        return false;
+    }
+    let (rest, loopback_only) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        _ => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return false;
+    }
+    if !loopback_only {
+        return true;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why the settings were refused.
@@ -143,6 +214,8 @@ pub enum ConfigError {
 /// The validated service configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
+    /// The secret-scanning endpoints' settings.
+    pub scanning: ScanningConfig,
     /// Issuer URL, verbatim.
     pub issuer: String,
     /// Lifetime for clients without their own, seconds.
@@ -314,6 +387,8 @@ aws_resource_settings! {
     rate_limits_table, env "TOKEN_RATE_LIMITS_TABLE";
     /// DynamoDB table of used client assertion ids, TTL on `expires_at` (aws backend).
     assertion_ids_table, env "TOKEN_ASSERTION_IDS_TABLE";
+    /// DynamoDB table of the secret index: a secret's client by the secret's digest (aws backend).
+    secret_index_table, env "TOKEN_SECRET_INDEX_TABLE";
     /// Secrets Manager secret holding the private key set, name or ARN (aws backend).
     key_secret_id, env "TOKEN_KEY_SECRET_ID";
 }
@@ -459,7 +534,38 @@ impl ServiceSettings {
             "required" => true,
             _ => return Err(invalid("TOKEN_DPOP_NONCE must be off or required")),
         };
+        let check_url = |name: &str, url: &str| {
+            if is_keys_url(url) {
+                Ok(url.to_owned())
+            } else {
+                Err(invalid(format!(
+                    "{name} must be an https URL (http only on a loopback address)"
+                )))
+            }
+        };
+        let scanning = ScanningConfig {
+            github_keys_url: check_url(
+                "TOKEN_GITHUB_SCANNING_KEYS_URL",
+                &self.github_scanning_keys_url,
+            )?,
+            gitlab_keys_url: match &self.gitlab_scanning_keys_url {
+                Some(url) => Some(check_url("TOKEN_GITLAB_SCANNING_KEYS_URL", url)?),
+                None => None,
+            },
+            action: match self.leaked_secret_action.as_str() {
+                "revoke" => LeakAction::Revoke,
+                "disable" => LeakAction::Disable,
+                "report" => LeakAction::Report,
+                _ => {
+                    return Err(invalid(
+                        "TOKEN_LEAKED_SECRET_ACTION must be one of revoke, disable, report"
+                            .to_owned(),
+                    ));
+                }
+            },
+        };
         Ok(ServiceConfig {
+            scanning,
             issuer,
             default_ttl: self.default_ttl,
             max_ttl: self.max_ttl,
@@ -770,6 +876,42 @@ mod tests {
     }
 
     #[test]
+    fn scanning_settings_are_checked() {
+        let c = parse(&[]).unwrap().scanning;
+        assert_eq!(c.github_keys_url, GITHUB_SCANNING_KEYS_URL);
+        assert_eq!((c.gitlab_keys_url, c.action), (None, LeakAction::Revoke));
+        for good in [
+            "https://keys.example/x",
+            "http://127.0.0.1:8080/keys",
+            "http://[::1]:9/k",
+            "http://localhost/k",
+        ] {
+            let c = parse(&["--gitlab-scanning-keys-url", good])
+                .unwrap()
+                .scanning;
+            assert_eq!(c.gitlab_keys_url.as_deref(), Some(good));
+        }
+        for bad in [
+            "http://keys.example/x",
+            "http://10.0.0.1/k",
+            "ftp://127.0.0.1/k",
+            "https://",
+            "https://a b/",
+            "http://user@127.0.0.1.evil/k",
+        ] {
+            assert!(
+                parse(&["--github-scanning-keys-url", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let c = parse(&["--leaked-secret-action", "disable"])
+            .unwrap()
+            .scanning;
+        assert_eq!(c.action, LeakAction::Disable);
+        assert!(parse(&["--leaked-secret-action", "Revoke"]).is_err());
+    }
+
+    #[test]
     fn the_signing_algorithm_is_one_of_three_exact_names() {
         assert_eq!(parse(&[]).unwrap().signing_alg, SigningAlg::RS256);
         for alg in crate::keys::SIGNING_ALGS {
@@ -827,13 +969,14 @@ mod tests {
     }
 
     #[test]
-    fn resources_come_from_the_six_variables() {
+    fn resources_come_from_the_seven_variables() {
         let r = resources("").unwrap();
         assert_eq!(r.clients_table, "TOKEN_CLIENTS_TABLE-value");
         assert_eq!(r.audit_table, "TOKEN_AUDIT_TABLE-value");
         assert_eq!(r.public_keys_table, "TOKEN_PUBLIC_KEYS_TABLE-value");
         assert_eq!(r.rate_limits_table, "TOKEN_RATE_LIMITS_TABLE-value");
         assert_eq!(r.assertion_ids_table, "TOKEN_ASSERTION_IDS_TABLE-value");
+        assert_eq!(r.secret_index_table, "TOKEN_SECRET_INDEX_TABLE-value");
         assert_eq!(r.key_secret_id, "TOKEN_KEY_SECRET_ID-value");
     }
 
@@ -845,6 +988,7 @@ mod tests {
             "TOKEN_PUBLIC_KEYS_TABLE",
             "TOKEN_RATE_LIMITS_TABLE",
             "TOKEN_ASSERTION_IDS_TABLE",
+            "TOKEN_SECRET_INDEX_TABLE",
             "TOKEN_KEY_SECRET_ID",
         ] {
             let err = resources(var).unwrap_err();

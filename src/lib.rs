@@ -25,6 +25,8 @@ pub mod keys;
 pub mod limits;
 pub mod oauth;
 pub mod refusal;
+#[cfg(feature = "scanning")]
+pub mod scanning;
 pub mod shapes;
 pub mod store;
 pub mod values;

@@ -1,7 +1,7 @@
 //! The audit report (`tokenctl audit report`): each client's token requests in a period, and
 //! signs of suspicious use — a client used from a new address, an address failing against
 //! several client ids (known or not), a jump in a client's volume, a disabled client still
-//! being tried.
+//! being tried, a secret reported leaked by a scanning program.
 //!
 //! [`build`] reads the records through the store ports, one query per client over the period
 //! and its baseline (a DynamoDB `Query` on the client's partition), and the refusals of the
@@ -197,6 +197,8 @@ pub struct Findings {
     pub volume_jumps: Vec<VolumeJump>,
     /// A disabled client still asked for tokens after it was disabled.
     pub disabled_tried: Vec<DisabledTried>,
+    /// A secret-scanning program reported a client's secret leaked (`leak.*` records).
+    pub leaked_secrets: Vec<LeakedSecret>,
 }
 
 impl Findings {
@@ -206,7 +208,26 @@ impl Findings {
             && self.spraying.is_empty()
             && self.volume_jumps.is_empty()
             && self.disabled_tried.is_empty()
+            && self.leaked_secrets.is_empty()
     }
+}
+
+/// See [`Findings::leaked_secrets`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeakedSecret {
+    /// The client.
+    pub client_id: String,
+    /// When the report was handled.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who reported it (`github secret scanning`, `gitlab secret scanning`).
+    pub reported_by: String,
+    /// What was done: `leak.revoke`, `leak.disable` or `leak.report`.
+    pub action: String,
+    /// The secret's id.
+    pub secret_id: String,
+    /// Where it was found, as the program said.
+    pub url: String,
 }
 
 /// See [`Findings::new_addresses`].

@@ -5,6 +5,8 @@
 
 mod discovery;
 mod error;
+#[cfg(feature = "scanning")]
+mod scanning;
 mod token;
 
 use std::sync::Arc;
@@ -43,6 +45,26 @@ pub fn discovery_routes(discovery: Arc<Discovery>) -> Router {
 pub fn router(service: Arc<TokenService>, discovery: Arc<Discovery>) -> Router {
     token::routes(service)
         .merge(discovery::routes(discovery))
+        .fallback(not_found)
+}
+
+/// The secret-scanning routes: `POST /secret-scanning/github` and
+/// `POST /secret-scanning/gitlab` (the latter `404` while GitLab's keys URL is unset).
+#[cfg(feature = "scanning")]
+pub fn scanning_routes(service: Arc<crate::scanning::SecretScanning>) -> Router {
+    scanning::routes(service).fallback(not_found)
+}
+
+/// Every route with the secret-scanning ones, as the embedded server serves them.
+#[cfg(feature = "scanning")]
+pub fn router_with_scanning(
+    service: Arc<TokenService>,
+    discovery: Arc<Discovery>,
+    scanning: Arc<crate::scanning::SecretScanning>,
+) -> Router {
+    token::routes(service)
+        .merge(discovery::routes(discovery))
+        .merge(scanning::routes(scanning))
         .fallback(not_found)
 }
 

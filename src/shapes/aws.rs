@@ -203,6 +203,7 @@ impl AwsShape {
         Arc::new(DynamoDbClientStore::new(
             self.dynamodb.clone(),
             self.resources.clients_table.clone(),
+            self.resources.secret_index_table.clone(),
         ))
     }
 
@@ -333,6 +334,25 @@ impl AwsShape {
             clock: self.clock.clone(),
             actor: actor.into(),
         }
+    }
+
+    /// The secret-scanning function's logic: the secret index, the clients it updates, the
+    /// audit trail and the refusal budget in DynamoDB; a leak's alarm is a log warning and the
+    /// `leaked_secrets` metric, which the stack's alarm watches.
+    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    pub fn secret_scanning(&self) -> Arc<crate::scanning::SecretScanning> {
+        Arc::new(crate::scanning::SecretScanning::new(
+            self.config.clone(),
+            Arc::new(crate::store::aws::DynamoDbSecretIndex::new(
+                self.dynamodb.clone(),
+                self.resources.secret_index_table.clone(),
+            )),
+            self.clients(),
+            self.audit(),
+            self.rate_limits(),
+            Arc::new(crate::scanning::LogAlarm),
+            self.clock.clone(),
+        ))
     }
 
     /// The token function's router: `POST /oauth/token`, with the key set loaded before the

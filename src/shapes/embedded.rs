@@ -115,6 +115,19 @@ impl Embedded {
         )
     }
 
+    /// The secret-scanning endpoints over the store; a leak's alarm is a log warning.
+    pub fn secret_scanning(&self) -> Arc<crate::scanning::SecretScanning> {
+        Arc::new(crate::scanning::SecretScanning::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.store.clone(),
+            self.store.clone(),
+            self.limits.clone(),
+            Arc::new(crate::scanning::LogAlarm),
+            self.clock.clone(),
+        ))
+    }
+
     /// The discovery documents over the store.
     pub fn discovery(&self) -> Arc<Discovery> {
         let scopes = match &self.config.scopes_supported {
@@ -133,7 +146,12 @@ impl Embedded {
     /// so that the peer address reaches the audit trail (and `Host` is checked: requests
     /// without a peer address come from in-process callers, not over HTTP/1.1).
     pub fn router(&self) -> Router {
-        http::router(self.token_service(), self.discovery()).layer(middleware::from_fn_with_state(
+        http::router_with_scanning(
+            self.token_service(),
+            self.discovery(),
+            self.secret_scanning(),
+        )
+        .layer(middleware::from_fn_with_state(
             self.trusted_proxies.clone(),
             peer_context,
         ))

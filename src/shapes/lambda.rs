@@ -100,6 +100,12 @@ pub fn discovery_router(discovery: Arc<Discovery>) -> Router {
     with_api_gateway_context(http::discovery_routes(discovery))
 }
 
+/// What the secret-scanning function serves: `POST /secret-scanning/github` and `/gitlab`.
+#[cfg(feature = "scanning")]
+pub fn scanning_router(service: Arc<crate::scanning::SecretScanning>) -> Router {
+    with_api_gateway_context(http::scanning_routes(service))
+}
+
 /// The log filter of a function: `RUST_LOG` when it is set and valid (per-module
 /// directives), else the level Lambda passes from the function's `LoggingConfig`
 /// (`AWS_LAMBDA_LOG_LEVEL`: `TRACE` ... `FATAL`), else `info`.
@@ -196,6 +202,17 @@ impl Started {
         let metrics = init_metrics(self.function, self.lambda_function_name.as_deref())
             .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))?;
         let app = with_embedded_metrics(self.shape.token_router().await, metrics);
+        self.initialised();
+        Ok(app)
+    }
+
+    /// The secret-scanning function's app ([`AwsShape::secret_scanning`]) with CloudWatch
+    /// embedded metrics per request.
+    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    pub fn secret_scanning_app(&self) -> Result<Router, lambda_http::Error> {
+        let metrics = init_metrics(self.function, self.lambda_function_name.as_deref())
+            .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))?;
+        let app = with_embedded_metrics(scanning_router(self.shape.secret_scanning()), metrics);
         self.initialised();
         Ok(app)
     }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditQuery, AuditRecord, Failures};
-use crate::clients::Client;
+use crate::clients::{Client, SecretHash};
 use crate::keys::{KeySet, PublicKeyRecord};
 
 pub use rotation::KeyRotation;
@@ -60,6 +60,27 @@ pub trait ClientAdmin: ClientReader {
     /// Deletes the client if its stored `version` is `version`; else `Conflict` (or
     /// `NotFound`). Its audit records stay.
     async fn delete_client(&self, client_id: &str, version: u64) -> Result<(), StoreError>;
+    /// Rebuilds the secret index from the client records (for secrets stored before the
+    /// index existed); returns how many secrets it now names. Idempotent.
+    async fn reindex_secrets(&self) -> Result<usize, StoreError>;
+}
+
+/// Where a secret is, found by its digest: one entry of the secret index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSecret {
+    /// The client holding the secret.
+    pub client_id: String,
+    /// The secret's public handle in that client's record.
+    pub secret_id: String,
+}
+
+/// The secret index (DESIGN.md "Data model"): a secret's client and id by its digest, so a
+/// leaked secret is found without a scan. Every client write keeps it in step with the
+/// record (create, update, delete), in the same transaction.
+#[async_trait]
+pub trait SecretIndex: Send + Sync {
+    /// The secret with this digest, if a client holds one.
+    async fn find_secret(&self, hash: &SecretHash) -> Result<Option<IndexedSecret>, StoreError>;
 }
 
 /// The audit trail.

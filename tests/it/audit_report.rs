@@ -477,7 +477,8 @@ mod dynamodb {
             .interceptor(calls.clone())
             .build();
         let db = aws_sdk_dynamodb::Client::from_conf(conf);
-        let clients = DynamoDbClientStore::new(db.clone(), &names.clients_table);
+        let clients =
+            DynamoDbClientStore::new(db.clone(), &names.clients_table, &names.secret_index_table);
         for id in ["steady", "other"] {
             clients
                 .create_client(&super::client(id, now))
@@ -609,17 +610,14 @@ mod sqlite_upgrade {
                 .unwrap();
             write_guesses(&store, now - Duration::minutes(20), Duration::minutes(1), 6).await;
         }
-        // Back to the schema before the index, as a file of an earlier version is: the index
-        // and the one migration after it (the DPoP nonce secret) undone.
+        // Back to the schema before the index (the fourth migration), as a file of an earlier
+        // version is: the index and the migrations after it (the DPoP nonce secret, the secret
+        // index) undone.
         let old = rusqlite::Connection::open(&path).unwrap();
-        let version: i64 = old
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        old.execute_batch(&format!(
-            "DROP TABLE service_secrets; DROP INDEX audit_failures_by_time;
-             PRAGMA user_version = {};",
-            version - 2
-        ))
+        old.execute_batch(
+            "DROP TABLE secret_index; DROP TABLE service_secrets;
+             DROP INDEX audit_failures_by_time; PRAGMA user_version = 3;",
+        )
         .unwrap();
         drop(old);
         let store = SqliteStore::open(&path).unwrap();

@@ -259,7 +259,7 @@ async fn errors_name_the_table_but_never_a_secret_hash() {
     let db = aws_sdk_dynamodb::Client::new(&sdk);
     let (client, hash) = client_with_secret("c1");
 
-    let missing = DynamoDbClientStore::new(db.clone(), "no-such-table");
+    let missing = DynamoDbClientStore::new(db.clone(), "no-such-table", "no-such-index");
     let text = backend_text(missing.create_client(&client).await.unwrap_err());
     assert!(text.contains("no-such-table"), "{text}");
     assert!(!text.contains(&hash), "{text}");
@@ -275,7 +275,7 @@ async fn errors_name_the_table_but_never_a_secret_hash() {
         .send()
         .await
         .unwrap();
-    let store = DynamoDbClientStore::new(db, &names.clients_table);
+    let store = DynamoDbClientStore::new(db, &names.clients_table, &names.secret_index_table);
     let text = backend_text(store.get_client("c1").await.unwrap_err());
     assert!(
         text.contains("record") && text.contains(&names.clients_table),

@@ -405,6 +405,7 @@ impl Cli {
                 .env("TOKEN_PUBLIC_KEYS_TABLE", &names.public_keys_table)
                 .env("TOKEN_RATE_LIMITS_TABLE", &names.rate_limits_table)
                 .env("TOKEN_ASSERTION_IDS_TABLE", &names.assertion_ids_table)
+                .env("TOKEN_SECRET_INDEX_TABLE", &names.secret_index_table)
                 .env("TOKEN_KEY_SECRET_ID", &names.key_secret_id),
         };
         command.args(args).output().expect("tokenctl runs")

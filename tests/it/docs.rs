@@ -180,7 +180,12 @@ fn check_bounds(var: &str, cell: &str) {
         assert!(!values.is_empty(), "{var}: `one of` names no value");
         for value in values {
             accepted(value);
-            refused(&value.to_lowercase());
+            // Exact spelling: the value in another case is refused.
+            let other_case = match value.to_lowercase() == value {
+                true => value.to_uppercase(),
+                false => value.to_lowercase(),
+            };
+            refused(&other_case);
         }
     }
     assert!(!cell.is_empty(), "{var} has no bounds");

@@ -37,6 +37,7 @@ mod rotation_race;
 mod rotation_signing_alg;
 mod rotation_simulation;
 mod secret_scanning;
+mod secret_scanning_reports;
 mod store_conformance;
 mod token_endpoint;
 mod tokenctl;

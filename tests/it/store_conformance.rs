@@ -17,8 +17,8 @@ use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
 use token_service::oauth::request::RawRequest;
 use token_service::refusal::Refused;
-use token_service::store::StoreError;
 use token_service::store::rotation::KeySetSwap;
+use token_service::store::{IndexedSecret, StoreError};
 
 use crate::support::stores::Stores;
 
@@ -459,6 +459,129 @@ async fn public_keys_replace_adds_and_removes(s: &Stores) {
     assert_eq!(s.public_keys.public_keys().await.unwrap(), records[1..]);
     s.public_keys.replace_public_keys(&[]).await.unwrap();
     assert_eq!(s.public_keys.public_keys().await.unwrap(), Vec::new());
+}
+
+fn admin_over(s: &Stores, clock: Arc<ManualClock>) -> Admin {
+    let config = Arc::new(ServiceConfig::for_tests());
+    Admin {
+        clients: s.clients.clone(),
+        audit: s.audit.clone(),
+        rotation: Arc::new(KeySetSwap::new(
+            s.keys.clone(),
+            config.signing_alg,
+            config.schedule,
+            clock.clone(),
+        )),
+        public_keys: s.public_keys.clone(),
+        config,
+        clock,
+        actor: "conformance".to_owned(),
+    }
+}
+
+async fn the_secret_index_follows_every_client_write(s: &Stores) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let admin = admin_over(s, clock.clone());
+    let at = |client: &str, secret: &StoredSecret| {
+        Some(IndexedSecret {
+            client_id: client.to_owned(),
+            secret_id: secret.secret_id.clone(),
+        })
+    };
+    let spec = |id: &str| NewClient {
+        client_id: Some(id.to_owned()),
+        name: id.to_owned(),
+        scopes: vec!["a".to_owned()],
+        audiences: vec!["https://api.test/".to_owned()],
+        ..NewClient::default()
+    };
+    let (created, first) = admin.create_client(spec("billing")).await.unwrap();
+    assert_eq!(
+        s.secrets.find_secret(&first.hash()).await.unwrap(),
+        at("billing", &created.secrets[0])
+    );
+    let unknown = ClientSecret::generate().hash();
+    assert_eq!(s.secrets.find_secret(&unknown).await.unwrap(), None);
+
+    clock.advance(Duration::minutes(1));
+    let (_, added_stored, added) = admin.add_secret("billing", None).await.unwrap();
+    assert_eq!(
+        s.secrets.find_secret(&added.hash()).await.unwrap(),
+        at("billing", &added_stored)
+    );
+    // A rotation with a grace period keeps the old secrets (and their entries) until then.
+    clock.advance(Duration::minutes(1));
+    let (_, graced_stored, graced) = admin
+        .rotate_secret("billing", Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        s.secrets
+            .find_secret(&first.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // One without drops them at once, entries too.
+    clock.advance(Duration::minutes(1));
+    let (_, rotated_stored, rotated) = admin
+        .rotate_secret("billing", Duration::ZERO)
+        .await
+        .unwrap();
+    for gone in [&first, &added, &graced] {
+        assert_eq!(s.secrets.find_secret(&gone.hash()).await.unwrap(), None);
+    }
+    assert_eq!(
+        s.secrets.find_secret(&rotated.hash()).await.unwrap(),
+        at("billing", &rotated_stored)
+    );
+    assert_ne!(graced_stored.secret_id, rotated_stored.secret_id);
+
+    let (other, other_secret) = admin.create_client(spec("other")).await.unwrap();
+    admin
+        .revoke_secret("billing", &rotated_stored.secret_id)
+        .await
+        .unwrap();
+    assert_eq!(s.secrets.find_secret(&rotated.hash()).await.unwrap(), None);
+    assert_eq!(
+        s.secrets.find_secret(&other_secret.hash()).await.unwrap(),
+        at("other", &other.secrets[0])
+    );
+    // A failed (stale) update changes no entry.
+    let stale = next_version(admin.client("other").await.unwrap());
+    let mut newer = stale.clone();
+    newer.secrets.clear();
+    s.clients.update_client(&stale).await.unwrap();
+    assert!(matches!(
+        s.clients.update_client(&newer).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        s.secrets
+            .find_secret(&other_secret.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    admin.delete_client("other").await.unwrap();
+    assert_eq!(
+        s.secrets.find_secret(&other_secret.hash()).await.unwrap(),
+        None
+    );
+
+    // Reindexing names exactly the secrets the records hold, and changes nothing else.
+    let (_, third) = admin.create_client(spec("third")).await.unwrap();
+    assert_eq!(admin.reindex_secrets().await.unwrap(), 1);
+    assert!(
+        s.secrets
+            .find_secret(&third.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.secrets.find_secret(&rotated.hash()).await.unwrap(), None);
+    assert_eq!(admin.reindex_secrets().await.unwrap(), 1);
 }
 
 async fn admin_works_over_the_backend(s: &Stores) {
@@ -934,6 +1057,7 @@ conformance!(
     key_set_is_empty_at_start_and_rotations_round_trip,
     public_keys_replace_adds_and_removes,
     admin_works_over_the_backend,
+    the_secret_index_follows_every_client_write,
     rate_limit_counters_are_exact_under_concurrency,
     delete_is_optimistically_locked,
     secret_rotation_honours_the_grace_period,

@@ -496,3 +496,85 @@ fn a_client_id_shaped_like_a_secret_is_refused_at_creation() {
     let listed = json(&db, &["clients", "list"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
 }
+
+/// The digest of a secret as the index holds it, looked up through the store.
+fn indexed(db: &Path, secret: &str) -> Option<String> {
+    use token_service::store::SecretIndex;
+    let store = token_service::store::sqlite::SqliteStore::open(db).unwrap();
+    let hash = token_service::clients::SecretHash::of(secret.as_bytes());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(store.find_secret(&hash))
+        .unwrap()
+        .map(|found| format!("{} {}", found.client_id, found.secret_id))
+}
+
+#[test]
+fn secrets_reindex_fills_the_index_for_secrets_stored_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reindex.db");
+    let mut secrets = Vec::new();
+    for name in ["one", "two"] {
+        let created = json(
+            &db,
+            &[
+                "clients",
+                "create",
+                "--id",
+                name,
+                "--name",
+                name,
+                "--scope",
+                "a",
+                "--audience",
+                "https://a",
+            ],
+        );
+        let secret = created["client_secret"].as_str().unwrap().to_owned();
+        let expected = format!("{name} {}", created["secret_id"].as_str().unwrap());
+        assert_eq!(indexed(&db, &secret).as_deref(), Some(expected.as_str()));
+        secrets.push((secret, expected));
+    }
+    // As a file written before the index existed: the entries are missing.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM secret_index", []).unwrap();
+    drop(conn);
+    assert_eq!(indexed(&db, &secrets[0].0), None);
+
+    assert_eq!(json(&db, &["secrets", "reindex"])["indexed"], 2);
+    for (secret, expected) in &secrets {
+        assert_eq!(indexed(&db, secret).as_deref(), Some(expected.as_str()));
+    }
+    let audit = json(&db, &["audit", "--client", "-", "--limit", "1"]);
+    assert_eq!(audit[0]["action"], "secrets.reindex");
+}
+
+#[test]
+fn upgrading_the_file_indexes_the_secrets_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("upgrade.db");
+    let created = json(
+        &db,
+        &[
+            "clients",
+            "create",
+            "--id",
+            "old",
+            "--name",
+            "old",
+            "--scope",
+            "a",
+            "--audience",
+            "https://a",
+        ],
+    );
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    // Back to the schema before the index (the sixth migration): the upgrade on the next open
+    // builds it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TABLE secret_index; PRAGMA user_version = 5;")
+        .unwrap();
+    drop(conn);
+    let expected = format!("old {}", created["secret_id"].as_str().unwrap());
+    assert_eq!(indexed(&db, &secret).as_deref(), Some(expected.as_str()));
+}

@@ -236,6 +236,7 @@ fn aws_tokenctl(names: &AwsResources, args: &[&str]) -> Output {
         .env("TOKEN_PUBLIC_KEYS_TABLE", &names.public_keys_table)
         .env("TOKEN_RATE_LIMITS_TABLE", &names.rate_limits_table)
         .env("TOKEN_ASSERTION_IDS_TABLE", &names.assertion_ids_table)
+        .env("TOKEN_SECRET_INDEX_TABLE", &names.secret_index_table)
         .env("TOKEN_KEY_SECRET_ID", &names.key_secret_id))
 }
 
@@ -248,7 +249,7 @@ async fn audit_report_on_dynamodb_in_json() {
         .unwrap();
     let db = aws_sdk_dynamodb::Client::new(&sdk);
     let pasted = write_trail(
-        &DynamoDbClientStore::new(db.clone(), &names.clients_table),
+        &DynamoDbClientStore::new(db.clone(), &names.clients_table, &names.secret_index_table),
         &DynamoDbAuditLog::new(db, &names.audit_table),
     )
     .await;

@@ -3,16 +3,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    ClientReport, DisabledTried, Findings, NewAddress, Reads, Report, ReportOptions, Span,
-    Spraying, UNKNOWN_EXAMPLES, UnknownClient, VolumeJump, Window, by_client, periods_existed,
-    shown_id,
+    ClientReport, DisabledTried, Findings, LeakedSecret, NewAddress, Reads, Report, ReportOptions,
+    Span, Spraying, UNKNOWN_EXAMPLES, UnknownClient, VolumeJump, Window, by_client,
+    periods_existed, shown_id,
 };
 use crate::audit::stats::OutcomeCounts;
 use crate::audit::{AuditRecord, INVALID_CLIENT, ISSUED, NO_CLIENT};
 use crate::clients::{Client, ClientStatus};
 
-/// The management action that disables a client (see `Admin::set_status`).
-const DISABLE_ACTION: &str = "client.disable";
+/// The management actions that disable a client: `Admin::set_status`, and a leaked secret
+/// under `TOKEN_LEAKED_SECRET_ACTION=disable`.
+const DISABLE_ACTIONS: [&str; 2] = ["client.disable", "leak.disable"];
 
 /// The report on `records` (those of the baseline and the period; others are ignored) about
 /// `clients`. Records of ids that are no client feed the spraying finding and the unknown ids.
@@ -36,6 +37,7 @@ pub fn analyse(
     reports.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     let known: BTreeSet<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
     findings.spraying = spraying(records, &known, window, options);
+    findings.leaked_secrets = leaked_secrets(records, window);
     let mut unknown: Vec<UnknownClient> = groups
         .iter()
         .filter(|(id, _)| !known.contains(*id))
@@ -148,7 +150,11 @@ fn new_addresses(client_id: &str, own: &[&AuditRecord], window: Window) -> Vec<N
 fn disabled_tried(client: &Client, own: &[&AuditRecord], window: Window) -> Option<DisabledTried> {
     let disabled_at = own
         .iter()
-        .filter(|r| r.action.as_deref() == Some(DISABLE_ACTION))
+        .filter(|r| {
+            r.action
+                .as_deref()
+                .is_some_and(|a| DISABLE_ACTIONS.contains(&a))
+        })
         .map(|r| r.timestamp)
         .max();
     let tried: Vec<&AuditRecord> = own
@@ -228,6 +234,32 @@ fn unknown_client(client_id: &str, own: &[&AuditRecord], window: Window) -> Unkn
         counts: OutcomeCounts::of(period),
         addresses: addresses.len(),
     }
+}
+
+/// The `leak.*` records of the period, oldest first.
+fn leaked_secrets(records: &[AuditRecord], window: Window) -> Vec<LeakedSecret> {
+    let field = |r: &AuditRecord, name: &str| {
+        r.fields
+            .iter()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let mut leaks: Vec<LeakedSecret> = records
+        .iter()
+        .filter(|r| window.in_period(r.timestamp))
+        .filter(|r| r.action.as_deref().is_some_and(|a| a.starts_with("leak.")))
+        .map(|r| LeakedSecret {
+            client_id: r.client_id.clone(),
+            at: r.timestamp,
+            reported_by: r.actor.clone().unwrap_or_else(|| "-".to_owned()),
+            action: r.action.clone().unwrap_or_default(),
+            secret_id: field(r, "secret_id"),
+            url: field(r, "url"),
+        })
+        .collect();
+    leaks.sort_by(|a, b| (a.at, &a.client_id).cmp(&(b.at, &b.client_id)));
+    leaks
 }
 
 #[cfg(test)]

@@ -269,6 +269,9 @@ pub enum SecretsCommand {
         /// The secret's id, as `clients show` lists it.
         secret_id: String,
     },
+    /// Rebuild the secret index (a secret's client by its digest, read by the secret-scanning
+    /// endpoints) from the client records: once, after upgrading from a version without it.
+    Reindex,
 }
 
 #[derive(Debug, Subcommand)]

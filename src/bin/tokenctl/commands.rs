@@ -328,6 +328,14 @@ pub async fn secrets(admin: &Admin, json: bool, cmd: SecretsCommand) -> CliResul
             println!("revoked {secret_id} of client {client_id}");
             Ok(())
         }
+        SecretsCommand::Reindex => {
+            let indexed = admin.reindex_secrets().await?;
+            if json {
+                return print_json(&serde_json::json!({ "indexed": indexed }));
+            }
+            println!("secret index rebuilt: {indexed} secrets");
+            Ok(())
+        }
     }
 }
 

@@ -339,6 +339,17 @@ fn print_findings(f: &Findings) {
             against.join("; ")
         );
     }
+    for l in &f.leaked_secrets {
+        println!(
+            "  leaked secret    {} secret {} at {}, reported by {}: {} (found at {})",
+            l.client_id,
+            l.secret_id,
+            ts(l.at),
+            l.reported_by,
+            l.action,
+            l.url
+        );
+    }
     for j in &f.volume_jumps {
         println!(
             "  volume jump      {}: {} requests, baseline {:.1} a period",

@@ -11,6 +11,7 @@
 //! | audit | `client_id` (S, `-` when none), `sk` (S: `<RFC 3339 ms>#<request id>`) | one attribute per [`AuditRecord`](crate::audit::AuditRecord) field, `expires_at` (N, TTL) |
 //! | public keys | `kid` (S) | `jwk` (S: JSON), `created_at`, `activates_at` (S: RFC 3339), `stage` (S: `AWSCURRENT` or `AWSPENDING`, the stage of the key's set) |
 //! | rate limits | `key` (S: e.g. `issue#<client>#<window>`) | `count` (N), `expires_at` (N, TTL) |
+//! | secret index | `secret_hash` (S: a secret's SHA-256 digest as stored) | `client_id` (S), `secret_id` (S) |
 //! | assertion ids | `key` (S: `<client id length>:<client id>:<jti>`) | `expires_at` (N, TTL) |
 //! | key secret | — | `SecretString` = [`KeySet::to_json`](crate::keys::KeySet::to_json) |
 //!
@@ -34,6 +35,7 @@ mod rate_limits;
 mod resources;
 #[cfg(feature = "secrets")]
 mod rotate;
+mod secret_index;
 #[cfg(feature = "secrets")]
 mod secrets;
 #[cfg(feature = "secrets")]
@@ -57,6 +59,7 @@ pub use rate_limits::DynamoDbRateLimits;
 pub use resources::create_resources;
 #[cfg(feature = "secrets")]
 pub use rotate::{SecretsManagerRotation, StepsRunner};
+pub use secret_index::DynamoDbSecretIndex;
 #[cfg(feature = "secrets")]
 pub use secrets::SecretsManagerKeyStore;
 #[cfg(feature = "secrets")]

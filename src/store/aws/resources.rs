@@ -174,7 +174,7 @@ async fn ensure_secret(sm: &SecretsManager, secret_id: &str) -> Result<(), Store
     }
 }
 
-/// Creates the tables (on-demand, point-in-time recovery, TTL on the audit, rate-limit and
+/// Creates the tables (clients and their secret index, on-demand, point-in-time recovery, TTL on the audit, rate-limit and
 /// assertion-id tables' `expires_at`, the audit table's index of refusals) and the empty key
 /// secret, as `template.yaml` declares them. Idempotent: what exists already is left as it is.
 pub async fn create_resources(
@@ -195,6 +195,13 @@ pub async fn create_resources(
     ensure_table(&db, &names.public_keys_table, &hash("kid"), None).await?;
     ensure_table(&db, &names.rate_limits_table, &hash("key"), None).await?;
     ensure_ttl(&db, &names.rate_limits_table).await?;
+    ensure_table(
+        &db,
+        &names.secret_index_table,
+        &hash(super::secret_index::KEY),
+        None,
+    )
+    .await?;
     ensure_table(&db, &names.assertion_ids_table, &hash("key"), None).await?;
     ensure_ttl(&db, &names.assertion_ids_table).await?;
     ensure_secret(&SecretsManager::new(sdk), &names.key_secret_id).await

@@ -21,11 +21,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use writer::Writer;
 
 use super::{
-    AssertionReplay, AuditLog, ClientAdmin, ClientReader, KeyStore, PublicKeyStore, RateLimits,
-    StoreError,
+    AssertionReplay, AuditLog, ClientAdmin, ClientReader, IndexedSecret, KeyStore, PublicKeyStore,
+    RateLimits, SecretIndex, StoreError,
 };
 use crate::audit::{AuditQuery, AuditRecord, Failures};
-use crate::clients::Client;
+use crate::clients::{Client, SecretHash};
 use crate::keys::{KeySet, PublicKeyRecord};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
@@ -83,6 +83,20 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) WITHOUT ROWID;
     INSERT INTO service_secrets (name, value) VALUES ('dpop_nonce', randomblob(32));
+",
+    // The secret index: a secret's client by its digest, so a reported leak is found without
+    // reading every client. Filled from the existing records, as `reindex_secrets` does.
+    r"
+    CREATE TABLE secret_index (
+        hash      TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        secret_id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX secret_index_by_client ON secret_index (client_id);
+    INSERT OR REPLACE INTO secret_index (hash, client_id, secret_id)
+        SELECT json_extract(s.value, '$.hash'), c.client_id, json_extract(s.value, '$.secret_id')
+        FROM clients c, json_each(c.record, '$.secrets') s
+        WHERE json_valid(c.record) AND json_extract(s.value, '$.hash') IS NOT NULL;
 ",
 ];
 
@@ -275,6 +289,56 @@ fn missing_or_conflict(conn: &Connection, client_id: &str) -> Result<StoreError,
     })
 }
 
+/// Makes the secret index's entries of `client_id` exactly `secrets` (`(digest, secret id)`
+/// pairs): none when the client is gone.
+fn index_secrets(
+    conn: &Connection,
+    client_id: &str,
+    secrets: &[(String, String)],
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM secret_index WHERE client_id = ?1")
+        .and_then(|mut s| s.execute([client_id]))
+        .map_err(backend)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO secret_index (hash, client_id, secret_id) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(backend)?;
+    for (hash, secret_id) in secrets {
+        insert
+            .execute(params![hash, client_id, secret_id])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The `(digest, secret id)` pairs of a client's secrets, as the index holds them.
+fn index_entries(client: &Client) -> Vec<(String, String)> {
+    client
+        .secrets
+        .iter()
+        .map(|s| (s.hash.as_str().to_owned(), s.secret_id.clone()))
+        .collect()
+}
+
+#[async_trait]
+impl SecretIndex for SqliteStore {
+    async fn find_secret(&self, hash: &SecretHash) -> Result<Option<IndexedSecret>, StoreError> {
+        self.reader()
+            .prepare_cached("SELECT client_id, secret_id FROM secret_index WHERE hash = ?1")
+            .and_then(|mut s| {
+                s.query_row([hash.as_str()], |r| {
+                    Ok(IndexedSecret {
+                        client_id: r.get(0)?,
+                        secret_id: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(backend)
+    }
+}
+
 #[async_trait]
 impl AssertionReplay for SqliteStore {
     async fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
@@ -314,15 +378,23 @@ impl ClientAdmin for SqliteStore {
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let record = to_json(client)?;
         let (id, version) = (client.client_id.clone(), client.version as i64);
+        let secrets = index_entries(client);
         let inserted = self
             .writer
             .run(move |tx| {
-                tx.execute(
-                    "INSERT INTO clients (client_id, version, record) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (client_id) DO NOTHING",
-                    params![id, version, record],
-                )
-                .map_err(backend)
+                let sp = tx.savepoint().map_err(backend)?;
+                let inserted = sp
+                    .execute(
+                        "INSERT INTO clients (client_id, version, record) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (client_id) DO NOTHING",
+                        params![id, version, record],
+                    )
+                    .map_err(backend)?;
+                if inserted == 1 {
+                    index_secrets(&sp, &id, &secrets)?;
+                }
+                sp.commit().map_err(backend)?;
+                Ok(inserted)
             })
             .await?;
         if inserted == 0 {
@@ -337,9 +409,11 @@ impl ClientAdmin for SqliteStore {
     async fn update_client(&self, client: &Client) -> Result<(), StoreError> {
         let record = to_json(client)?;
         let (id, version) = (client.client_id.clone(), client.version as i64);
+        let secrets = index_entries(client);
         self.writer
             .run(move |tx| {
-                let updated = tx
+                let sp = tx.savepoint().map_err(backend)?;
+                let updated = sp
                     .execute(
                         "UPDATE clients SET version = ?2, record = ?3
                          WHERE client_id = ?1 AND version = ?2 - 1",
@@ -347,9 +421,10 @@ impl ClientAdmin for SqliteStore {
                     )
                     .map_err(backend)?;
                 if updated == 1 {
-                    return Ok(());
+                    index_secrets(&sp, &id, &secrets)?;
+                    return sp.commit().map_err(backend);
                 }
-                Err(missing_or_conflict(tx, &id)?)
+                Err(missing_or_conflict(&sp, &id)?)
             })
             .await
     }
@@ -358,16 +433,46 @@ impl ClientAdmin for SqliteStore {
         let id = client_id.to_owned();
         self.writer
             .run(move |tx| {
-                let deleted = tx
+                let sp = tx.savepoint().map_err(backend)?;
+                let deleted = sp
                     .execute(
                         "DELETE FROM clients WHERE client_id = ?1 AND version = ?2",
                         params![id, version as i64],
                     )
                     .map_err(backend)?;
                 if deleted == 1 {
-                    return Ok(());
+                    index_secrets(&sp, &id, &[])?;
+                    return sp.commit().map_err(backend);
                 }
-                Err(missing_or_conflict(tx, &id)?)
+                Err(missing_or_conflict(&sp, &id)?)
+            })
+            .await
+    }
+
+    async fn reindex_secrets(&self) -> Result<usize, StoreError> {
+        self.writer
+            .run(move |tx| {
+                let sp = tx.savepoint().map_err(backend)?;
+                let clients = {
+                    let mut stmt = sp
+                        .prepare("SELECT record FROM clients ORDER BY client_id")
+                        .map_err(backend)?;
+                    let rows = stmt
+                        .query_map([], |r| r.get::<_, String>(0))
+                        .map_err(backend)?;
+                    rows.map(|r| from_json::<Client>(&r.map_err(backend)?))
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                sp.execute("DELETE FROM secret_index", [])
+                    .map_err(backend)?;
+                let mut indexed = 0;
+                for client in &clients {
+                    let entries = index_entries(client);
+                    indexed += entries.len();
+                    index_secrets(&sp, &client.client_id, &entries)?;
+                }
+                sp.commit().map_err(backend)?;
+                Ok(indexed)
             })
             .await
     }

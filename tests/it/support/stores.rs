@@ -13,13 +13,13 @@ use token_service::keys::SigningAlg;
 use token_service::store::aws::protocol::VersionedSecret;
 use token_service::store::aws::{
     AwsResources, DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore,
-    DynamoDbPublicKeyStore, DynamoDbRateLimits, SecretsManagerKeyStore, SecretsManagerVersions,
-    create_resources,
+    DynamoDbPublicKeyStore, DynamoDbRateLimits, DynamoDbSecretIndex, SecretsManagerKeyStore,
+    SecretsManagerVersions, create_resources,
 };
 use token_service::store::memory::MemoryRateLimits;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
-    AssertionReplay, AuditLog, ClientAdmin, KeyStore, PublicKeyStore, RateLimits,
+    AssertionReplay, AuditLog, ClientAdmin, KeyStore, PublicKeyStore, RateLimits, SecretIndex,
 };
 
 use super::moto;
@@ -32,6 +32,8 @@ pub struct Stores {
     pub clients: Arc<dyn ClientAdmin>,
     /// The same client records through another handle.
     pub other_clients: Arc<dyn ClientAdmin>,
+    /// The secret index, kept in step by `clients`.
+    pub secrets: Arc<dyn SecretIndex>,
     /// The audit trail.
     pub audit: Arc<dyn AuditLog>,
     /// The private key set.
@@ -96,6 +98,7 @@ pub async fn sqlite() -> Stores {
     Stores {
         clients: store.clone(),
         other_clients: other,
+        secrets: store.clone(),
         audit: store.clone(),
         keys: store.clone(),
         public_keys: store.clone(),
@@ -127,6 +130,7 @@ pub fn random_resources() -> AwsResources {
         public_keys_table: format!("test-{run}-public-keys"),
         rate_limits_table: format!("test-{run}-rate-limits"),
         assertion_ids_table: format!("test-{run}-assertion-ids"),
+        secret_index_table: format!("test-{run}-secret-index"),
         key_secret_id: format!("test-{run}-keys"),
     }
 }
@@ -157,8 +161,20 @@ async fn aws_at(url: &str, emulator: Option<Arc<moto::Dedicated>>) -> Stores {
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
     let sm_versions = sm.clone();
     Stores {
-        clients: Arc::new(DynamoDbClientStore::new(db.clone(), &names.clients_table)),
-        other_clients: Arc::new(DynamoDbClientStore::new(other_db, &names.clients_table)),
+        clients: Arc::new(DynamoDbClientStore::new(
+            db.clone(),
+            &names.clients_table,
+            &names.secret_index_table,
+        )),
+        other_clients: Arc::new(DynamoDbClientStore::new(
+            other_db,
+            &names.clients_table,
+            &names.secret_index_table,
+        )),
+        secrets: Arc::new(DynamoDbSecretIndex::new(
+            db.clone(),
+            &names.secret_index_table,
+        )),
         audit: Arc::new(DynamoDbAuditLog::new(db.clone(), &names.audit_table)),
         keys: Arc::new(SecretsManagerKeyStore::new(sm, &names.key_secret_id)),
         public_keys: Arc::new(DynamoDbPublicKeyStore::new(
