@@ -43,12 +43,32 @@ macro_rules! service_settings {
             /// Reads the settings through `lookup` (a variable's value, if it is set); an unset
             /// variable takes the setting's default.
             pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+                let lookup = or_former(lookup);
                 Ok(Self {
                     $( $field: or_default!(read(&lookup, $env)? $(, $default)?), )*
                 })
             }
         }
     };
+}
+
+/// Settings renamed, as (current variable, former variable): the former name is still read,
+/// with a warning, while the current one is unset.
+pub const FORMER_VARIABLES: &[(&str, &str)] = &[("TOKEN_REFUSAL_BUDGET", "TOKEN_FAIL_BUDGET_IP")];
+
+/// `lookup`, falling back to a setting's former variable (with a deprecation warning) when its
+/// current one is unset.
+fn or_former(lookup: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        lookup(name).or_else(|| {
+            let (_, former) = FORMER_VARIABLES
+                .iter()
+                .find(|(current, _)| *current == name)?;
+            let value = lookup(former)?;
+            tracing::warn!("{former} is deprecated: set {name} instead");
+            Some(value)
+        })
+    }
 }
 
 /// The value read, or the default when there is one (a setting without one stays an
@@ -118,9 +138,10 @@ service_settings! {
     /// identifier alone, draft-ietf-oauth-rfc7523bis) or `issuer-or-token-endpoint` (also the
     /// token endpoint URL, for clients not yet updated).
     assertion_audience: String, env "TOKEN_ASSERTION_AUDIENCE", default String::from("issuer");
-    /// Refused requests (every 4xx answer) per minute from one source address; past it the
-    /// address gets `429`, and only the first of those is audited, until the minute ends.
-    fail_budget_ip: u32, env "TOKEN_FAIL_BUDGET_IP", default 100;
+    /// The refusal budget: refused requests (every 4xx answer but a client's own issue-limit
+    /// `429`) per minute from one source address; past it the address gets `429`, and only the
+    /// first of those is audited, until the minute ends. Formerly `TOKEN_FAIL_BUDGET_IP`.
+    refusal_budget: u32, env "TOKEN_REFUSAL_BUDGET", default 100;
     /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
     /// with the next key rotation; the keys in use keep their algorithm until they retire.
     signing_alg: String, env "TOKEN_SIGNING_ALG", default String::from("RS256");
@@ -201,6 +222,26 @@ fn is_keys_url(url: &str) -> bool {
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl ServiceSettings {
+    /// Settings parsed from the command line, with the values of renamed settings taken from
+    /// their former variables where neither the flag nor the current variable set them (the
+    /// flag parser reads only the current names). A flag given with the default value counts as
+    /// not given here.
+    pub fn with_former_variables(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = Self::from_lookup(|_| None)?;
+        let former = Self::from_lookup(&lookup)?;
+        if lookup("TOKEN_REFUSAL_BUDGET").is_none()
+            && self.refusal_budget == defaults.refusal_budget
+        {
+            self.refusal_budget = former.refusal_budget;
+        }
+        Ok(self)
+    }
 }
 
 /// Why the settings were refused.
@@ -287,7 +328,7 @@ pub struct Limits {
     /// Failed authentications per source address per minute.
     pub fail_per_ip: u32,
     /// Refused requests (4xx answers) per source address per minute.
-    pub refusals_per_ip: u32,
+    pub refusal_budget: u32,
 }
 
 /// Longest service maximum accepted for token lifetimes (one day).
@@ -490,7 +531,7 @@ impl ServiceSettings {
             ("TOKEN_RATE_LIMIT", self.rate_limit),
             ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip),
             ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip),
-            ("TOKEN_FAIL_BUDGET_IP", self.fail_budget_ip),
+            ("TOKEN_REFUSAL_BUDGET", self.refusal_budget),
         ] {
             if value == 0 || value > LIMIT_CEILING {
                 return Err(invalid(format!(
@@ -586,7 +627,7 @@ impl ServiceSettings {
                 issue_per_client: self.rate_limit,
                 fail_per_client_ip: self.fail_limit_client_ip,
                 fail_per_ip: self.fail_limit_ip,
-                refusals_per_ip: self.fail_budget_ip,
+                refusal_budget: self.refusal_budget,
             },
             clock_skew: self.clock_skew,
             assertion_max_lifetime: self.assertion_max_lifetime,
@@ -857,7 +898,7 @@ mod tests {
             "--rate-limit",
             "--fail-limit-client-ip",
             "--fail-limit-ip",
-            "--fail-budget-ip",
+            "--refusal-budget",
         ] {
             for value in ["0", over.as_str()] {
                 let refused = parse(&[flag, value]).expect_err(flag);
@@ -865,14 +906,45 @@ mod tests {
             }
             assert!(parse(&[flag, &top]).is_ok(), "{flag} {top}");
         }
-        assert_eq!(parse(&[]).unwrap().limits.refusals_per_ip, 100);
+        assert_eq!(parse(&[]).unwrap().limits.refusal_budget, 100);
         assert_eq!(
-            parse(&["--fail-budget-ip", "7"])
+            parse(&["--refusal-budget", "7"])
                 .unwrap()
                 .limits
-                .refusals_per_ip,
+                .refusal_budget,
             7
         );
+    }
+
+    /// A renamed setting's former variable is still read while the current one is unset,
+    /// by the functions' reader and by the command lines; the current name wins.
+    #[test]
+    fn the_former_name_of_the_refusal_budget_still_works() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let budget = |s: ServiceSettings| s.refusal_budget;
+        let former = env(&[("TOKEN_FAIL_BUDGET_IP", "7")]);
+        let both = env(&[("TOKEN_FAIL_BUDGET_IP", "7"), ("TOKEN_REFUSAL_BUDGET", "9")]);
+        assert_eq!(budget(ServiceSettings::from_lookup(former).unwrap()), 7);
+        assert_eq!(budget(ServiceSettings::from_lookup(both).unwrap()), 9);
+        // The command lines' parser reads the current name only; the former one is adopted
+        // where neither the flag nor the current variable set the value.
+        let parsed = ServiceSettings::from_lookup(|_| None).unwrap();
+        assert_eq!(
+            budget(parsed.clone().with_former_variables(former).unwrap()),
+            7
+        );
+        let flagged = ServiceSettings {
+            refusal_budget: 50,
+            ..parsed
+        };
+        assert_eq!(budget(flagged.with_former_variables(former).unwrap()), 50);
     }
 
     #[test]

@@ -189,6 +189,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = args
         .service
+        .clone()
+        .with_former_variables(|name| std::env::var(name).ok())?
         .validate(Some(&format!("http://{}", args.listen)))?;
     let embedded = Embedded::open(&args.db, config, Arc::new(SystemClock))?
         .with_trusted_proxies(args.trusted_proxies.clone());

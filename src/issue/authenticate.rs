@@ -19,10 +19,10 @@ impl TokenService {
     ) -> Result<Client, OAuthError> {
         let credentials = &request.credentials;
         if credentials.method != AuthMethod::PrivateKeyJwt {
-            return grant::authenticate(&credentials.secret, client, now);
+            return grant::authenticate(&credentials.credential, client, now);
         }
         let policy = self.config.assertion_policy();
-        let text = String::from_utf8_lossy(&credentials.secret);
+        let text = String::from_utf8_lossy(&credentials.credential);
         let id = credentials.client_id.as_str();
         let logged = request.recordable_client_id().unwrap_or_else(|| "-".into()); // never a secret
         let verified =

@@ -42,8 +42,10 @@ impl AuthMethod {
 pub struct ClientCredentials {
     /// The presented `client_id`.
     pub client_id: String,
-    /// The presented secret, byte for byte; for `private_key_jwt`, the client assertion.
-    pub secret: Vec<u8>,
+    /// What proves the client's identity, byte for byte, as `method` names it: the secret
+    /// (`client_secret_basic`, `client_secret_post`) or the client assertion
+    /// (`private_key_jwt`).
+    pub credential: Vec<u8>,
     /// Where they came from.
     pub method: AuthMethod,
 }
@@ -52,7 +54,7 @@ impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
-            .field("secret", &"[redacted]")
+            .field("credential", &"[redacted]")
             .field("method", &self.method)
             .finish()
     }
@@ -221,7 +223,7 @@ fn client_assertion(
     };
     Ok(Some(ClientCredentials {
         client_id,
-        secret: assertion.into_bytes(),
+        credential: assertion.into_bytes(),
         method: AuthMethod::PrivateKeyJwt,
     }))
 }
@@ -315,14 +317,14 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
             }
             ClientCredentials {
                 client_id: id,
-                secret,
+                credential: secret,
                 method: AuthMethod::ClientSecretBasic,
             }
         }
         (None, Some(secret)) => match body_id {
             Some(id) => ClientCredentials {
                 client_id: id,
-                secret,
+                credential: secret,
                 method: AuthMethod::ClientSecretPost,
             },
             None => return Err(reject(OAuthError::InvalidClient)),
@@ -380,7 +382,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.credentials.client_id, "a");
-        assert_eq!(r.credentials.secret, b"s+1");
+        assert_eq!(r.credentials.credential, b"s+1");
         assert_eq!(r.credentials.method, AuthMethod::ClientSecretPost);
     }
 
@@ -393,7 +395,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(r.credentials.client_id, "my:client");
-        assert_eq!(r.credentials.secret, b"p%w d");
+        assert_eq!(r.credentials.credential, b"p%w d");
         assert_eq!(r.credentials.method, AuthMethod::ClientSecretBasic);
     }
 
@@ -455,14 +457,14 @@ mod tests {
             "grant_type=client_credentials&client_id=a&client_secret=%FE",
         ))
         .unwrap();
-        assert_eq!(ff.credentials.secret, [0xff]);
-        assert_eq!(fe.credentials.secret, [0xfe]);
+        assert_eq!(ff.credentials.credential, [0xff]);
+        assert_eq!(fe.credentials.credential, [0xfe]);
         let raw = parse(RawRequest {
             body: b"grant_type=client_credentials&client_id=a&client_secret=s\xff+%2B",
             ..body("")
         })
         .unwrap();
-        assert_eq!(raw.credentials.secret, b"s\xff +");
+        assert_eq!(raw.credentials.credential, b"s\xff +");
         assert_eq!(raw.credentials.client_id, "a");
     }
 

@@ -60,7 +60,10 @@ fn actor() -> String {
     format!("local:{user}")
 }
 
-async fn run(cli: Cli) -> CliResult {
+async fn run(mut cli: Cli) -> CliResult {
+    cli.service = cli
+        .service
+        .with_former_variables(|name| std::env::var(name).ok())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin = match cli.backend {
         Backend::Sqlite => {
