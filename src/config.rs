@@ -557,7 +557,10 @@ impl ServiceSettings {
             None => None,
             Some(text) => {
                 let list: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
-                if let Some(bad) = list.iter().find(|s| !crate::values::is_scope_token(s)) {
+                if let Some(bad) = list
+                    .iter()
+                    .find(|s| crate::values::ScopeToken::parse(s.as_str()).is_err())
+                {
                     return Err(invalid(format!(
                         "TOKEN_SCOPES_SUPPORTED: {bad:?} is not a scope token"
                     )));

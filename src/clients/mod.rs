@@ -12,7 +12,7 @@ pub use keys::ClientKey;
 pub use secret::{ClientSecret, SecretHash};
 
 pub use crate::values::MAX_CLIENT_ID_LEN;
-use crate::values::{is_client_id, is_resource_uri, is_scope_token};
+use crate::values::{ClientId, ResourceUri, ScopeToken};
 
 /// Whether a client may currently obtain tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,11 +186,9 @@ pub enum ClientSpecError {
 
 /// Checks a client id against RFC 6749 Appendix A (`VSCHAR`, here without space) and our bound.
 pub fn validate_client_id(id: &str) -> Result<(), ClientSpecError> {
-    if is_client_id(id) {
-        Ok(())
-    } else {
-        Err(ClientSpecError::InvalidId)
-    }
+    ClientId::parse(id)
+        .map(drop)
+        .map_err(|_| ClientSpecError::InvalidId)
 }
 
 /// Checks the policy fields of a client record; used on every create and update.
@@ -199,10 +197,12 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     if secret::looks_like_secret(&client.client_id) {
         return Err(ClientSpecError::SecretShapedId);
     }
-    for scope in &client.scopes {
-        if !is_scope_token(scope) {
-            return Err(ClientSpecError::InvalidScope(scope.clone()));
-        }
+    if let Some(bad) = client
+        .scopes
+        .iter()
+        .find(|s| ScopeToken::parse(s.as_str()).is_err())
+    {
+        return Err(ClientSpecError::InvalidScope(bad.clone()));
     }
     if let Some(s) = client
         .default_scopes
@@ -214,7 +214,11 @@ pub fn validate_policy(client: &Client, max_ttl: u64) -> Result<(), ClientSpecEr
     if client.audiences.is_empty() {
         return Err(ClientSpecError::NoAudience);
     }
-    if let Some(a) = client.audiences.iter().find(|a| !is_resource_uri(a)) {
+    if let Some(a) = client
+        .audiences
+        .iter()
+        .find(|a| ResourceUri::parse(a.as_str()).is_err())
+    {
         return Err(ClientSpecError::InvalidAudience(a.clone()));
     }
     if !client.audiences.contains(&client.default_audience) {

@@ -10,6 +10,7 @@ use super::claims::{AccessTokenClaims, Audience};
 use super::scope::ScopeSet;
 use crate::clients::claims::is_reserved;
 use crate::clients::{Client, ClientAuthMethod, SecretHash};
+use crate::values::ResourceUri;
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -98,16 +99,27 @@ pub fn granted_scope(
 
 /// The audience to grant (RFC 8707 §2): the requested resources if all are allowed, else
 /// `invalid_target`; the client's default audience when none is requested.
-pub fn granted_audience(client: &Client, resources: Vec<String>) -> Result<Audience, OAuthError> {
+pub fn granted_audience(
+    client: &Client,
+    resources: Vec<ResourceUri>,
+) -> Result<Audience, OAuthError> {
     if resources.is_empty() {
         return Ok(Audience::One(client.default_audience.clone()));
     }
-    if !resources.iter().all(|r| client.audiences.contains(r)) {
+    if !resources
+        .iter()
+        .all(|r| client.audiences.iter().any(|a| r == a))
+    {
         return Err(OAuthError::InvalidTarget(
             "a requested resource is not allowed for this client",
         ));
     }
-    Ok(Audience::from_list(resources))
+    Ok(Audience::from_list(
+        resources
+            .into_iter()
+            .map(ResourceUri::into_string)
+            .collect(),
+    ))
 }
 
 /// The token lifetime in seconds: the client's own, else the service default, never above the
@@ -132,7 +144,7 @@ pub struct Grant {
 pub fn authorize(
     client: &Client,
     scope: Option<&ScopeSet>,
-    resources: Vec<String>,
+    resources: Vec<ResourceUri>,
     default_ttl: u64,
     max_ttl: u64,
 ) -> Result<Grant, OAuthError> {
@@ -283,14 +295,18 @@ mod tests {
             granted_audience(&client, Vec::new()),
             Ok(Audience::One("https://a.test/".to_owned()))
         );
-        let two = vec!["https://b.test/".to_owned(), "https://a.test/".to_owned()];
+        let uris = |list: &[&str]| -> Vec<ResourceUri> {
+            list.iter()
+                .map(|u| ResourceUri::parse(*u).unwrap())
+                .collect()
+        };
+        let two = ["https://b.test/", "https://a.test/"];
         assert_eq!(
-            granted_audience(&client, two.clone()),
-            Ok(Audience::Many(two))
+            granted_audience(&client, uris(&two)),
+            Ok(Audience::Many(two.map(str::to_owned).to_vec()))
         );
-        let unknown = vec!["https://a.test/".to_owned(), "https://c.test/".to_owned()];
         assert!(matches!(
-            granted_audience(&client, unknown),
+            granted_audience(&client, uris(&["https://a.test/", "https://c.test/"])),
             Err(OAuthError::InvalidTarget(_))
         ));
     }

@@ -7,7 +7,7 @@ use percent_encoding::percent_decode;
 use super::error::OAuthError;
 use super::scope::ScopeSet;
 use crate::clients::secret::looks_like_secret;
-use crate::values::{is_client_id, is_resource_uri};
+use crate::values::{ClientId, ResourceUri};
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -68,7 +68,7 @@ pub struct TokenRequest {
     /// The requested scope, if any.
     pub scope: Option<ScopeSet>,
     /// The requested resources (RFC 8707), in order, without duplicates.
-    pub resources: Vec<String>,
+    pub resources: Vec<ResourceUri>,
     /// The `DPoP` header (RFC 9449 §4.1), checked by [`super::dpop`]; `Err` when it was sent
     /// more than once.
     pub dpop: Option<Result<String, ()>>,
@@ -169,7 +169,7 @@ fn form_pairs(body: &[u8]) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
 /// it has a valid form and is not one of the service's secrets (a client that swapped id and
 /// secret must not have its secret recorded).
 pub fn is_recordable_client_id(id: &str) -> bool {
-    is_client_id(id) && !looks_like_secret(id)
+    ClientId::parse(id).is_ok() && !looks_like_secret(id)
 }
 
 /// Reads `Authorization: Basic` credentials (RFC 6749 §2.3.1, RFC 7617).
@@ -344,11 +344,15 @@ pub fn parse(raw: RawRequest<'_>) -> Result<TokenRequest, Rejection> {
                 .ok_or_else(|| reject(OAuthError::InvalidScope("scope is malformed")))?,
         ),
     };
-    if !resources.iter().all(|r| is_resource_uri(r)) {
-        return Err(reject(OAuthError::InvalidTarget(
-            "resource must be an absolute URI without a fragment",
-        )));
-    }
+    let resources = resources
+        .into_iter()
+        .map(ResourceUri::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            reject(OAuthError::InvalidTarget(
+                "resource must be an absolute URI without a fragment",
+            ))
+        })?;
     Ok(TokenRequest {
         credentials,
         scope,

@@ -1,34 +1,36 @@
 //! Scopes (RFC 6749 §3.3): `scope = scope-token *( SP scope-token )`,
 //! `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 
-use crate::values::is_scope_token;
+use crate::values::ScopeToken;
 
 /// A set of scope tokens in request order, without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ScopeSet(Vec<String>);
+pub struct ScopeSet(Vec<ScopeToken>);
 
 impl ScopeSet {
     /// Parses a `scope` parameter strictly: single spaces between valid tokens, nothing else.
     /// A repeated token is kept once.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut tokens: Vec<String> = Vec::new();
+        let mut tokens: Vec<ScopeToken> = Vec::new();
         for token in text.split(' ') {
-            if !is_scope_token(token) {
-                return None;
-            }
-            if !tokens.iter().any(|t| t == token) {
-                tokens.push(token.to_owned());
+            let token = ScopeToken::parse(token).ok()?;
+            if !tokens.contains(&token) {
+                tokens.push(token);
             }
         }
         Some(Self(tokens))
     }
 
-    /// A set from tokens already validated (a client's configured scopes).
+    /// A set from a client's configured scopes, which were checked when the client was
+    /// registered (`clients::validate_policy`); a token that is not one is left out.
     pub fn from_tokens(tokens: &[String]) -> Self {
         let mut set = Self::default();
-        for t in tokens {
-            if !set.0.contains(t) {
-                set.0.push(t.clone());
+        for t in tokens
+            .iter()
+            .filter_map(|t| ScopeToken::parse(t.as_str()).ok())
+        {
+            if !set.0.contains(&t) {
+                set.0.push(t);
             }
         }
         set
@@ -36,7 +38,7 @@ impl ScopeSet {
 
     /// Whether every token is in `allowed`.
     pub fn is_subset_of(&self, allowed: &[String]) -> bool {
-        self.0.iter().all(|t| allowed.contains(t))
+        self.0.iter().all(|t| allowed.iter().any(|a| t == a))
     }
 
     /// Whether the set is empty.
@@ -45,13 +47,14 @@ impl ScopeSet {
     }
 
     /// The tokens.
-    pub fn tokens(&self) -> &[String] {
+    pub fn tokens(&self) -> &[ScopeToken] {
         &self.0
     }
 
     /// The space-delimited form used in the token and the response.
     pub fn to_scope_string(&self) -> String {
-        self.0.join(" ")
+        let tokens: Vec<&str> = self.0.iter().map(ScopeToken::as_str).collect();
+        tokens.join(" ")
     }
 }
 
