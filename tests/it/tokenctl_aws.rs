@@ -233,9 +233,10 @@ async fn tokenctl_beside(front: &RotationFront, names: &AwsResources, args: &[&s
         let mut command = Command::new(env!("CARGO_BIN_EXE_tokenctl"));
         command
             .args(&args)
-            // Local settings that would not even validate: the aws key commands read none.
-            .env("TOKEN_KEY_PREPUBLICATION", "1")
-            .env("TOKEN_MAX_TTL", "0");
+            // Local settings other than the stack's: the stack's rotation function rotates
+            // with its own, whatever the caller's are.
+            .env("TOKEN_KEY_PREPUBLICATION", "7200")
+            .env("TOKEN_MAX_TTL", "7200");
         with_stack(&mut command, &url, &names)
             .output()
             .expect("tokenctl runs")
@@ -265,7 +266,8 @@ async fn keys_rotate_runs_the_stacks_rotation_function_and_waits_for_it() {
     );
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    // Two rotations started, and tokenctl wrote nothing itself: only reads went to moto.
+    // Two rotations started, and tokenctl wrote nothing itself: only reads went to moto (and
+    // who the caller is, as for every command).
     let started = front.started();
     assert_eq!(started.len(), 2, "{started:?}");
     assert_eq!(view["version_id"], started[1].as_str());
@@ -273,7 +275,8 @@ async fn keys_rotate_runs_the_stacks_rotation_function_and_waits_for_it() {
         assert!(
             [
                 "secretsmanager.DescribeSecret",
-                "secretsmanager.GetSecretValue"
+                "secretsmanager.GetSecretValue",
+                "sts.GetCallerIdentity"
             ]
             .contains(&op.as_str()),
             "tokenctl called {op}"
@@ -462,7 +465,8 @@ async fn admin_rotates_keys_through_rotate_secret_and_waits() {
         assert!(
             [
                 "secretsmanager.DescribeSecret",
-                "secretsmanager.GetSecretValue"
+                "secretsmanager.GetSecretValue",
+                "sts.GetCallerIdentity"
             ]
             .contains(&op.as_str()),
             "the admin called {op}"

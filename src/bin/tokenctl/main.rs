@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::Parser;
 use token_service::admin::{Admin, AdminError, parse_duration};
 use token_service::clock::{Clock, SystemClock};
-use token_service::config::{ServiceConfig, ServiceSettings};
+use token_service::config::ServiceConfig;
 use token_service::shapes::aws::AwsShape;
 use token_service::shapes::embedded::Embedded;
 
@@ -23,24 +23,23 @@ use commands::CliResult;
 /// The issuer assumed when none is set: the local server's address.
 const LOCAL_ISSUER: &str = "http://127.0.0.1:9000";
 
-/// The management façade over the deployed stack's resources. Changes are recorded under the
-/// caller's principal ARN (from STS), except key rotations: the stack's rotation function
-/// writes the keys, with the stack's own settings, and CloudTrail records who called
-/// `RotateSecret`. `keys init` and `keys rotate` therefore read no local setting and need no
-/// more than the rotation permissions on the secret (docs/aws.md "Rotating keys"); the shape
-/// then carries the built-in defaults, which nothing on their path reads.
+/// The management façade over the deployed stack's resources, as every command gets it.
+/// Changes are recorded under the caller's principal ARN (from STS `GetCallerIdentity`, which
+/// no IAM policy can deny). Key rotations go through the stack's rotation function, which
+/// writes the keys with the stack's own settings (CloudTrail records who called
+/// `RotateSecret`), so `keys init` and `keys rotate` read none of the local settings but
+/// `--wait`, and need no more than the rotation permissions on the secret (docs/aws.md
+/// "Rotating keys").
 async fn aws_admin(cli: &Cli, clock: Arc<dyn Clock>) -> Result<Admin, Box<dyn std::error::Error>> {
     let names = cli.aws.validate()?;
+    let config: ServiceConfig = cli.service.validate(Some(LOCAL_ISSUER))?;
+    let mut shape = AwsShape::load(names, config, clock).await;
     if let Some(wait) = cli.command.rotation_wait() {
         let wait = parse_duration(wait)
             .filter(|d| d.is_positive())
             .ok_or("--wait must be a duration such as 120s or 5m")?;
-        let defaults = ServiceSettings::from_lookup(|_| None)?.validate(Some(LOCAL_ISSUER))?;
-        let shape = AwsShape::load(names, defaults, clock).await;
-        return Ok(shape.with_rotation_wait(wait.unsigned_abs()).admin("-"));
+        shape = shape.with_rotation_wait(wait.unsigned_abs());
     }
-    let config: ServiceConfig = cli.service.validate(Some(LOCAL_ISSUER))?;
-    let shape = AwsShape::load(names, config, clock).await;
     let actor = shape.caller_arn().await?;
     Ok(shape.admin(actor))
 }

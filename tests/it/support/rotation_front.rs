@@ -38,7 +38,8 @@ struct Front {
     rotation: Arc<RotationProtocol>,
     function: Function,
     key_secret_id: String,
-    /// `X-Amz-Target` of every request passed through to moto.
+    /// The operation of every request passed through to moto (`X-Amz-Target`, or `sts.` and
+    /// the query protocol's `Action`).
     passed: Mutex<Vec<String>>,
     /// Version ids of the rotations started.
     started: Mutex<Vec<String>>,
@@ -116,12 +117,15 @@ impl Drop for RotationFront {
 async fn handle(State(front): State<Arc<Front>>, request: Request<Body>) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 1 << 20).await.unwrap();
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    // JSON protocols name the operation in `X-Amz-Target`; the query protocol (STS) in the
+    // form body's `Action`.
+    let target = match parts.headers.get("x-amz-target") {
+        Some(v) => v.to_str().unwrap_or_default().to_owned(),
+        None => form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| format!("sts.{v}"))
+            .unwrap_or_default(),
+    };
     if target == "secretsmanager.RotateSecret" {
         return rotate(&front, &body);
     }
