@@ -26,9 +26,9 @@ use token_service::admin::NewClient;
 use token_service::clients::SecretHash;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
-use token_service::issue::RequestMeta;
+use token_service::issue::RequestContext;
 use token_service::issue::TokenService;
-use token_service::keys::{KeyRing, KeySet, SIGNING_ALGS};
+use token_service::keys::{SigningKeys, KeySet, SIGNING_ALGS};
 use token_service::oauth::assertion::{AssertionPolicy, JWT_BEARER, verify as verify_assertion};
 use token_service::oauth::dpop::{self, ProofPolicy};
 use token_service::oauth::request::RawRequest;
@@ -64,7 +64,7 @@ fn main() {
             .unwrap();
     });
 
-    let ring = KeyRing::load(&set).unwrap();
+    let ring = SigningKeys::load(&set).unwrap();
     let signer = ring
         .signer(&ServiceConfig::for_tests().schedule, now)
         .unwrap();
@@ -120,7 +120,7 @@ fn main() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("demo:{}", secret.expose()))
     );
-    let meta = RequestMeta {
+    let meta = RequestContext {
         request_id: "bench".into(),
         source_ip: Some("127.0.0.1".into()),
         user_agent: Some("bench".into()),
@@ -224,7 +224,7 @@ fn signing_per_alg(claims: &[u8]) {
     let mut rows = Vec::new();
     for alg in SIGNING_ALGS {
         let set = KeySet::default().rotated_to(alg, now, &schedule).unwrap();
-        let ring = KeyRing::load(&set).unwrap();
+        let ring = SigningKeys::load(&set).unwrap();
         let signer = ring.signer(&schedule, now).unwrap();
         let token = signer.sign_json(claims, &rng).unwrap();
         let sign = time_per_op(&format!("{alg} access token: sign"), || {
@@ -291,7 +291,7 @@ fn cpu_per_op(stat: &str, n: usize, mut f: impl FnMut()) -> f64 {
 /// Tokens per second, and CPU microseconds per token (every thread of the process), from
 /// [`CONCURRENT`] requests at a time on a [`WORKERS`]-thread runtime, as the server runs them
 /// (audit records group-committed by the SQLite writer thread).
-fn concurrent_rate(service: &Arc<TokenService>, auth: &str, meta: &RequestMeta) -> (f64, f64) {
+fn concurrent_rate(service: &Arc<TokenService>, auth: &str, meta: &RequestContext) -> (f64, f64) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .enable_all()
@@ -374,7 +374,7 @@ fn assertion_costs(
     runtime: &tokio::runtime::Runtime,
     embedded: &Embedded,
     service: &TokenService,
-    meta: &RequestMeta,
+    meta: &RequestContext,
     secret: &str,
 ) -> (f64, Vec<(&'static str, f64)>, f64) {
     let stored = SecretHash::of(secret.as_bytes());

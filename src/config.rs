@@ -120,7 +120,7 @@ service_settings! {
     assertion_audience: String, env "TOKEN_ASSERTION_AUDIENCE", default String::from("issuer");
     /// Refused requests (every 4xx answer) per minute from one source address; past it the
     /// address gets `429`, and only the first of those is audited, until the minute ends.
-    fail_budget_ip: u32, env "TOKEN_FAIL_BUDGET_IP", default 100;
+    refusal_budget: u32, env "TOKEN_FAIL_BUDGET_IP", default 100;
     /// JWS algorithm of the access tokens: `RS256`, `ES256` or `EdDSA`. A change takes effect
     /// with the next key rotation; the keys in use keep their algorithm until they retire.
     signing_alg: String, env "TOKEN_SIGNING_ALG", default String::from("RS256");
@@ -287,7 +287,7 @@ pub struct Limits {
     /// Failed authentications per source address per minute.
     pub fail_per_ip: u32,
     /// Refused requests (4xx answers) per source address per minute.
-    pub refusals_per_ip: u32,
+    pub refusal_budget: u32,
 }
 
 /// Longest service maximum accepted for token lifetimes (one day).
@@ -496,7 +496,7 @@ impl ServiceSettings {
             ("TOKEN_RATE_LIMIT", self.rate_limit),
             ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip),
             ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip),
-            ("TOKEN_FAIL_BUDGET_IP", self.fail_budget_ip),
+            ("TOKEN_FAIL_BUDGET_IP", self.refusal_budget),
         ] {
             if value == 0 || value > LIMIT_CEILING {
                 return Err(invalid(format!(
@@ -592,7 +592,7 @@ impl ServiceSettings {
                 issue_per_client: self.rate_limit,
                 fail_per_client_ip: self.fail_limit_client_ip,
                 fail_per_ip: self.fail_limit_ip,
-                refusals_per_ip: self.fail_budget_ip,
+                refusal_budget: self.refusal_budget,
             },
             clock_skew: self.clock_skew,
             assertion_max_lifetime: self.assertion_max_lifetime,
@@ -863,7 +863,7 @@ mod tests {
             "--rate-limit",
             "--fail-limit-client-ip",
             "--fail-limit-ip",
-            "--fail-budget-ip",
+            "--refusal-budget",
         ] {
             for value in ["0", over.as_str()] {
                 let refused = parse(&[flag, value]).expect_err(flag);
@@ -871,12 +871,12 @@ mod tests {
             }
             assert!(parse(&[flag, &top]).is_ok(), "{flag} {top}");
         }
-        assert_eq!(parse(&[]).unwrap().limits.refusals_per_ip, 100);
+        assert_eq!(parse(&[]).unwrap().limits.refusal_budget, 100);
         assert_eq!(
-            parse(&["--fail-budget-ip", "7"])
+            parse(&["--refusal-budget", "7"])
                 .unwrap()
                 .limits
-                .refusals_per_ip,
+                .refusal_budget,
             7
         );
     }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
-pub use crate::audit::RequestMeta;
-use crate::audit::{self, AuditRecord, Issuance};
+pub use crate::audit::RequestContext;
+use crate::audit::{self, AuditRecord, TokenFacts};
 use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
@@ -32,7 +32,7 @@ use crate::key_cache::KeyCache;
 use crate::limits::{self, Window};
 use crate::oauth::claims::Confirmation;
 use crate::oauth::dpop::ProofPolicy;
-pub use crate::oauth::grant::IssuedToken;
+pub use crate::oauth::grant::TokenResponse;
 use crate::oauth::nonce::NonceKey;
 use crate::oauth::request::{self, RawRequest};
 use crate::oauth::{OAuthError, TokenRequest, grant};
@@ -55,9 +55,9 @@ const UNAVAILABLE: OAuthError = OAuthError::TemporarilyUnavailable;
 
 /// An issued token and what its audit record holds.
 struct Issued {
-    token: IssuedToken,
+    token: TokenResponse,
     client_id: String,
-    record: Issuance,
+    record: TokenFacts,
     key_age_secs: i64,
 }
 
@@ -125,8 +125,8 @@ impl TokenService {
     pub async fn handle(
         &self,
         raw: RawRequest<'_>,
-        meta: &RequestMeta,
-    ) -> Result<IssuedToken, Refused> {
+        meta: &RequestContext,
+    ) -> Result<TokenResponse, Refused> {
         let now = self.clock.now();
         let claimed = || request::claimed_client_id(raw);
         let decided = in_time(self.decide(raw, meta, now), meta, claimed).await;
@@ -147,7 +147,7 @@ impl TokenService {
     async fn decide(
         &self,
         raw: RawRequest<'_>,
-        meta: &RequestMeta,
+        meta: &RequestContext,
         now: OffsetDateTime,
     ) -> Result<Issued, Refusal> {
         let source = limits::source(meta.source_ip.as_deref());
@@ -210,10 +210,10 @@ impl TokenService {
         }
         let (access_token, key_age_secs) = signed.map_err(|_| UNAVAILABLE)?;
         Ok(Issued {
-            record: Issuance::of(&claims, request.credentials.method),
+            record: TokenFacts::of(&claims, request.credentials.method),
             token: match proof {
-                None => IssuedToken::bearer(access_token, grant.lifetime, claims.scope),
-                Some(_) => IssuedToken::dpop(access_token, grant.lifetime, claims.scope),
+                None => TokenResponse::bearer(access_token, grant.lifetime, claims.scope),
+                Some(_) => TokenResponse::dpop(access_token, grant.lifetime, claims.scope),
             },
             client_id: claims.client_id,
             key_age_secs,
@@ -230,7 +230,7 @@ impl TokenService {
     /// a repeated `Authorization`) with `error`'s code, counted against its source's budget.
     /// `None` when the front's own answer stands; else the answer that replaces it: `429` past
     /// the budget, or `temporarily_unavailable` if the counters or the record failed.
-    pub async fn reject(&self, error: OAuthError, meta: &RequestMeta) -> Option<Refused> {
+    pub async fn reject(&self, error: OAuthError, meta: &RequestContext) -> Option<Refused> {
         let now = self.clock.now();
         let source = limits::source(meta.source_ip.as_deref());
         let budget = self.source_limits(&source, now).budget;
@@ -246,8 +246,8 @@ impl TokenService {
 
     /// Records a refusal unless its source is past the cut-off, and returns the answer: the
     /// refusal's own, or `temporarily_unavailable` if the record could not be written.
-    async fn answer(&self, refusal: Refusal, meta: &RequestMeta, now: OffsetDateTime) -> Refused {
-        if !refusal.is_recorded(meta, self.config.limits.refusals_per_ip) {
+    async fn answer(&self, refusal: Refusal, meta: &RequestContext, now: OffsetDateTime) -> Refused {
+        if !refusal.is_recorded(meta, self.config.limits.refusal_budget) {
             return refusal.answer;
         }
         let (id, outcome) = (refusal.client_id.as_deref(), refusal.answer.outcome());
@@ -273,7 +273,7 @@ impl TokenService {
 /// [`DECISION_DEADLINE`] has passed.
 async fn in_time<T>(
     work: impl Future<Output = Result<T, Refusal>>,
-    meta: &RequestMeta,
+    meta: &RequestContext,
     claimed: impl FnOnce() -> Option<String>,
 ) -> Result<T, Refusal> {
     let Ok(decided) = tokio::time::timeout(DECISION_DEADLINE, work).await else {

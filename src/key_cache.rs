@@ -9,7 +9,7 @@ use aws_lc_rs::rand::SystemRandom;
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
-use crate::keys::{KeyRing, KeyTimes as _, Schedule, SigningKey};
+use crate::keys::{SigningKeys, KeyTimes as _, Schedule, SigningKey};
 use crate::oauth::nonce::NonceKey;
 use crate::store::KeyStore;
 
@@ -28,7 +28,7 @@ pub enum KeyCacheError {
 }
 
 struct Loaded {
-    ring: Arc<KeyRing>,
+    ring: Arc<SigningKeys>,
     loaded_at: OffsetDateTime,
 }
 
@@ -64,13 +64,13 @@ impl KeyCache {
         })
     }
 
-    fn cached(&self) -> Option<(Arc<KeyRing>, OffsetDateTime)> {
+    fn cached(&self) -> Option<(Arc<SigningKeys>, OffsetDateTime)> {
         let guard = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().map(|l| (l.ring.clone(), l.loaded_at))
     }
 
     /// Loads the key set from the store now and caches it.
-    pub async fn refresh(&self) -> Result<Arc<KeyRing>, KeyCacheError> {
+    pub async fn refresh(&self) -> Result<Arc<SigningKeys>, KeyCacheError> {
         let now = self.clock.now();
         let set = self
             .store
@@ -78,7 +78,7 @@ impl KeyCache {
             .await
             .map_err(|e| KeyCacheError::Unavailable(e.to_string()))?;
         let ring =
-            Arc::new(KeyRing::load(&set).map_err(|e| KeyCacheError::Unavailable(e.to_string()))?);
+            Arc::new(SigningKeys::load(&set).map_err(|e| KeyCacheError::Unavailable(e.to_string()))?);
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Some(Loaded {
             ring: ring.clone(),
             loaded_at: now,

@@ -1,6 +1,6 @@
 //! What a refused token request costs its source and what of it is audited (DESIGN.md "Abuse
 //! protection"): the answer it gets ([`Refused`]), the per-source budget of refusals a minute
-//! ([`RefusalBudget`], `TOKEN_FAIL_BUDGET_IP`) and the cut-off past it ([`Audit`]).
+//! ([`RefusalBudget`], `TOKEN_REFUSAL_BUDGET`) and the cut-off past it ([`Audit`]).
 //!
 //! Every refused request (each 4xx answer) counts against its source's budget, except a
 //! client's `429` for its own issue limit (the flow does not charge it: one client running
@@ -10,7 +10,7 @@
 //! `token_requests_unaudited` metric and not written. A flood then costs no audit write per
 //! request, and the trail still shows when and from where it was cut off.
 
-use crate::audit::{self, RequestMeta};
+use crate::audit::{self, RequestContext};
 use crate::config::Limits;
 use crate::limits::{FailureLimits, Window, refusals_of_source_key};
 use crate::oauth::OAuthError;
@@ -102,7 +102,7 @@ impl Refusal {
 
     /// Whether the refusal is written to the audit trail. A refusal past the cut-off is only
     /// counted in the `token_requests_unaudited` metric; the cut-off itself is logged once.
-    pub fn is_recorded(&self, meta: &RequestMeta, budget: u32) -> bool {
+    pub fn is_recorded(&self, meta: &RequestContext, budget: u32) -> bool {
         let source_ip = meta.source_ip.as_deref().unwrap_or("-");
         match self.audit {
             Audit::Write => true,
@@ -295,7 +295,7 @@ impl<'a> SourceLimits<'a> {
         limits: &Limits,
     ) -> Self {
         Self {
-            budget: RefusalBudget::new(counters, source, limits.refusals_per_ip, window),
+            budget: RefusalBudget::new(counters, source, limits.refusal_budget, window),
             failures: FailureLimits::new(
                 counters,
                 source,

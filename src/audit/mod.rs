@@ -85,7 +85,7 @@ pub struct AuditRecord {
 /// Where a request came from, as the HTTP front knows it: what its audit record says besides
 /// the outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestMeta {
+pub struct RequestContext {
     /// The request id (API Gateway's, or generated).
     pub request_id: String,
     /// The source address.
@@ -96,7 +96,7 @@ pub struct RequestMeta {
 
 /// What the record of an issued token holds besides the request (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issuance {
+pub struct TokenFacts {
     /// The token's `jti`.
     pub jti: String,
     /// The granted scope, space-delimited.
@@ -109,7 +109,7 @@ pub struct Issuance {
     pub dpop_jkt: Option<String>,
 }
 
-impl Issuance {
+impl TokenFacts {
     /// The facts of a token with `claims`, issued to a client that authenticated by `method`.
     pub fn of(claims: &AccessTokenClaims, method: AuthMethod) -> Self {
         Self {
@@ -129,7 +129,7 @@ impl AuditRecord {
     pub fn for_request(
         client_id: Option<&str>,
         outcome: &str,
-        meta: &RequestMeta,
+        meta: &RequestContext,
         now: OffsetDateTime,
         retention: Duration,
     ) -> Self {
@@ -157,8 +157,8 @@ impl AuditRecord {
     /// outcome `issued`, the token's `jti`, scope and audience, and the authentication method.
     pub fn for_issued(
         client_id: &str,
-        issued: Issuance,
-        meta: &RequestMeta,
+        issued: TokenFacts,
+        meta: &RequestContext,
         now: OffsetDateTime,
         retention: Duration,
     ) -> Self {
@@ -244,8 +244,8 @@ pub struct Failures {
 mod tests {
     use super::*;
 
-    fn meta() -> RequestMeta {
-        RequestMeta {
+    fn meta() -> RequestContext {
+        RequestContext {
             request_id: "req-1".to_owned(),
             source_ip: Some("192.0.2.7".to_owned()),
             user_agent: Some("curl/8\r\nX: y".to_owned()),
@@ -287,7 +287,7 @@ mod tests {
             Duration::days(1),
         );
         assert_eq!(r.client_id, NO_CLIENT);
-        let issued = Issuance {
+        let issued = TokenFacts {
             jti: "j".to_owned(),
             scope: "read".to_owned(),
             audience: "https://a.test/".to_owned(),
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn an_issued_record_names_the_token_and_the_method() {
         let now = OffsetDateTime::now_utc();
-        let issued = Issuance {
+        let issued = TokenFacts {
             jti: "j".to_owned(),
             scope: "read write".to_owned(),
             audience: "https://a.test/ https://b.test/".to_owned(),

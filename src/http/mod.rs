@@ -1,6 +1,6 @@
 //! The one axum router served by the local server and by the Lambda functions.
 //!
-//! Each shape adds a [`RequestContext`] extension (source address, request id) with its own
+//! Each shape adds a [`FrontContext`] extension (source address, request id) with its own
 //! middleware; the routes here never see a socket or an API Gateway type.
 
 mod discovery;
@@ -22,7 +22,7 @@ use crate::issue::TokenService;
 
 /// What the HTTP front knows about a request's origin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestContext {
+pub struct FrontContext {
     /// The front's request id, if it has one (API Gateway does).
     pub request_id: Option<String>,
     /// The source address: the socket peer locally, the API Gateway `sourceIp` on Lambda.

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 
-use super::RequestContext;
+use super::FrontContext;
 use super::error::no_store;
 use crate::encoding::random_b64url;
-use crate::issue::RequestMeta;
+use crate::issue::RequestContext;
 use crate::scanning::{MAX_BODY, Program, ScanAnswer, SecretScanning, Signed};
 
 pub(super) fn routes(service: Arc<SecretScanning>) -> Router {
@@ -29,9 +29,9 @@ pub(super) fn routes(service: Arc<SecretScanning>) -> Router {
         .with_state(service)
 }
 
-fn meta(ctx: Option<Extension<RequestContext>>, headers: &HeaderMap) -> RequestMeta {
+fn meta(ctx: Option<Extension<FrontContext>>, headers: &HeaderMap) -> RequestContext {
     let ctx = ctx.map(|Extension(c)| c).unwrap_or_default();
-    RequestMeta {
+    RequestContext {
         request_id: ctx.request_id.unwrap_or_else(|| random_b64url(12)),
         source_ip: ctx.source_ip,
         user_agent: headers
@@ -50,7 +50,7 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
 async fn report(
     program: Program,
     State(service): State<Arc<SecretScanning>>,
-    ctx: Option<Extension<RequestContext>>,
+    ctx: Option<Extension<FrontContext>>,
     request: Request,
 ) -> Response {
     if !service.serves(program) {

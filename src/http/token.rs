@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 
-use super::RequestContext;
+use super::FrontContext;
 use super::error::{HttpError, no_store};
 use crate::encoding::random_b64url;
-use crate::issue::{RequestMeta, TokenService};
+use crate::issue::{RequestContext, TokenService};
 use crate::oauth::OAuthError;
 use crate::oauth::request::{MAX_BODY_BYTES, RawRequest};
 
@@ -25,9 +25,9 @@ pub(super) fn routes(service: Arc<TokenService>) -> Router {
         .with_state(service)
 }
 
-fn meta(ctx: Option<Extension<RequestContext>>, headers: &HeaderMap) -> RequestMeta {
+fn meta(ctx: Option<Extension<FrontContext>>, headers: &HeaderMap) -> RequestContext {
     let ctx = ctx.map(|Extension(c)| c).unwrap_or_default();
-    RequestMeta {
+    RequestContext {
         request_id: ctx.request_id.unwrap_or_else(|| random_b64url(12)),
         source_ip: ctx.source_ip,
         user_agent: headers
@@ -49,7 +49,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 async fn token(
     State(service): State<Arc<TokenService>>,
-    ctx: Option<Extension<RequestContext>>,
+    ctx: Option<Extension<FrontContext>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -109,7 +109,7 @@ async fn token(
 
 async fn not_post(
     State(service): State<Arc<TokenService>>,
-    ctx: Option<Extension<RequestContext>>,
+    ctx: Option<Extension<FrontContext>>,
     headers: HeaderMap,
 ) -> Response {
     let meta = meta(ctx, &headers);
@@ -119,7 +119,7 @@ async fn not_post(
 /// Answers a request the front turns away with `status`, once the service counted and
 /// recorded it: a `429` past the source's budget or a `503` from a failed audit write stands
 /// instead.
-async fn turn_away(service: &TokenService, status: HttpError, meta: &RequestMeta) -> Response {
+async fn turn_away(service: &TokenService, status: HttpError, meta: &RequestContext) -> Response {
     match service.reject(status.recorded_as(), meta).await {
         None => status.into_response(),
         Some(answer) => answer.into_response(),

@@ -50,7 +50,7 @@ fn client(secret: &ClientSecret, rate_limit: Option<u32>) -> Client {
 /// budget of `budget` a source.
 fn fixture(rate_limit: Option<u32>, budget: u32) -> Fixture {
     let mut config = ServiceConfig::for_tests();
-    config.limits.refusals_per_ip = budget;
+    config.limits.refusal_budget = budget;
     let secret = ClientSecret::generate();
     let clients = Clients::default();
     let svc = client(&secret, rate_limit);
@@ -76,8 +76,8 @@ fn fixture(rate_limit: Option<u32>, budget: u32) -> Fixture {
     }
 }
 
-fn meta() -> RequestMeta {
-    RequestMeta {
+fn meta() -> RequestContext {
+    RequestContext {
         request_id: "r1".to_owned(),
         source_ip: Some("192.0.2.7".to_owned()),
         user_agent: None,
@@ -86,7 +86,7 @@ fn meta() -> RequestMeta {
 
 impl Fixture {
     /// A client_secret_post request of `client_id` with `secret`.
-    async fn ask(&self, client_id: &str, secret: &str) -> Result<IssuedToken, Refused> {
+    async fn ask(&self, client_id: &str, secret: &str) -> Result<TokenResponse, Refused> {
         let body =
             format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
         let raw = RawRequest {
@@ -97,7 +97,7 @@ impl Fixture {
         self.service.handle(raw, &meta()).await
     }
 
-    async fn ask_as_svc(&self) -> Result<IssuedToken, Refused> {
+    async fn ask_as_svc(&self) -> Result<TokenResponse, Refused> {
         self.ask("svc", self.secret.expose()).await
     }
 

@@ -2,7 +2,7 @@
 
 pub mod jwk;
 pub mod pair;
-pub mod ring;
+pub mod signing;
 pub mod schedule;
 
 use base64::Engine as _;
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 pub use jwk::PublicKeyRecord;
 pub use pair::{KeyPair, SIGNING_ALGS, SigningAlg};
-pub use ring::{KeyRing, SigningKey};
+pub use signing::{SigningKeys, SigningKey};
 pub use schedule::{KeyTimes, KeyTiming, Schedule};
 
 /// The `alg` of a stored key that has none: key sets written before keys recorded their
@@ -318,7 +318,7 @@ pub(crate) mod tests {
         json["keys"][0].as_object_mut().unwrap().remove("alg");
         let set = KeySet::from_json(&json.to_string()).unwrap();
         assert_eq!(set.keys[0].algorithm().unwrap(), SigningAlg::RS256);
-        let ring = KeyRing::load(&set).unwrap();
+        let ring = SigningKeys::load(&set).unwrap();
         assert_eq!(ring.key(&key.kid).unwrap().alg(), SigningAlg::RS256);
         assert_eq!(
             set.public_records().unwrap()[0].jwk.common.key_algorithm,
@@ -349,7 +349,7 @@ pub(crate) mod tests {
         assert_eq!(next.keys[0], first.keys[0]);
         assert_eq!(next.keys[1].algorithm().unwrap(), SigningAlg::ES256);
         assert_eq!(next.keys[1].activates_at, t1 + schedule.prepublication);
-        let ring = KeyRing::load(&next).unwrap();
+        let ring = SigningKeys::load(&next).unwrap();
         assert_eq!(ring.signer(&schedule, t1).unwrap().alg(), SigningAlg::RS256);
         let later = t1 + schedule.prepublication;
         assert_eq!(

@@ -13,7 +13,7 @@ use crate::clients::{Client, ClientAuthMethod, SecretHash};
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct IssuedToken {
+pub struct TokenResponse {
     /// The signed JWT.
     pub access_token: String,
     /// `Bearer`, or `DPoP` for a token bound to a proof key (RFC 9449 §5).
@@ -24,7 +24,7 @@ pub struct IssuedToken {
     pub scope: String,
 }
 
-impl IssuedToken {
+impl TokenResponse {
     /// The response carrying a bearer token (RFC 6750) that lives `lifetime` seconds.
     pub fn bearer(access_token: String, lifetime: u64, scope: String) -> Self {
         Self {

@@ -11,7 +11,7 @@ use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::audit::{self, AuditRecord, RequestMeta};
+use crate::audit::{self, AuditRecord, RequestContext};
 use crate::clients::secret::looks_like_secret;
 use crate::clients::{ClientStatus, SecretHash};
 use crate::clock::Clock;
@@ -320,7 +320,7 @@ impl SecretScanning {
         program: Program,
         signed: Signed<'_>,
         body: Option<&[u8]>,
-        meta: &RequestMeta,
+        meta: &RequestContext,
     ) -> ScanAnswer {
         let now = self.clock.now();
         let window = Window::at(now);
@@ -328,7 +328,7 @@ impl SecretScanning {
         let budget = RefusalBudget::new(
             self.limits.as_ref(),
             &source,
-            self.config.limits.refusals_per_ip,
+            self.config.limits.refusal_budget,
             window,
         );
         match budget.check().await {
@@ -378,7 +378,7 @@ impl SecretScanning {
         program: Program,
         signed: Signed<'_>,
         body: Option<&[u8]>,
-        meta: &RequestMeta,
+        meta: &RequestContext,
         now: OffsetDateTime,
     ) -> ScanAnswer {
         let Some(body) = body.filter(|b| b.len() <= MAX_BODY) else {
@@ -427,7 +427,7 @@ impl SecretScanning {
         program: Program,
         report: &Reported,
         position: usize,
-        meta: &RequestMeta,
+        meta: &RequestContext,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         if !looks_like_secret(&report.token) {
@@ -508,7 +508,7 @@ impl SecretScanning {
         program: Program,
         answer: &ScanAnswer,
         reported: usize,
-        meta: &RequestMeta,
+        meta: &RequestContext,
         now: OffsetDateTime,
     ) -> bool {
         let record = AuditRecord {

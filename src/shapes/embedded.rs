@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crate::admin::Admin;
 use crate::clock::Clock;
 use crate::config::{ServiceConfig, TrustedProxy};
-use crate::http::{self, Discovery, RequestContext, ScopesSupported};
+use crate::http::{self, Discovery, FrontContext, ScopesSupported};
 use crate::issue::TokenService;
 use crate::key_cache::KeyCache;
 use crate::oauth::OAuthError;
@@ -218,7 +218,7 @@ fn host_is_malformed(request: &Request) -> bool {
 
 /// For requests that came over a socket (the connection's peer address is known): refuses an
 /// HTTP/1.x request whose `Host` is missing or repeated, and puts the client's address into
-/// the [`RequestContext`].
+/// the [`FrontContext`].
 async fn peer_context(
     State(trusted): State<Arc<Vec<TrustedProxy>>>,
     mut request: Request,
@@ -240,7 +240,7 @@ async fn peer_context(
             .map(|v| v.as_bytes())
             .collect();
         let ip = source_address(peer, &forwarded, &trusted);
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: None,
             source_ip: Some(ip.to_string()),
         });

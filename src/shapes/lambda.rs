@@ -1,5 +1,5 @@
 //! The AWS Lambda front: reads API Gateway's request context into the shared router's
-//! [`RequestContext`], and sets up what every function has (JSON logs, embedded metrics, its
+//! [`FrontContext`], and sets up what every function has (JSON logs, embedded metrics, its
 //! init); the AWS adapters behind the routes come from [`crate::shapes::aws::AwsShape`].
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::clock::SystemClock;
 use crate::config::FunctionEnvironment;
-use crate::http::{self, Discovery, RequestContext};
+use crate::http::{self, Discovery, FrontContext};
 use crate::issue::TokenService;
 use crate::shapes::aws::AwsShape;
 
@@ -24,16 +24,16 @@ use crate::shapes::aws::AwsShape;
 ///
 /// The source address is API Gateway's `requestContext.http.sourceIp`, the TCP peer it saw;
 /// `X-Forwarded-For` is written by the client and never trusted for the audit trail.
-pub fn request_context(context: Option<&ApiGatewayContext>) -> RequestContext {
+pub fn request_context(context: Option<&ApiGatewayContext>) -> FrontContext {
     match context {
-        Some(ApiGatewayContext::ApiGatewayV2(c)) => RequestContext {
+        Some(ApiGatewayContext::ApiGatewayV2(c)) => FrontContext {
             request_id: c.request_id.clone().filter(|id| !id.is_empty()),
             source_ip: c.http.source_ip.clone().filter(|ip| !ip.is_empty()),
         },
         // Other event sources appear only if another crate enables their features; they
         // are not routed to these functions, and an empty context is the safe reading.
         #[allow(unreachable_patterns)]
-        _ => RequestContext::default(),
+        _ => FrontContext::default(),
     }
 }
 
@@ -44,7 +44,7 @@ async fn api_gateway_context(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Adds the middleware that turns API Gateway's request context into a [`RequestContext`].
+/// Adds the middleware that turns API Gateway's request context into a [`FrontContext`].
 pub fn with_api_gateway_context(router: Router) -> Router {
     router.layer(middleware::from_fn(api_gateway_context))
 }
@@ -325,10 +325,10 @@ mod tests {
 
     #[test]
     fn missing_or_empty_ids_are_absent_not_empty() {
-        assert_eq!(request_context(None), RequestContext::default());
+        assert_eq!(request_context(None), FrontContext::default());
         assert_eq!(
             request_context(Some(&v2(Some(""), Some("")))),
-            RequestContext::default()
+            FrontContext::default()
         );
     }
 }

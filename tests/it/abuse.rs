@@ -12,7 +12,7 @@ use token_service::admin::{Admin, NewClient};
 use token_service::audit::AuditRecord;
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::http::{RequestContext, token_routes};
+use token_service::http::{FrontContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::key_cache::KeyCache;
 use token_service::limits::{Window, refusals_of_source_key};
@@ -209,7 +209,7 @@ async fn requests_without_credentials_count_against_the_address() {
     let send = || async {
         let request = Request::post("/oauth/token")
             .header("content-type", stack::FORM)
-            .extension(RequestContext {
+            .extension(FrontContext {
                 request_id: None,
                 source_ip: Some("203.0.113.9".into()),
             })
@@ -308,7 +308,7 @@ impl Backend {
 
     /// Sends `request` from `ip`; the status and whether the body is an OAuth error.
     async fn send(&self, ip: &str, mut request: Request<Body>) -> u16 {
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: None,
             source_ip: Some(ip.to_owned()),
         });
@@ -446,7 +446,7 @@ async fn a_busy_clients_own_issue_limit_costs_its_neighbours_nothing_on_dynamodb
 
 fn budget_of(n: u32) -> ServiceConfig {
     let mut config = ServiceConfig::for_tests();
-    config.limits.refusals_per_ip = n;
+    config.limits.refusal_budget = n;
     config
 }
 

@@ -11,7 +11,7 @@ use token_service::audit::report::{self, DisabledTried, NewAddress, Report, Repo
 use token_service::clients::{ClientSecret, ClientStatus};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::issue::{RequestMeta, TokenService};
+use token_service::issue::{RequestContext, TokenService};
 use token_service::key_cache::KeyCache;
 use token_service::oauth::request::RawRequest;
 use token_service::store::rotation::KeySetSwap;
@@ -118,7 +118,7 @@ impl World {
             body: b"grant_type=client_credentials",
             dpop: None,
         };
-        let meta = RequestMeta {
+        let meta = RequestContext {
             request_id: token_service::encoding::random_b64url(9),
             source_ip: Some(ip.to_owned()),
             user_agent: Some("report-test".to_owned()),
@@ -350,7 +350,7 @@ async fn write_guesses(
     guesses: usize,
 ) {
     use token_service::audit::{AuditRecord, INVALID_CLIENT};
-    let meta = |ip: &str| RequestMeta {
+    let meta = |ip: &str| RequestContext {
         request_id: token_service::encoding::random_b64url(9),
         source_ip: Some(ip.to_owned()),
         user_agent: Some("report-test".to_owned()),

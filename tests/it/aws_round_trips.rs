@@ -28,7 +28,7 @@ use token_service::admin::{Admin, NewClient};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
-use token_service::issue::{RequestMeta, TokenService};
+use token_service::issue::{RequestContext, TokenService};
 use token_service::oauth::OAuthError;
 use token_service::oauth::assertion::JWT_BEARER;
 use token_service::oauth::request::RawRequest;
@@ -249,7 +249,7 @@ impl Stack {
             dpop: proof.map(Ok),
             ..RawRequest::default()
         };
-        let meta = RequestMeta {
+        let meta = RequestContext {
             request_id: random_b64url(9),
             source_ip: Some(ip.to_owned()),
             user_agent: None,
@@ -263,7 +263,7 @@ impl Stack {
 fn config() -> ServiceConfig {
     let mut config = ServiceConfig::for_tests();
     config.limits.fail_per_ip = 2;
-    config.limits.refusals_per_ip = 2;
+    config.limits.refusal_budget = 2;
     config
 }
 

@@ -15,7 +15,7 @@ use token_service::clients::claims::{ClaimError, ClaimsEdit, RESERVED_CLAIMS};
 use token_service::clients::{ClientSpecError, ExtraClaims};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::issue::RequestMeta;
+use token_service::issue::RequestContext;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::{AwsResources, create_resources};
 use token_service::store::rotation::KeySetSwap;
@@ -270,7 +270,7 @@ async fn token_for(
         body: b"grant_type=client_credentials",
         dpop: None,
     };
-    let meta = RequestMeta {
+    let meta = RequestContext {
         request_id: "claims".to_owned(),
         source_ip: Some("192.0.2.9".to_owned()),
         user_agent: None,

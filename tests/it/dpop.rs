@@ -19,7 +19,7 @@ use token_service::audit::AuditQuery;
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::{b64url, random_b64url};
-use token_service::http::{RequestContext, token_routes};
+use token_service::http::{FrontContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::key_cache::KeyCache;
 use token_service::store::rotation::KeySetSwap;
@@ -221,7 +221,7 @@ impl Fixture {
             .body(Body::from("grant_type=client_credentials"))
             .unwrap();
         let source = ip.map_or_else(|| format!("198.51.100.{}", n % 250 + 1), str::to_owned);
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(random_b64url(9)),
             source_ip: Some(source),
         });
@@ -497,7 +497,7 @@ async fn a_proof_without_a_jti_is_refused() {
 async fn refused_proofs_are_charged_to_the_refusal_budget() {
     let budget = 3;
     let f = Fixture::with(crate::support::stores::sqlite().await, |mut c| {
-        c.limits.refusals_per_ip = budget;
+        c.limits.refusal_budget = budget;
         c
     })
     .await;

@@ -30,7 +30,7 @@ use token_service::audit::AuditQuery;
 use token_service::clients::Client;
 use token_service::clock::{Clock, ManualClock, SystemClock};
 use token_service::config::ServiceConfig;
-use token_service::http::{RequestContext, discovery_routes, token_routes};
+use token_service::http::{FrontContext, discovery_routes, token_routes};
 use token_service::issue::{DECISION_DEADLINE, TokenService};
 use token_service::key_cache::KeyCache;
 use token_service::shapes::aws::{AwsShape, JWKS_DEPENDENCY_BOUND, TOKEN_DEPENDENCY_BOUND};
@@ -144,7 +144,7 @@ impl Harness {
             )
             .body(Body::from("grant_type=client_credentials"))
             .expect("request");
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(request_id.to_owned()),
             source_ip: Some(SOURCE_IP.to_owned()),
         });

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, Method, Request, header};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use token_service::audit::AuditQuery;
-use token_service::http::RequestContext;
+use token_service::http::FrontContext;
 use token_service::store::AuditLog as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt as _;
@@ -89,7 +89,7 @@ impl Harness {
         if let Some(v) = r.user_agent.as_deref().and_then(value) {
             h.insert(header::USER_AGENT, v);
         }
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(request_id.to_owned()),
             source_ip: source.map(str::to_owned),
         });

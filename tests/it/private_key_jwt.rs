@@ -17,7 +17,7 @@ use token_service::clients::keys::KeyInputError;
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::{AssertionAudience, ServiceConfig};
 use token_service::encoding::{b64url, random_b64url};
-use token_service::http::{RequestContext, token_routes};
+use token_service::http::{FrontContext, token_routes};
 use token_service::issue::TokenService;
 use token_service::key_cache::KeyCache;
 use token_service::oauth::assertion::JWT_BEARER;
@@ -181,7 +181,7 @@ impl Fixture {
             request = request.header("authorization", a);
         }
         let mut request = request.body(Body::from(body.to_owned())).unwrap();
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(random_b64url(9)),
             source_ip: Some(format!("198.51.100.{}", ip % 250 + 1)),
         });
@@ -595,7 +595,7 @@ async fn failed_assertions_count_towards_the_failure_limit(s: Stores) {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Body::from(body))
             .unwrap();
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(random_b64url(9)),
             source_ip: Some("203.0.113.7".to_owned()),
         });

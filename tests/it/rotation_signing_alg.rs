@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::issue::RequestMeta;
+use token_service::issue::RequestContext;
 use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
 use token_service::store::rotation::KeySetSwap;
@@ -165,7 +165,7 @@ async fn change_of_algorithm(s: &Stores) {
             dpop: None,
         };
         let issued = service
-            .handle(raw, &RequestMeta::default())
+            .handle(raw, &RequestContext::default())
             .await
             .unwrap_or_else(|e| panic!("at {now}: {e}"))
             .access_token;

@@ -11,7 +11,7 @@ use token_service::admin::Admin;
 use token_service::clock::{Clock as _, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::random_b64url;
-use token_service::issue::RequestMeta;
+use token_service::issue::RequestContext;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{RotationProtocol, Step};
 use token_service::store::rotation::KeySetSwap;
@@ -93,7 +93,7 @@ async fn simulate(s: &Stores) {
             dpop: None,
         };
         let issued = service
-            .handle(raw, &RequestMeta::default())
+            .handle(raw, &RequestContext::default())
             .await
             .unwrap_or_else(|e| panic!("at {now}: {e}"));
         check(&cached, &issued.access_token, now)

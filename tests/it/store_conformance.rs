@@ -11,7 +11,7 @@ use token_service::audit::{AuditQuery, AuditRecord, NO_CLIENT};
 use token_service::clients::{Client, ClientSecret, ClientStatus, StoredSecret};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
-use token_service::issue::{RequestMeta, TokenService};
+use token_service::issue::{RequestContext, TokenService};
 use token_service::key_cache::KeyCache;
 use token_service::keys::{KeyEntry, KeySet, SIGNING_ALGS, jwk};
 use token_service::oauth::OAuthError;
@@ -892,7 +892,7 @@ async fn ask_from(service: &TokenService, ip: &str, id: &str, secret: &str) -> R
         body: b"grant_type=client_credentials",
         dpop: None,
     };
-    let meta = RequestMeta {
+    let meta = RequestContext {
         request_id: token_service::encoding::random_b64url(9),
         source_ip: Some(ip.to_owned()),
         user_agent: Some("conformance".to_owned()),

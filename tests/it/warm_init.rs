@@ -14,7 +14,7 @@ use base64::Engine as _;
 use token_service::admin::NewClient;
 use token_service::clock::SystemClock;
 use token_service::config::ServiceConfig;
-use token_service::http::{RequestContext, token_routes};
+use token_service::http::{FrontContext, token_routes};
 use token_service::shapes::aws::AwsShape;
 use token_service::store::aws::create_resources;
 use tower::ServiceExt as _;
@@ -74,7 +74,7 @@ impl Harness {
             .header(header::AUTHORIZATION, format!("Basic {}", self.basic))
             .body(Body::from("grant_type=client_credentials"))
             .expect("request");
-        request.extensions_mut().insert(RequestContext {
+        request.extensions_mut().insert(FrontContext {
             request_id: Some(request_id.to_owned()),
             source_ip: Some("198.51.100.24".to_owned()),
         });

@@ -417,7 +417,7 @@ impl AuditLog for DynamoDbAuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{ADMIN, INVALID_CLIENT, ISSUED, RATE_LIMITED, RequestMeta};
+    use crate::audit::{ADMIN, INVALID_CLIENT, ISSUED, RATE_LIMITED, RequestContext};
     use time::macros::datetime;
 
     fn item(outcome: &str, action: Option<&str>) -> Item {
@@ -425,7 +425,7 @@ mod tests {
         let mut r = AuditRecord::for_request(
             Some("svc"),
             outcome,
-            &RequestMeta::default(),
+            &RequestContext::default(),
             at,
             Duration::days(1),
         );

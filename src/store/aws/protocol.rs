@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 
 use crate::clock::Clock;
-use crate::keys::{KeyRing, KeySet, Schedule, SigningAlg};
+use crate::keys::{SigningKeys, KeySet, Schedule, SigningAlg};
 use crate::store::{PublicKeyStore, StoreError};
 
 pub use super::{AWSCURRENT, AWSPENDING};
@@ -279,7 +279,7 @@ impl RotationProtocol {
     async fn test(&self, token: &str) -> Result<(), RotationError> {
         use jsonwebtoken::{DecodingKey, Validation};
         let pending = self.pending(token).await?;
-        let ring = KeyRing::load(&pending).map_err(|e| RotationError::KeySet(e.to_string()))?;
+        let ring = SigningKeys::load(&pending).map_err(|e| RotationError::KeySet(e.to_string()))?;
         let published = self.public_keys.public_keys().await?;
         let rng = SystemRandom::new();
         let exp = self.clock.now().unix_timestamp() + 60;

@@ -81,7 +81,7 @@ impl Stage {
 /// The service configuration under test: defaults, with a budget of [`BUDGET`].
 pub fn config() -> ServiceConfig {
     let mut config = ServiceConfig::for_tests();
-    config.limits.refusals_per_ip = BUDGET;
+    config.limits.refusal_budget = BUDGET;
     config
 }
 

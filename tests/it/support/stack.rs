@@ -118,7 +118,7 @@ impl Stack {
         let request = Request::post("/oauth/token")
             .header("content-type", FORM)
             .header("authorization", basic_header(id, secret))
-            .extension(token_service::http::RequestContext {
+            .extension(token_service::http::FrontContext {
                 request_id: None,
                 source_ip: Some(ip.to_owned()),
             })

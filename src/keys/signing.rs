@@ -77,13 +77,13 @@ impl SigningKey {
 
 /// A loaded key set: every key parsed once, plus the public records derived from them.
 #[derive(Debug, Default)]
-pub struct KeyRing {
+pub struct SigningKeys {
     keys: Vec<Arc<SigningKey>>,
     public: Vec<PublicKeyRecord>,
     nonces: Option<Arc<NonceKey>>,
 }
 
-impl KeyRing {
+impl SigningKeys {
     /// Parses every key of the set.
     pub fn load(set: &KeySet) -> Result<Self, KeyError> {
         let mut keys = Vec::with_capacity(set.keys.len());
@@ -141,13 +141,13 @@ mod tests {
     use super::*;
     use crate::keys::{KeyEntry, SIGNING_ALGS};
 
-    fn ring_of(alg: SigningAlg) -> (KeySet, KeyRing) {
+    fn ring_of(alg: SigningAlg) -> (KeySet, SigningKeys) {
         let now = OffsetDateTime::now_utc();
         let set = KeySet {
             keys: vec![KeyEntry::generate(alg, now, now).unwrap()],
             ..KeySet::default()
         };
-        let ring = KeyRing::load(&set).unwrap();
+        let ring = SigningKeys::load(&set).unwrap();
         (set, ring)
     }
 
