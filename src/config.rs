@@ -445,6 +445,9 @@ pub struct FunctionEnvironment {
     pub lambda_log_level: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_NAME`: the deployed function's name.
     pub function_name: Option<String>,
+    /// `TOKEN_ALARM_TOPIC_ARN`: the SNS topic the secret-scanning function notifies of each
+    /// leaked secret (the stack's alarm topic); unset or empty, the log warning alone.
+    pub alarm_topic_arn: Option<String>,
     settings: Result<ServiceSettings, ConfigError>,
     resources: AwsResourceSettings,
 }
@@ -464,6 +467,9 @@ impl FunctionEnvironment {
             rust_log: lookup("RUST_LOG"),
             lambda_log_level: lookup("AWS_LAMBDA_LOG_LEVEL"),
             function_name: lookup("AWS_LAMBDA_FUNCTION_NAME"),
+            alarm_topic_arn: lookup("TOKEN_ALARM_TOPIC_ARN")
+                .map(|arn| arn.trim().to_owned())
+                .filter(|arn| !arn.is_empty()),
             settings: ServiceSettings::from_lookup(&lookup),
             resources: AwsResourceSettings::from_lookup(&lookup),
         }
@@ -1099,6 +1105,15 @@ mod tests {
         assert_eq!(read.function_name.as_deref(), Some("prod-token"));
         assert_eq!(read.lambda_log_level.as_deref(), Some("WARN"));
         assert_eq!(read.rust_log, None);
+        assert_eq!(read.alarm_topic_arn, None);
+        let topic = "arn:aws:sns:eu-west-1:123456789012:prod-alarms";
+        let notified = FunctionEnvironment::from_lookup(|n| {
+            (n == "TOKEN_ALARM_TOPIC_ARN").then(|| format!(" {topic}\n"))
+        });
+        assert_eq!(notified.alarm_topic_arn.as_deref(), Some(topic));
+        let blank =
+            FunctionEnvironment::from_lookup(|n| (n == "TOKEN_ALARM_TOPIC_ARN").then(String::new));
+        assert_eq!(blank.alarm_topic_arn, None);
         let (config, names) = read.config().unwrap();
         assert_eq!(
             (config.issuer.as_str(), config.max_ttl),

@@ -124,11 +124,86 @@ impl ScanAnswer {
     }
 }
 
+/// One leaked secret of ours, as the alarm hears of it: never the secret or its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leak<'a> {
+    /// The program that reported it.
+    pub program: Program,
+    /// Its client.
+    pub client_id: &'a str,
+    /// The secret's id (not the secret).
+    pub secret_id: &'a str,
+    /// Where the program found it, as audited (control characters blanked, at most 512 bytes).
+    pub url: &'a str,
+    /// The configured action.
+    pub action: LeakAction,
+    /// Whether the action changed the client (`false`: already disabled, or `report`).
+    pub changed: bool,
+}
+
+/// The longest notification subject SNS takes is 99 characters.
+const MAX_SUBJECT: usize = 99;
+
+impl Leak<'_> {
+    /// The notification's subject, `Leaked client secret: <client id>`: printable ASCII on one
+    /// line, at most 99 characters, as SNS requires of a subject (other characters become `?`).
+    pub fn subject(&self) -> String {
+        let mut subject = String::from("Leaked client secret: ");
+        subject.extend(self.client_id.chars().map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        }));
+        subject.truncate(MAX_SUBJECT);
+        subject
+    }
+
+    /// The notification's text: who reported what, where, what was done and what to do next.
+    pub fn message(&self) -> String {
+        let program = match self.program {
+            Program::GitHub => "GitHub secret scanning",
+            Program::GitLab => "GitLab secret detection",
+        };
+        let (client, secret) = (self.client_id, self.secret_id);
+        let action = match (self.action, self.changed) {
+            (LeakAction::Revoke, _) => format!(
+                "the secret was revoked: it gets no more tokens; the client's other secrets keep \
+                 working. Hand the client's owner a new secret: `tokenctl secrets add {client}`."
+            ),
+            (LeakAction::Disable, true) => format!(
+                "the client was disabled: none of its secrets gets tokens. Hand the owner a new \
+                 secret (`tokenctl secrets add {client}`), revoke this one (`tokenctl secrets \
+                 revoke {client} {secret}`), then `tokenctl clients enable {client}`."
+            ),
+            (LeakAction::Disable, false) => "none: the client was already disabled.".to_owned(),
+            (LeakAction::Report, _) => format!(
+                "none (TOKEN_LEAKED_SECRET_ACTION=report): the secret still works. Revoke it \
+                 once its owner has a new one: `tokenctl secrets revoke {client} {secret}`."
+            ),
+        };
+        format!(
+            "{program} reported a client secret of the token service in public code.\n\n\
+             Client: {client}\n\
+             Secret id: {secret}\n\
+             Found at: {url}\n\
+             Action taken: {action}\n\n\
+             Tell the client's owner to remove the secret from the code and history. The audit \
+             trail has the record: `tokenctl audit --client {client}`. A revocation cannot be \
+             undone; see docs/secret-scanning.md, \"Undoing a revocation that was a mistake\" \
+             (#undoing-a-revocation-that-was-a-mistake).\n",
+            url = self.url,
+        )
+    }
+}
+
 /// Who hears of a leak besides the audit trail (the alarm topic on AWS, the log locally).
 #[async_trait::async_trait]
 pub trait LeakAlarm: Send + Sync {
-    /// A secret of `client_id` was reported leaked at `url`. Never given the secret.
-    async fn leaked(&self, program: Program, client_id: &str, url: &str);
+    /// A secret was reported leaked and the action applied. Never given the secret; never
+    /// fails the report (the audit record and the action are done).
+    async fn leaked(&self, leak: &Leak<'_>);
 }
 
 /// The alarm of the embedded shape: a warning in the log.
@@ -136,11 +211,14 @@ pub struct LogAlarm;
 
 #[async_trait::async_trait]
 impl LeakAlarm for LogAlarm {
-    async fn leaked(&self, program: Program, client_id: &str, url: &str) {
+    async fn leaked(&self, leak: &Leak<'_>) {
         tracing::warn!(
-            program = program.as_str(),
-            client_id,
-            url,
+            program = leak.program.as_str(),
+            client_id = leak.client_id,
+            secret_id = leak.secret_id,
+            url = leak.url,
+            action = leak.action.as_str(),
+            changed = leak.changed,
             "a client secret was reported leaked"
         );
     }
@@ -412,7 +490,15 @@ impl SecretScanning {
         };
         self.audit.append(&record).await?;
         metrics::counter!("leaked_secrets").increment(1);
-        self.alarm.leaked(program, &client.client_id, &url).await;
+        let leak = Leak {
+            program,
+            client_id: &client.client_id,
+            secret_id: &found.secret_id,
+            url: &url,
+            action,
+            changed,
+        };
+        self.alarm.leaked(&leak).await;
         Ok(live)
     }
 
@@ -449,5 +535,59 @@ impl SecretScanning {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leak<'a>(client_id: &'a str, action: LeakAction, changed: bool) -> Leak<'a> {
+        Leak {
+            program: Program::GitLab,
+            client_id,
+            secret_id: "s1",
+            url: "https://gitlab.example/o/r/-/blob/main/.env",
+            action,
+            changed,
+        }
+    }
+
+    #[test]
+    fn the_subject_is_one_line_of_printable_ascii_under_a_hundred_characters() {
+        let plain = leak("svc", LeakAction::Revoke, true);
+        assert_eq!(plain.subject(), "Leaked client secret: svc");
+        let odd = leak("é\nx\ty\u{7f}", LeakAction::Revoke, true);
+        assert_eq!(odd.subject(), "Leaked client secret: ??x?y?");
+        let long = "c".repeat(300);
+        let subject = leak(&long, LeakAction::Revoke, true).subject();
+        assert_eq!(subject.len(), 99);
+        assert!(subject.starts_with("Leaked client secret: ccc"));
+    }
+
+    #[test]
+    fn the_message_says_what_was_done_and_what_to_do() {
+        let message = leak("svc", LeakAction::Disable, true).message();
+        for expected in [
+            "GitLab secret detection",
+            "Client: svc",
+            "Secret id: s1",
+            "Found at: https://gitlab.example/o/r/-/blob/main/.env",
+            "the client was disabled",
+            "tokenctl clients enable svc",
+            "#undoing-a-revocation-that-was-a-mistake",
+        ] {
+            assert!(message.contains(expected), "{expected:?} not in {message}");
+        }
+        assert!(
+            leak("svc", LeakAction::Disable, false)
+                .message()
+                .contains("already disabled")
+        );
+        assert!(
+            leak("svc", LeakAction::Report, false)
+                .message()
+                .contains("the secret still works")
+        );
     }
 }

@@ -111,6 +111,10 @@ pub struct AwsShape {
     rotation_secrets: aws_sdk_secretsmanager::Client,
     #[cfg(feature = "cli")]
     sts: aws_sdk_sts::Client,
+    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    sns: aws_sdk_sns::Client,
+    #[cfg(feature = "scanning")]
+    alarm_topic_arn: Option<String>,
 }
 
 impl AwsShape {
@@ -139,7 +143,26 @@ impl AwsShape {
             rotation_secrets: aws_sdk_secretsmanager::Client::new(sdk),
             #[cfg(feature = "cli")]
             sts: aws_sdk_sts::Client::new(sdk),
+            #[cfg(all(feature = "secrets", feature = "scanning"))]
+            sns: aws_sdk_sns::Client::new(&bounded),
+            #[cfg(feature = "scanning")]
+            alarm_topic_arn: None,
         }
+    }
+
+    /// The shape whose secret-scanning logic ([`secret_scanning`](Self::secret_scanning))
+    /// publishes each leak to the SNS topic `topic_arn` (`TOKEN_ALARM_TOPIC_ARN`, the stack's
+    /// alarm topic), with the shape's bounds.
+    #[cfg(feature = "scanning")]
+    pub fn with_alarm_topic(mut self, topic_arn: impl Into<String>) -> Self {
+        self.alarm_topic_arn = Some(topic_arn.into());
+        self
+    }
+
+    /// Whether a leak is published to an alarm topic.
+    #[cfg(feature = "scanning")]
+    pub fn notifies_leaks(&self) -> bool {
+        self.alarm_topic_arn.is_some()
     }
 
     /// The shape over the SDK configuration of the environment and profiles (credentials,
@@ -337,10 +360,18 @@ impl AwsShape {
     }
 
     /// The secret-scanning function's logic: the secret index, the clients it updates, the
-    /// audit trail and the refusal budget in DynamoDB; a leak's alarm is a log warning and the
-    /// `leaked_secrets` metric, which the stack's alarm watches.
+    /// audit trail and the refusal budget in DynamoDB; a leak's alarm is a log warning, the
+    /// `leaked_secrets` metric (which the stack's `leaked-secret` alarm watches) and, with an
+    /// alarm topic ([`with_alarm_topic`](Self::with_alarm_topic)), one SNS notification.
     #[cfg(all(feature = "secrets", feature = "scanning"))]
     pub fn secret_scanning(&self) -> Arc<crate::scanning::SecretScanning> {
+        let alarm: Arc<dyn crate::scanning::LeakAlarm> = match &self.alarm_topic_arn {
+            Some(arn) => Arc::new(crate::store::aws::SnsLeakAlarm::new(
+                self.sns.clone(),
+                arn.clone(),
+            )),
+            None => Arc::new(crate::scanning::LogAlarm),
+        };
         Arc::new(crate::scanning::SecretScanning::new(
             self.config.clone(),
             Arc::new(crate::store::aws::DynamoDbSecretIndex::new(
@@ -350,7 +381,7 @@ impl AwsShape {
             self.clients(),
             self.audit(),
             self.rate_limits(),
-            Arc::new(crate::scanning::LogAlarm),
+            alarm,
             self.clock.clone(),
         ))
     }

@@ -180,8 +180,14 @@ pub async fn start(function: &'static str) -> Result<Started, lambda_http::Error
         tracing::error!(error = %e, "{function} function not started; fix its environment");
     })?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let shape = AwsShape::new(&sdk, resources, config, Arc::new(SystemClock));
+    #[cfg(feature = "scanning")]
+    let shape = match &env.alarm_topic_arn {
+        Some(arn) => shape.with_alarm_topic(arn),
+        None => shape,
+    };
     Ok(Started {
-        shape: AwsShape::new(&sdk, resources, config, Arc::new(SystemClock)),
+        shape,
         function,
         lambda_function_name: env.function_name,
         at,
@@ -212,6 +218,9 @@ impl Started {
     pub fn secret_scanning_app(&self) -> Result<Router, lambda_http::Error> {
         let metrics = init_metrics(self.function, self.lambda_function_name.as_deref())
             .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))?;
+        if !self.shape.notifies_leaks() {
+            tracing::warn!("TOKEN_ALARM_TOPIC_ARN is not set: leaks are logged, not notified");
+        }
         let app = with_embedded_metrics(scanning_router(self.shape.secret_scanning()), metrics);
         self.initialised();
         Ok(app)

@@ -401,12 +401,18 @@ async fn a_stalled_or_failing_keys_document_is_bounded_503_and_changes_nothing()
     }
 }
 
-/// The secret-scanning function's router over DynamoDB (moto): a signed report revokes the
-/// secret through the secret index, and the token function refuses it on the next request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_function_revokes_a_reported_secret_on_dynamodb() {
+/// The secret-scanning function's shape over moto: client `svc` with two secrets, a signing
+/// key, and the alarm topic `topic` when one is given.
+struct AwsStand {
+    shape: token_service::shapes::aws::AwsShape,
+    pair: EcdsaKeyPair,
+    leaked: String,
+    leaked_id: String,
+    other: String,
+}
+
+async fn aws_stand(topic: Option<&str>) -> AwsStand {
     use token_service::shapes::aws::AwsShape;
-    use token_service::shapes::lambda::{scanning_router, token_router};
     use token_service::store::aws::create_resources;
 
     let pair = key_pair();
@@ -416,11 +422,14 @@ async fn the_function_revokes_a_reported_secret_on_dynamodb() {
     create_resources(&sdk, &names).await.unwrap();
     let mut config = ServiceConfig::for_tests();
     config.scanning.github_keys_url = url;
-    let shape =
+    let mut shape =
         AwsShape::new(&sdk, names, config, Arc::new(SystemClock)).with_rotation_in_process();
+    if let Some(topic) = topic {
+        shape = shape.with_alarm_topic(topic);
+    }
     let admin = shape.admin("test");
     admin.create_first_key().await.unwrap();
-    let (_, leaked) = admin
+    let (client, leaked) = admin
         .create_client(NewClient {
             client_id: Some("svc".into()),
             name: "svc".into(),
@@ -431,46 +440,164 @@ async fn the_function_revokes_a_reported_secret_on_dynamodb() {
         .await
         .unwrap();
     let (_, _, other) = admin.add_secret("svc", None).await.unwrap();
-    let token = |secret: String| {
-        let router = token_router(shape.token_service());
-        async move {
-            let request = Request::post("/oauth/token")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("authorization", basic_header("svc", &secret))
-                .body(Body::from("grant_type=client_credentials"))
-                .unwrap();
-            router.oneshot(request).await.unwrap().status()
-        }
-    };
-    let leaked = leaked.expose().to_owned();
-    assert_eq!(token(leaked.clone()).await, StatusCode::OK);
+    AwsStand {
+        shape,
+        pair,
+        leaked: leaked.expose().to_owned(),
+        leaked_id: client.secrets[0].secret_id.clone(),
+        other: other.expose().to_owned(),
+    }
+}
 
-    let body = report_of(&[&leaked]);
-    let request = Request::post("/secret-scanning/github")
-        .header("github-public-key-identifier", "k1")
-        .header("github-public-key-signature", sign(&pair, &body))
-        .body(Body::from(body))
-        .unwrap();
-    let response = scanning_router(shape.secret_scanning())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(token(leaked).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(token(other.expose().to_owned()).await, StatusCode::OK);
-    let trail = admin
-        .audit
-        .query(&AuditQuery {
-            client_id: Some("svc".into()),
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    assert!(
+impl AwsStand {
+    /// The token function's answer to `svc` with `secret`.
+    async fn token(&self, secret: &str) -> StatusCode {
+        let router = token_service::shapes::lambda::token_router(self.shape.token_service());
+        let request = Request::post("/oauth/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", basic_header("svc", secret))
+            .body(Body::from("grant_type=client_credentials"))
+            .unwrap();
+        router.oneshot(request).await.unwrap().status()
+    }
+
+    /// The secret-scanning function's answer to a signed report of the leaked secret.
+    async fn report_leak(&self) -> StatusCode {
+        let body = report_of(&[&self.leaked]);
+        let request = Request::post("/secret-scanning/github")
+            .header("github-public-key-identifier", "k1")
+            .header("github-public-key-signature", sign(&self.pair, &body))
+            .body(Body::from(body))
+            .unwrap();
+        let router = token_service::shapes::lambda::scanning_router(self.shape.secret_scanning());
+        router.oneshot(request).await.unwrap().status()
+    }
+
+    async fn leak_actions(&self) -> Vec<String> {
+        let trail = self
+            .shape
+            .admin("test")
+            .audit
+            .query(&AuditQuery {
+                client_id: Some("svc".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
         trail
-            .iter()
-            .any(|r| r.action.as_deref() == Some("leak.revoke"))
+            .into_iter()
+            .filter_map(|r| r.action.filter(|a| a.starts_with("leak.")))
+            .collect()
+    }
+}
+
+/// The secret-scanning function's router over DynamoDB (moto): a signed report revokes the
+/// secret through the secret index, and the token function refuses it on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_revokes_a_reported_secret_on_dynamodb() {
+    let s = aws_stand(None).await;
+    assert_eq!(s.token(&s.leaked).await, StatusCode::OK);
+    assert_eq!(s.report_leak().await, StatusCode::OK);
+    assert_eq!(s.token(&s.leaked).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.token(&s.other).await, StatusCode::OK);
+    assert_eq!(s.leak_actions().await, ["leak.revoke"]);
+}
+
+/// What moto's SNS holds as published to `topic_arn`, as (subject, message), read from the
+/// emulator's own model data (`/moto-api/data.json`).
+fn published(topic_arn: &str) -> Vec<(Option<String>, String)> {
+    let url = format!("{}/moto-api/data.json", crate::support::moto::endpoint());
+    let text = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let topics = data["sns"]["Topic"].as_array().expect("moto's SNS topics");
+    let topic = topics
+        .iter()
+        .find(|t| t["arn"] == topic_arn)
+        .expect("the topic in moto's data");
+    topic["sent_notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n[2].as_str().map(str::to_owned),
+                n[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// On AWS each leaked secret is published to the alarm topic: one notification naming the
+/// client, the secret's id, the URL and the action, never the secret or a digest of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_is_published_to_the_alarm_topic_without_the_secret() {
+    let sdk = crate::support::moto::sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let name = format!("test-{}-alarms", token_service::encoding::random_b64url(9));
+    let created = sns.create_topic().name(name).send().await.unwrap();
+    let topic = created.topic_arn().unwrap().to_owned();
+    let s = aws_stand(Some(&topic)).await;
+    assert!(published(&topic).is_empty());
+
+    assert_eq!(s.report_leak().await, StatusCode::OK);
+    assert_eq!(s.token(&s.leaked).await, StatusCode::UNAUTHORIZED);
+    let notes = published(&topic);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (subject, message) = &notes[0];
+    assert_eq!(subject.as_deref(), Some("Leaked client secret: svc"));
+    for expected in [
+        "GitHub secret scanning",
+        "Client: svc",
+        &format!("Secret id: {}", s.leaked_id),
+        "Found at: https://github.com/o/r/blob/abc/config.env",
+        "the secret was revoked",
+        "docs/secret-scanning.md",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.leaked.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+    for secret in [&s.leaked, &hex, &b64url] {
+        assert!(
+            !message.contains(secret.as_str()),
+            "the notification holds {secret}"
+        );
+        assert!(!subject.as_deref().unwrap().contains(secret.as_str()));
+    }
+
+    // The same report again: nothing of ours is live, and nothing more is published.
+    assert_eq!(s.report_leak().await, StatusCode::OK);
+    assert_eq!(published(&topic).len(), 1);
+}
+
+/// A topic that cannot be published to (gone, or no permission) costs the notification only:
+/// the report is answered, the secret revoked and the leak audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_publish_still_answers_the_report_and_revokes() {
+    let missing = format!(
+        "arn:aws:sns:{}:123456789012:test-{}-gone",
+        crate::support::moto::REGION,
+        token_service::encoding::random_b64url(9)
     );
+    let s = aws_stand(Some(&missing)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.report_leak().await, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.token(&s.leaked).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.token(&s.other).await, StatusCode::OK);
+    assert_eq!(s.leak_actions().await, ["leak.revoke"]);
 }
 
 /// GitLab's route, once its keys URL is set: its own headers, `200` without a body, and the

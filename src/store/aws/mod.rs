@@ -1,4 +1,5 @@
-//! The AWS adapters of the store ports: DynamoDB tables and one Secrets Manager secret.
+//! The AWS adapters of the store ports: DynamoDB tables and one Secrets Manager secret; and the
+//! secret-scanning alarm's SNS topic.
 //!
 //! Every adapter takes an SDK client built once per process (from
 //! `aws_config::load_defaults(BehaviorVersion::latest())`, so `AWS_ENDPOINT_URL` points them at
@@ -27,6 +28,8 @@ mod assertion_ids;
 mod attrs;
 mod audit;
 mod clients;
+#[cfg(feature = "scanning")]
+mod leak_alarm;
 #[cfg(feature = "secrets")]
 pub mod protocol;
 mod public_keys;
@@ -53,6 +56,8 @@ pub use crate::config::AwsResources;
 pub use assertion_ids::DynamoDbAssertionReplay;
 pub use audit::{DynamoDbAuditLog, FAILURES_INDEX};
 pub use clients::DynamoDbClientStore;
+#[cfg(feature = "scanning")]
+pub use leak_alarm::{QUIET_AFTER_FAILURE, SnsLeakAlarm};
 pub use public_keys::DynamoDbPublicKeyStore;
 pub use rate_limits::DynamoDbRateLimits;
 #[cfg(feature = "secrets")]
