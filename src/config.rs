@@ -598,9 +598,10 @@ impl ServiceSettings {
                 "TOKEN_GITHUB_SCANNING_KEYS_URL",
                 &self.github_scanning_keys_url,
             )?,
-            gitlab_keys_url: match &self.gitlab_scanning_keys_url {
+            // Empty is unset: the template passes an empty parameter as an empty variable.
+            gitlab_keys_url: match self.gitlab_scanning_keys_url.as_deref() {
+                None | Some("") => None,
                 Some(url) => Some(check_url("TOKEN_GITLAB_SCANNING_KEYS_URL", url)?),
-                None => None,
             },
             action: match self.leaked_secret_action.as_str() {
                 "revoke" => LeakAction::Revoke,
@@ -961,6 +962,8 @@ mod tests {
         let c = parse(&[]).unwrap().scanning;
         assert_eq!(c.github_keys_url, GITHUB_SCANNING_KEYS_URL);
         assert_eq!((c.gitlab_keys_url, c.action), (None, LeakAction::Revoke));
+        let empty = parse(&["--gitlab-scanning-keys-url", ""]).unwrap();
+        assert_eq!(empty.scanning.gitlab_keys_url, None, "empty is unset");
         for good in [
             "https://keys.example/x",
             "http://127.0.0.1:8080/keys",
