@@ -28,9 +28,11 @@ pub use crate::store::aws::protocol::{RotationError, RotationProtocol, Step};
 use crate::store::aws::{AwsResources, DynamoDbPublicKeyStore};
 #[cfg(feature = "secrets")]
 use crate::store::aws::{
-    DynamoDbAssertionReplay, DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits,
-    SecretsManagerKeyStore, SecretsManagerRotation, SecretsManagerVersions, StepsRunner,
+    DynamoDbAssertionReplay, SecretsManagerKeyStore, SecretsManagerRotation,
+    SecretsManagerVersions, StepsRunner,
 };
+#[cfg(any(feature = "secrets", feature = "scanning"))]
+use crate::store::aws::{DynamoDbAuditLog, DynamoDbClientStore, DynamoDbRateLimits};
 
 /// Longest wait for a connection (TCP and TLS) to an AWS endpoint, per attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,7 +113,7 @@ pub struct AwsShape {
     rotation_secrets: aws_sdk_secretsmanager::Client,
     #[cfg(feature = "cli")]
     sts: aws_sdk_sts::Client,
-    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    #[cfg(feature = "scanning")]
     sns: aws_sdk_sns::Client,
     #[cfg(feature = "scanning")]
     alarm_topic_arn: Option<String>,
@@ -143,7 +145,7 @@ impl AwsShape {
             rotation_secrets: aws_sdk_secretsmanager::Client::new(sdk),
             #[cfg(feature = "cli")]
             sts: aws_sdk_sts::Client::new(sdk),
-            #[cfg(all(feature = "secrets", feature = "scanning"))]
+            #[cfg(feature = "scanning")]
             sns: aws_sdk_sns::Client::new(&bounded),
             #[cfg(feature = "scanning")]
             alarm_topic_arn: None,
@@ -221,7 +223,7 @@ impl AwsShape {
         self
     }
 
-    #[cfg(feature = "secrets")]
+    #[cfg(any(feature = "secrets", feature = "scanning"))]
     fn clients(&self) -> Arc<DynamoDbClientStore> {
         Arc::new(DynamoDbClientStore::new(
             self.dynamodb.clone(),
@@ -230,7 +232,7 @@ impl AwsShape {
         ))
     }
 
-    #[cfg(feature = "secrets")]
+    #[cfg(any(feature = "secrets", feature = "scanning"))]
     fn audit(&self) -> Arc<DynamoDbAuditLog> {
         Arc::new(DynamoDbAuditLog::new(
             self.dynamodb.clone(),
@@ -238,7 +240,7 @@ impl AwsShape {
         ))
     }
 
-    #[cfg(feature = "secrets")]
+    #[cfg(any(feature = "secrets", feature = "scanning"))]
     fn rate_limits(&self) -> Arc<DynamoDbRateLimits> {
         Arc::new(DynamoDbRateLimits::new(
             self.dynamodb.clone(),
@@ -363,7 +365,7 @@ impl AwsShape {
     /// audit trail and the refusal budget in DynamoDB; a leak's alarm is a log warning, the
     /// `leaked_secrets` metric (which the stack's `leaked-secret` alarm watches) and, with an
     /// alarm topic ([`with_alarm_topic`](Self::with_alarm_topic)), one SNS notification.
-    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    #[cfg(feature = "scanning")]
     pub fn secret_scanning(&self) -> Arc<crate::scanning::SecretScanning> {
         let alarm: Arc<dyn crate::scanning::LeakAlarm> = match &self.alarm_topic_arn {
             Some(arn) => Arc::new(crate::store::aws::SnsLeakAlarm::new(

@@ -214,7 +214,7 @@ impl Started {
 
     /// The secret-scanning function's app ([`AwsShape::secret_scanning`]) with CloudWatch
     /// embedded metrics per request.
-    #[cfg(all(feature = "secrets", feature = "scanning"))]
+    #[cfg(feature = "scanning")]
     pub fn secret_scanning_app(&self) -> Result<Router, lambda_http::Error> {
         let metrics = init_metrics(self.function, self.lambda_function_name.as_deref())
             .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))?;
