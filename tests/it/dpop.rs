@@ -469,6 +469,47 @@ async fn a_proof_for_the_same_url_written_otherwise_is_accepted() {
     assert_eq!(answer.status, 200, "{}", answer.json);
 }
 
+/// The token endpoint and the resource side (`token-verifier`, the Lambda authorizer) compare
+/// `htu` in one normal form, so a client's proof means the same URL to both.
+#[test]
+fn the_token_endpoint_and_the_verifier_normalise_htu_alike() {
+    use token_service::oauth::dpop::normalised_htu as endpoint;
+    use token_verifier::normalised_htu as verifier;
+    let same = [
+        "HTTPS://Issuer.TEST:443/oauth/./token?q=1#frag",
+        "https://issuer.test/a/../oauth/token",
+        "https://issuer.test/%6fauth/%74oken",
+        "https://issuer.test/oauth/%2e/token",
+    ];
+    for url in same {
+        assert_eq!(endpoint(url).as_deref(), Some(TOKEN_URL), "{url}");
+        assert_eq!(verifier(url).as_deref(), Some(TOKEN_URL), "{url}");
+    }
+    let cases = [
+        "https://issuer.test/a%2fb",
+        "https://issuer.test/a%2Fb?x",
+        "http://127.0.0.1:8080/x",
+        "http://[::1]/x",
+        "https://h/caf%C3%A9",
+        "https://xn--caf-dma.test/",
+        "https://café.test/",
+        "https://issuer.test",
+        "https://u@issuer.test/",
+        "https://issuer.test/%zz",
+        "https://issuer.test/%+1",
+        "ftp://issuer.test/",
+        "issuer.test/oauth/token",
+    ];
+    for url in cases {
+        assert_eq!(endpoint(url), verifier(url), "{url}");
+    }
+    assert_eq!(
+        endpoint("https://issuer.test/a%2fb").unwrap(),
+        "https://issuer.test/a%2Fb"
+    );
+    assert_eq!(endpoint("https://u@issuer.test/"), None);
+}
+
 #[tokio::test]
 async fn a_proof_too_old_or_from_the_future_is_refused() {
     // Window 60 s plus skew 60 s: 121 s old is too old, 61 s ahead is too early.

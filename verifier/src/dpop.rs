@@ -172,17 +172,50 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// RFC 9449 §4.3 step 9: the URL without query and fragment, normalised per RFC 3986 §6.2.2
-/// and §6.2.3 (scheme and host lower case, default port dropped, empty path as `/`), which is
-/// what the WHATWG URL parser produces.
-pub(crate) fn normalised_htu(url: &str) -> Option<String> {
+/// RFC 9449 §4.3 step 9: an absolute `http(s)` URL without query and fragment, normalised per
+/// RFC 3986 §6.2.2 and §6.2.3: what the WHATWG URL parser makes of it (scheme and host in lower
+/// case, the default port dropped, an empty path as `/`, dot segments removed), then
+/// percent-encodings in upper case and those of unreserved characters decoded, which that
+/// parser leaves as they are. `None` for anything else (user information included).
+///
+/// Two URLs are the same `htu` when their normal forms are equal. The token service compares
+/// the `htu` of proofs at its token endpoint in the same form.
+pub fn normalised_htu(url: &str) -> Option<String> {
     let mut url = Url::parse(url).ok()?;
-    if !matches!(url.scheme(), "https" | "http") {
+    if !matches!(url.scheme(), "https" | "http")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return None;
     }
     url.set_query(None);
     url.set_fragment(None);
+    let path = normalise_percent(url.path())?;
+    url.set_path(&path);
     Some(url.into())
+}
+
+/// Percent-encodings in upper case, those of unreserved characters decoded (RFC 3986 §6.2.2.1,
+/// §6.2.2.2); `None` for a `%` not followed by two hex digits.
+fn normalise_percent(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let hex = rest.get(i + 1..i + 3)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let value = u8::from_str_radix(hex, 16).ok()?;
+        if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            out.push(char::from(value));
+        } else {
+            out.push_str(&format!("%{value:02X}"));
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Proof ids seen within their acceptance window, in this process only: another instance of

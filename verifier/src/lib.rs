@@ -41,6 +41,7 @@ mod verifier;
 pub mod axum;
 
 pub use config::Config;
+pub use dpop::normalised_htu;
 pub use error::{DPOP_ALGS, Error, Scheme};
 pub use request::HttpRequestParts;
 pub use token::VerifiedToken;
