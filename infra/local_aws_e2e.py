@@ -123,8 +123,9 @@ def main():
     record = issued[0]
     check("the audit record says issued to the client",
           record["outcome"]["S"] == "issued" and record["client_id"]["S"] == client_id, str(record))
+    # The sort key `<time with ms>#<request id>` is the item's only copy of the request id.
     check("the audit record has a request id and source IP",
-          record.get("request_id", {}).get("S") and record.get("source_ip", {}).get("S"), str(record))
+          record["sk"]["S"].partition("#")[2] and record.get("source_ip", {}).get("S"), str(record))
     check("the audit record has a TTL", int(record["expires_at"]["N"]) > claims["exp"], str(record))
     failed = [i for i in items if i.get("outcome", {}).get("S") == "invalid_client"]
     check("the refused request is audited too", len(failed) == 1, f"({len(failed)} found)")

@@ -12,7 +12,7 @@ use crate::clients::secret::looks_like_secret;
 use crate::oauth::claims::AccessTokenClaims;
 use crate::oauth::request::AuthMethod;
 
-pub use write::{record, signing_key_age};
+pub use write::{REQUEST_LINE, record, signing_key_age};
 
 /// The client id recorded when a request named none (or none of a valid form).
 pub const NO_CLIENT: &str = "-";

@@ -4,6 +4,11 @@
 use super::{AuditRecord, ISSUED};
 use crate::store::{AuditLog, StoreError};
 
+/// The `tracing` target of the one line per token request (client id, outcome, source address,
+/// request id, `jti`). The Lambda front writes its fields into the request's metrics document
+/// instead of a line of their own (`shapes::lambda`); elsewhere it is an ordinary log line.
+pub const REQUEST_LINE: &str = "token_service::request";
+
 /// Appends the record of a token request to `log`, then counts it by outcome and logs it. A
 /// failed write is counted and logged as `temporarily_unavailable`, which is what the client
 /// is answered: no token leaves the service unaudited.
@@ -17,6 +22,7 @@ pub async fn record(log: &dyn AuditLog, record: &AuditRecord) -> Result<(), Stor
             // The fields CloudWatch Contributor Insights ranks by (docs/aws.md): client id,
             // outcome and source address. Never a secret or a token.
             tracing::info!(
+                target: REQUEST_LINE,
                 client_id = %record.client_id,
                 outcome = %record.outcome,
                 source_ip,

@@ -2,7 +2,7 @@
 //! [`FrontContext`], and sets up what every function has (JSON logs, embedded metrics, its
 //! init); the AWS adapters behind the routes come from [`crate::shapes::aws::AwsShape`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::Request;
@@ -10,10 +10,14 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use lambda_http::request::RequestContext as ApiGatewayContext;
 use metrics_cloudwatch_embedded::Collector;
-use tracing_subscriber::EnvFilter;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry};
 
+use crate::audit::REQUEST_LINE;
 use crate::clock::SystemClock;
 use crate::config::FunctionEnvironment;
 use crate::http::{self, Discovery, FrontContext};
@@ -75,14 +79,65 @@ pub fn init_metrics(
         .map_err(|e| e.to_string())
 }
 
-/// Writes the metrics counted while handling each request to stdout (CloudWatch Logs turns
-/// the documents into metrics) once the response is ready: one Lambda execution environment
-/// handles one request at a time.
+/// The fields of the current request's [`REQUEST_LINE`] event, held for its metrics document:
+/// one Lambda execution environment handles one request at a time.
+static REQUEST_FIELDS: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+/// Takes the [`REQUEST_LINE`] event's fields instead of the JSON log ([`json_subscriber`]).
+struct RequestFields;
+
+impl<S: tracing::Subscriber> Layer<S> for RequestFields {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = FieldValues(Vec::new());
+        event.record(&mut fields);
+        *REQUEST_FIELDS.lock().unwrap_or_else(|e| e.into_inner()) = fields.0;
+    }
+}
+
+/// An event's fields as text, but the message, the outcome (the metrics document has it as a
+/// dimension already) and empty values.
+struct FieldValues(Vec<(&'static str, String)>);
+
+impl FieldValues {
+    fn push(&mut self, field: &Field, value: String) {
+        if !matches!(field.name(), "message" | "outcome") && !value.is_empty() {
+            self.0.push((field.name(), value));
+        }
+    }
+}
+
+impl Visit for FieldValues {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.push(field, format!("{value:?}"));
+    }
+}
+
+/// Writes the metrics counted while handling a request, with the fields of its
+/// [`REQUEST_LINE`] (client id, source address, request id, `jti`) as properties of the same
+/// document: one line per token request, which both the metrics and Contributor Insights read.
+pub fn write_metrics(collector: &Collector, writer: impl std::io::Write) -> std::io::Result<()> {
+    let fields = std::mem::take(&mut *REQUEST_FIELDS.lock().unwrap_or_else(|e| e.into_inner()));
+    for (name, value) in &fields {
+        collector.set_property(*name, value.as_str());
+    }
+    let written = collector.flush(writer);
+    for (name, _) in &fields {
+        collector.remove_property(*name);
+    }
+    written
+}
+
+/// Writes the metrics of each request to stdout ([`write_metrics`]; CloudWatch Logs turns the
+/// documents into metrics) once the response is ready.
 pub fn with_embedded_metrics(router: Router, collector: &'static Collector) -> Router {
     router.layer(middleware::from_fn(
         move |request: Request, next: Next| async move {
             let response = next.run(request).await;
-            if let Err(e) = collector.flush(std::io::stdout().lock()) {
+            if let Err(e) = write_metrics(collector, std::io::stdout().lock()) {
                 tracing::warn!(error = %e, "could not write embedded metrics");
             }
             response
@@ -132,19 +187,24 @@ pub fn log_filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilt
 
 /// The functions' log format: one JSON object per line with `timestamp`, `level` (which
 /// Lambda's JSON log format reads), the event's `fields` and the enclosing spans (the Lambda
-/// runtime's carries the Lambda request id); no colours.
+/// runtime's carries the Lambda request id); no colours. The [`REQUEST_LINE`] event is not a
+/// line of its own: its fields go into the request's metrics document ([`write_metrics`]),
+/// whatever the log level.
 pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
+    let is_request_line = |m: &tracing::Metadata<'_>| m.target() == REQUEST_LINE;
+    let lines = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false)
         .with_target(false)
         .with_current_span(false)
-        .finish()
+        .with_filter(filter.and(filter_fn(move |m| !is_request_line(m))));
+    Registry::default()
+        .with(lines)
+        .with(RequestFields.with_filter(filter_fn(is_request_line)))
 }
 
 /// Installs the JSON log subscriber on stdout with [`log_filter`] over the function's
@@ -302,6 +362,35 @@ mod tests {
         );
         assert_eq!(levels_logged(None, Some("TRACE")).len(), 5);
         assert_eq!(levels_logged(None, Some("LOUD")), ["INFO", "WARN", "ERROR"]);
+    }
+
+    #[test]
+    fn the_request_line_goes_to_the_metrics_document_at_any_level() {
+        for level in ["INFO", "WARN"] {
+            let sink = Sink::default();
+            let writer = sink.clone();
+            let subscriber = json_subscriber(log_filter(None, Some(level)), move || writer.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(
+                    target: REQUEST_LINE,
+                    client_id = %"svc",
+                    outcome = %"invalid_client",
+                    source_ip = "203.0.113.7",
+                    jti = "",
+                    "token request"
+                );
+            });
+            assert!(sink.0.lock().unwrap().is_empty(), "a log line at {level}");
+            let fields = std::mem::take(&mut *REQUEST_FIELDS.lock().unwrap());
+            assert_eq!(
+                fields,
+                [
+                    ("client_id", "svc".to_owned()),
+                    ("source_ip", "203.0.113.7".to_owned())
+                ],
+                "the outcome is a dimension already; an empty jti is left out"
+            );
+        }
     }
 
     #[test]

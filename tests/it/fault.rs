@@ -166,8 +166,11 @@ impl Harness {
             .into_iter()
             .map(|item| {
                 let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                // The sort key `<time>#<request id>` is the item's only copy of the id.
+                let sk = s("sk").expect("sk");
+                let (_, request_id) = sk.split_once('#').expect("<time>#<request id>");
                 (
-                    s("request_id").expect("request_id"),
+                    request_id.to_owned(),
                     (s("outcome").expect("outcome"), s("jti")),
                 )
             })

@@ -17,9 +17,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use super::attrs::{self, Item, Reader, n, s};
+use super::attrs::{Item, Reader, n, s};
 use super::sdk_error;
-use crate::audit::{AuditQuery, AuditRecord, Failures, NO_CLIENT};
+use crate::audit::{AuditQuery, AuditRecord, Failures, ISSUED, NO_CLIENT};
 use crate::encoding::rfc3339_ms;
 use crate::store::{AuditLog, StoreError};
 
@@ -34,7 +34,9 @@ pub(super) const FAILURE_HOUR: &str = "failure_hour";
 /// agent, so that an index item stays small.
 pub const FAILURES_INDEX: &str = "failures-by-hour";
 /// The attributes [`FAILURES_INDEX`] projects besides the table's and its own keys (the table
-/// definition, feature `secrets`, reads them).
+/// definition, feature `secrets`, reads them). Items no longer carry `timestamp` and
+/// `request_id` (the sort key, which every index projects, has both); the list keeps them for
+/// older items, and because changing an index's projection means rebuilding the index.
 #[cfg_attr(not(feature = "secrets"), allow(dead_code))]
 pub(super) const FAILURES_PROJECTED: &[&str] = &[
     "timestamp",
@@ -86,34 +88,76 @@ fn failure_hour(at: OffsetDateTime) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Backend(format!("cannot format a timestamp: {e}")))
 }
 
+// Attribute names of the optional fields. Every audit item is stored for the whole retention
+// (90 days by default), so a byte per item is about 300 MB at 100 million tokens a month: the
+// ones outside the key schema and the failure index's projection are short. Items written
+// before carry the long names, which are still read (`OLD_*`).
+const SCOPE: &str = "scp";
+const AUDIENCE: &str = "aud";
+const USER_AGENT: &str = "ua";
+const AUTH_METHOD: &str = "am";
+const DPOP_JKT: &str = "jkt";
+const OLD_SCOPE: &str = "scope";
+const OLD_AUDIENCE: &str = "audience";
+const OLD_USER_AGENT: &str = "user_agent";
+const OLD_AUTH_METHOD: &str = "auth_method";
+const OLD_DPOP_JKT: &str = "dpop_jkt";
+// Written by items before the sort key was their only copy of the time and request id.
+const OLD_TIMESTAMP: &str = "timestamp";
+const OLD_REQUEST_ID: &str = "request_id";
+
+/// The nanoseconds past the millisecond of `sk`, when there are any: the record's time reads
+/// back exactly, for 2 to 5 bytes instead of a second copy of the time.
+const SUB_MS: &str = "ns";
+
+/// Whether `record`'s `fields` only repeat its authentication method, as an issued token's do
+/// ([`AuditRecord::for_issued`]): the item leaves them out and [`from_item`] puts them back.
+fn fields_repeat_auth_method(record: &AuditRecord) -> bool {
+    record.outcome == ISSUED
+        && record.is_token_request()
+        && record
+            .auth_method
+            .as_ref()
+            .is_some_and(|m| record.fields == [m.as_str()])
+}
+
+/// The item of a record. The time (to the millisecond, [`SUB_MS`] the rest) and the request id
+/// are in the sort key only; an issued token's `fields` are left out when they repeat its
+/// `auth_method`.
 fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
     let mut item = Item::from([
         (KEY.to_owned(), s(partition(record))),
         (SORT_KEY.to_owned(), s(sort_key(record))),
-        ("timestamp".to_owned(), attrs::time(record.timestamp)?),
-        ("request_id".to_owned(), s(&record.request_id)),
         ("outcome".to_owned(), s(&record.outcome)),
         (EXPIRES_AT.to_owned(), n(record.expires_at)),
     ]);
     let optional = [
         ("jti", &record.jti),
-        ("scope", &record.scope),
-        ("audience", &record.audience),
+        (SCOPE, &record.scope),
+        (AUDIENCE, &record.audience),
         ("source_ip", &record.source_ip),
-        ("user_agent", &record.user_agent),
+        (USER_AGENT, &record.user_agent),
         ("actor", &record.actor),
         ("action", &record.action),
-        ("auth_method", &record.auth_method),
-        ("dpop_jkt", &record.dpop_jkt),
+        (AUTH_METHOD, &record.auth_method),
+        (DPOP_JKT, &record.dpop_jkt),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
             item.insert(name.to_owned(), s(value));
         }
     }
-    if !record.fields.is_empty() {
+    // Absent means "repeats `am`" on an issued token's item, so an issued record with other
+    // `fields`, none included, stores them.
+    let issued_with_method =
+        record.outcome == ISSUED && record.is_token_request() && record.auth_method.is_some();
+    if !fields_repeat_auth_method(record) && (issued_with_method || !record.fields.is_empty()) {
         let fields = record.fields.iter().map(s).collect();
         item.insert("fields".to_owned(), AttributeValue::L(fields));
+    }
+    let sub_ms = record.timestamp.nanosecond() % 1_000_000;
+    if sub_ms != 0 {
+        item.insert(SUB_MS.to_owned(), n(sub_ms));
     }
     if record.is_failure() {
         item.insert(FAILURE_HOUR.to_owned(), s(failure_hour(record.timestamp)?));
@@ -121,30 +165,58 @@ fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// The time and request id of a sort key `<RFC 3339 time with ms>#<request id>`.
+fn split_sort_key(sk: &str) -> Option<(OffsetDateTime, &str)> {
+    let (at, request_id) = sk.split_once('#')?;
+    let at = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((at, request_id))
+}
+
 fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
     let r = Reader::new(item, table);
     let key = r.s(KEY)?;
-    Ok(AuditRecord {
+    let sk = r.s(SORT_KEY)?;
+    let (at, request_id) = split_sort_key(&sk).ok_or_else(|| {
+        super::malformed(
+            table,
+            format_args!("attribute {SORT_KEY} is not <time>#<request id>"),
+        )
+    })?;
+    // Items written before the short names: the long one, and the full-precision time.
+    let either = |name: &str, old: &str| -> Result<Option<String>, StoreError> {
+        Ok(r.opt_s(name)?.or(r.opt_s(old)?))
+    };
+    let mut record = AuditRecord {
         client_id: if key.starts_with(NO_CLIENT_PREFIX) {
             NO_CLIENT.to_owned()
         } else {
             key
         },
-        timestamp: r.time("timestamp")?,
-        request_id: r.s("request_id")?,
+        timestamp: match item.contains_key(OLD_TIMESTAMP) {
+            true => r.time(OLD_TIMESTAMP)?,
+            false if item.contains_key(SUB_MS) => at + Duration::nanoseconds(r.i64(SUB_MS)?),
+            false => at,
+        },
+        request_id: r
+            .opt_s(OLD_REQUEST_ID)?
+            .unwrap_or_else(|| request_id.to_owned()),
         outcome: r.s("outcome")?,
         jti: r.opt_s("jti")?,
-        scope: r.opt_s("scope")?,
-        audience: r.opt_s("audience")?,
+        scope: either(SCOPE, OLD_SCOPE)?,
+        audience: either(AUDIENCE, OLD_AUDIENCE)?,
         source_ip: r.opt_s("source_ip")?,
-        user_agent: r.opt_s("user_agent")?,
+        user_agent: either(USER_AGENT, OLD_USER_AGENT)?,
         actor: r.opt_s("actor")?,
         action: r.opt_s("action")?,
         fields: r.strings("fields")?,
-        auth_method: r.opt_s("auth_method")?,
-        dpop_jkt: r.opt_s("dpop_jkt")?,
+        auth_method: either(AUTH_METHOD, OLD_AUTH_METHOD)?,
+        dpop_jkt: either(DPOP_JKT, OLD_DPOP_JKT)?,
         expires_at: r.i64(EXPIRES_AT)?,
-    })
+    };
+    if !item.contains_key("fields") && record.outcome == ISSUED && record.is_token_request() {
+        record.fields = record.auth_method.iter().cloned().collect();
+    }
+    Ok(record)
 }
 
 /// The query's conditions on the sort key and the outcome, as DynamoDB expressions.
@@ -444,6 +516,157 @@ mod tests {
         }
         assert_eq!(item(ISSUED, None).get(FAILURE_HOUR), None);
         assert_eq!(item(ADMIN, Some("client.create")).get(FAILURE_HOUR), None);
+    }
+
+    /// DynamoDB's size of an item: the names' and values' UTF-8 bytes, a number about one byte
+    /// per two digits plus one, a list 3 bytes plus one per element.
+    fn item_size(item: &Item) -> usize {
+        fn value(v: &AttributeValue) -> usize {
+            match v {
+                AttributeValue::S(s) => s.len(),
+                AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+                AttributeValue::L(l) => 3 + l.iter().map(|v| value(v) + 1).sum::<usize>(),
+                other => panic!("not in an audit item: {other:?}"),
+            }
+        }
+        item.iter().map(|(name, v)| name.len() + value(v)).sum()
+    }
+
+    /// The record of a token issued to a 16-character client id, from `python-requests`.
+    fn issued() -> AuditRecord {
+        let meta = RequestContext {
+            request_id: "JKJaXmPLvHcESHA=".into(),
+            source_ip: Some("203.0.113.7".into()),
+            user_agent: Some("python-requests/2.32.3".into()),
+        };
+        let facts = crate::audit::TokenFacts {
+            jti: "DSh6Amib-fuoug_Vlh61bQ".into(),
+            scope: "api.read".into(),
+            audience: "https://api.example.com".into(),
+            auth_method: "client_secret_basic",
+            dpop_jkt: None,
+        };
+        let at = datetime!(2026-12-06 11:59:59.999123456 UTC);
+        AuditRecord::for_issued("billing-reporter", facts, &meta, at, Duration::days(90))
+    }
+
+    /// The item as written before the short names, with the time at full precision.
+    fn item_with_long_names(r: &AuditRecord) -> Item {
+        let mut item = Item::from([
+            (KEY.to_owned(), s(partition(r))),
+            (SORT_KEY.to_owned(), s(sort_key(r))),
+            (
+                "timestamp".to_owned(),
+                super::super::attrs::time(r.timestamp).unwrap(),
+            ),
+            ("request_id".to_owned(), s(&r.request_id)),
+            ("outcome".to_owned(), s(&r.outcome)),
+            (EXPIRES_AT.to_owned(), n(r.expires_at)),
+            (
+                "fields".to_owned(),
+                AttributeValue::L(r.fields.iter().map(s).collect()),
+            ),
+        ]);
+        for (name, value) in [
+            ("jti", &r.jti),
+            ("scope", &r.scope),
+            ("audience", &r.audience),
+            ("source_ip", &r.source_ip),
+            ("user_agent", &r.user_agent),
+            ("auth_method", &r.auth_method),
+            ("dpop_jkt", &r.dpop_jkt),
+        ] {
+            if let Some(value) = value {
+                item.insert(name.to_owned(), s(value));
+            }
+        }
+        item
+    }
+
+    #[test]
+    fn an_issued_tokens_item_is_230_bytes_and_reads_back_whole() {
+        let record = issued();
+        let item = to_item(&record).unwrap();
+        // 342 bytes with the long names, the time and request id beside the sort key, and
+        // `fields` repeating `auth_method`; DynamoDB adds 100 bytes a stored item.
+        assert_eq!(item_size(&item_with_long_names(&record)), 342);
+        assert_eq!(item_size(&item), 230, "{item:?}");
+        assert_eq!(from_item(&item, "audit").unwrap(), record);
+        assert_eq!(record.issued_with(), Some("client_secret_basic"));
+    }
+
+    #[test]
+    fn items_with_the_long_names_read_back_as_written() {
+        let mut record = issued();
+        record.timestamp = datetime!(2026-12-06 11:59:59.999123456 UTC);
+        record.dpop_jkt = Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into());
+        assert_eq!(
+            from_item(&item_with_long_names(&record), "audit").unwrap(),
+            record,
+            "the full-precision time and every field"
+        );
+        // An issued record written before `auth_method` has the method in `fields` only.
+        record.auth_method = None;
+        let item = item_with_long_names(&record);
+        let read = from_item(&item, "audit").unwrap();
+        assert_eq!(read.issued_with(), Some("client_secret_basic"));
+        assert_eq!(read, record);
+    }
+
+    #[test]
+    fn the_time_reads_back_to_the_nanosecond_and_other_fields_of_an_issued_token_are_kept() {
+        let mut record = issued();
+        for at in [
+            datetime!(2026-12-06 11:59:59 UTC),
+            datetime!(2026-12-06 11:59:59.000000001 UTC),
+            datetime!(2026-12-06 13:59:59.999999999 +02:00),
+        ] {
+            record.timestamp = at;
+            assert_eq!(
+                from_item(&to_item(&record).unwrap(), "audit").unwrap(),
+                record
+            );
+        }
+        for fields in [vec![], vec!["private_key_jwt".to_owned()]] {
+            record.fields = fields;
+            let item = to_item(&record).unwrap();
+            assert!(item.contains_key("fields"));
+            assert_eq!(from_item(&item, "audit").unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn refusals_and_management_records_keep_their_fields() {
+        let mut refusal = issued();
+        refusal.outcome = INVALID_CLIENT.to_owned();
+        (
+            refusal.jti,
+            refusal.scope,
+            refusal.audience,
+            refusal.auth_method,
+        ) = (None, None, None, None);
+        refusal.fields = Vec::new();
+        let item = to_item(&refusal).unwrap();
+        assert_eq!(from_item(&item, "audit").unwrap(), refusal);
+        let mut admin = issued();
+        admin.outcome = ADMIN.to_owned();
+        admin.actor = Some("ops".into());
+        admin.action = Some("client.update".into());
+        admin.fields = vec!["scopes".into(), "audiences".into()];
+        let item = to_item(&admin).unwrap();
+        assert!(item.contains_key("fields"));
+        assert_eq!(from_item(&item, "audit").unwrap(), admin);
+    }
+
+    #[test]
+    fn a_sort_key_that_is_not_time_and_request_id_is_a_malformed_item() {
+        let mut item = to_item(&issued()).unwrap();
+        item.insert(SORT_KEY.to_owned(), s("yesterday"));
+        let e = from_item(&item, "audit").unwrap_err().to_string();
+        assert!(
+            e.contains("malformed item in audit") && e.contains(SORT_KEY),
+            "{e}"
+        );
     }
 
     #[test]
