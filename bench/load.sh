@@ -24,6 +24,12 @@
 #   PERF_OUT=dir bench/load.sh 32 10                  # also `perf record -g` the server
 #   TOKEN_SERVER=path/to/token-server bench/load.sh   # measure that binary (no build)
 #   DPOP=1 bench/load.sh 32 10                        # also DPoP-bound tokens (ES256 proofs)
+#   DB_DIR=/dev/shm bench/load.sh 32 10               # the SQLite file on another file system
+#
+# Each answer waits for the WAL sync of its audit record's batch (synchronous=FULL), so with a
+# fixed number of connections tokens/s cannot pass connections / sync latency. DB_DIR=/dev/shm
+# (memory: a sync costs nothing, nothing survives a reboot) shows what the server does when
+# the disk does not bound it; the default is a temporary folder on the machine's disk.
 #
 # With DPOP=1 each server is loaded a second time, with every request carrying a fresh ES256
 # DPoP proof (made just before the run by examples/dpop-proofs.rs, DPOP_PROOFS_PER_S x
@@ -54,6 +60,7 @@ if [ -n "${DPOP:-}" ]; then
   PROOFS=${CARGO_TARGET_DIR:-target}/release/examples/dpop-proofs
 fi
 WORK=$(mktemp -d)
+DB_WORK=$(mktemp -d -p "${DB_DIR:-$WORK}")
 SERVER=
 stop_server() {
   if [ -n "$SERVER" ]; then
@@ -62,7 +69,7 @@ stop_server() {
     SERVER=
   fi
 }
-trap 'stop_server; rm -rf "$WORK"' EXIT
+trap 'stop_server; rm -rf "$DB_WORK" "$WORK"' EXIT
 CLK_TCK=$(getconf CLK_TCK)
 
 # utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat; the
@@ -146,7 +153,7 @@ measure() {
   port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
   # The highest per-client issuance limit (a minute): this measures throughput, not refusals.
   TOKEN_SIGNING_ALG=$alg TOKEN_RATE_LIMIT=1000000 RUST_LOG=warn \
-    "$TOKEN_SERVER" --listen "127.0.0.1:$port" --db "$WORK/$alg.db" > "$out" 2>&1 &
+    "$TOKEN_SERVER" --listen "127.0.0.1:$port" --db "$DB_WORK/$alg.db" > "$out" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do grep -q '^Listening on' "$out" && break; sleep 0.1; done
   grep -q '^Listening on' "$out" || { cat "$out"; exit 1; }
@@ -236,10 +243,30 @@ PY
   if [ -f "$WORK/$alg.dpop.summary" ]; then cat "$WORK/$alg.dpop.summary" >> "$WORK/summary"; fi
 }
 
+# The disk's sync latency where the SQLite file lives: 200 syncs of a rewritten 4 KiB page, as
+# a WAL commit makes. Every answer waits for at least one, so tokens/s <= connections / this.
+SYNC_US=$(python3 - "$DB_WORK" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "sync-probe")
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+os.pwrite(fd, bytes(4096 * 16), 0)
+os.fsync(fd)
+start, n = time.perf_counter(), 200
+for i in range(n):
+    os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+    os.fsync(fd)
+print(round((time.perf_counter() - start) / n * 1e6))
+os.close(fd)
+os.remove(path)
+PY
+)
 echo "== $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== disk sync where the SQLite file is: $SYNC_US us, so at most $CONNS / sync =" \
+  "$(( CONNS * 1000000 / (SYNC_US > 0 ? SYNC_US : 1) )) answers/s at $CONNS connections"
 for alg in $ALGS; do
   measure "$alg"
 done
 echo
-echo "== summary (load average after: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== summary (load average after: $(cut -d' ' -f1-3 /proc/loadavg); disk sync $SYNC_US us," \
+  "at most $(( CONNS * 1000000 / (SYNC_US > 0 ? SYNC_US : 1) )) durable answers/s at $CONNS connections)"
 cat "$WORK/summary"
