@@ -114,22 +114,38 @@ impl KeySetSwap {
     /// first key records the timing) or one that records it already.
     pub async fn record_timing(&self) -> Result<(), StoreError> {
         let own = KeyTiming::from(&self.schedule);
-        let mut attempt = 1;
-        loop {
-            let current = self.keys.load_key_set().await?;
-            if current.keys.is_empty() || current.timing == Some(own) {
-                return Ok(());
-            }
-            let next = KeySet {
+        let recorded = self.swap(|current, _| {
+            let unrecorded = !current.keys.is_empty() && current.timing != Some(own);
+            Ok::<_, StoreError>(unrecorded.then(|| KeySet {
                 timing: Some(own),
                 ..current.clone()
+            }))
+        });
+        recorded.await.map(drop)
+    }
+
+    /// Loads the set, asks `change` for its successor at the time of the load (`None`: leave
+    /// the set as it is) and stores it if the set is still the one loaded; after a conflict
+    /// (another writer came first), again from the load, up to [`ROTATION_ATTEMPTS`] times.
+    async fn swap<E: From<StoreError>>(
+        &self,
+        change: impl Fn(&KeySet, OffsetDateTime) -> Result<Option<KeySet>, E>,
+    ) -> Result<Option<KeySet>, E> {
+        let mut attempt = 1;
+        loop {
+            let now = self.clock.now();
+            let current = self.keys.load_key_set().await?;
+            let Some(next) = change(&current, now)? else {
+                return Ok(None);
             };
             match self.keys.replace_key_set(&current, &next).await {
-                Err(StoreError::Conflict(_)) if attempt < ROTATION_ATTEMPTS => {
+                Ok(()) => return Ok(Some(next)),
+                Err(StoreError::Conflict(what)) if attempt < ROTATION_ATTEMPTS => {
+                    tracing::info!(attempt, "{what} changed meanwhile; reading it again");
                     attempt += 1;
                     tokio::time::sleep(random_backoff()).await;
                 }
-                done => return done,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -159,34 +175,21 @@ impl KeyRotation for KeySetSwap {
     /// A rotation that lost a race to another reads again and rotates on top of the winner's
     /// set, so no key is lost; after [`ROTATION_ATTEMPTS`] lost races, `Conflict`.
     async fn rotate_when(&self, due: &Due<'_>) -> Result<Option<Rotated>, RotateError> {
-        let mut attempt = 1;
-        loop {
-            let now = self.clock.now();
-            let current = self.keys.load_key_set().await?;
-            if !due(&current, now) {
+        let own = KeyTiming::from(&self.schedule);
+        let next = self.swap(|current, now| {
+            if !due(current, now) {
                 return Ok(None);
             }
-            let own = KeyTiming::from(&self.schedule);
             if let Some(stored) = current.timing.filter(|t| *t != own) {
                 return Err(RotateError::OtherTiming { stored, own });
             }
-            let next = current.rotated_to(self.alg, now, &self.schedule)?;
-            match self.keys.replace_key_set(&current, &next).await {
-                Ok(()) => {
-                    return Ok(Some(Rotated {
-                        keys: next,
-                        version: None,
-                        written_here: true,
-                    }));
-                }
-                Err(StoreError::Conflict(what)) if attempt < ROTATION_ATTEMPTS => {
-                    tracing::info!(attempt, "{what} changed during rotation; reading it again");
-                    attempt += 1;
-                    tokio::time::sleep(random_backoff()).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Some(current.rotated_to(self.alg, now, &self.schedule)?))
+        });
+        Ok(next.await?.map(|keys| Rotated {
+            keys,
+            version: None,
+            written_here: true,
+        }))
     }
 }
 
