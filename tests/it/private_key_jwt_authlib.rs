@@ -3,99 +3,25 @@
 //! `PrivateKeyJWT` (installed into `.venv` by `make test`, pinned in
 //! infra/requirements-authlib.txt) getting a token and verifying it against the JWKS.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::local_server::{LocalServer, text, tokenctl, venv_python};
 
 const SCRIPT: &str = "tests/python/authlib_private_key_jwt.py";
 
-fn python() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let ok = path.exists()
-        && Command::new(&path)
-            .args(["-c", "import authlib, joserfc, requests"])
-            .status()
-            .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} with Authlib is missing: run `make venv-authlib` (or `make test`, which installs it)",
-        path.display()
-    );
-    path
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.output().expect("the command starts")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The server, stopped (and waited for) when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(db: &Path) -> (Server, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_token-server"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--db")
-        .arg(db)
-        .env_remove("TOKEN_ISSUER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("token-server starts");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if line.starts_with("Listening on") {
-            return (server, format!("http://127.0.0.1:{port}"));
-        }
-        assert!(Instant::now() < deadline, "token-server did not start");
-    }
-    panic!("token-server exited before listening");
-}
-
-fn tokenctl(db: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenctl"));
-    cmd.arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("TOKEN_BACKEND");
-    run(cmd)
-}
-
 #[test]
 fn authlib_gets_a_token_with_a_private_key_and_verifies_it() {
-    let python = python();
+    let python = venv_python("authlib, joserfc, requests", "Authlib");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("server.db");
     let keys = dir.path().to_str().unwrap();
     let mut keygen = Command::new(&python);
     keygen.args([SCRIPT, "keygen", keys]);
-    let out = run(keygen);
+    let out = keygen.output().expect("python starts");
     assert!(out.status.success(), "{}", text(&out));
-    let (_server, base) = start_server(&db);
+    let server = LocalServer::start(&db, &[]);
+    let base = &server.base;
 
     // A private key handed over is refused with a clear message and nothing is created.
     let pem = std::fs::read_to_string(dir.path().join("private.pem")).unwrap();
@@ -152,11 +78,11 @@ fn authlib_gets_a_token_with_a_private_key_and_verifies_it() {
     token.args([
         SCRIPT,
         "token",
-        &base,
+        base,
         "authlib",
         dir.path().join("private.pem").to_str().unwrap(),
     ]);
-    let out = run(token);
+    let out = token.output().expect("python starts");
     assert!(out.status.success(), "{}", text(&out));
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["token"]["token_type"], "Bearer");
