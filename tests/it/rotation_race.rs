@@ -14,18 +14,10 @@ use token_service::audit::AuditQuery;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{AuditLog, KeyStore, PublicKeyStore};
 
+use crate::support::local_server::tokenctl;
+
 /// Rotations each of the two processes runs.
 const ROTATIONS_EACH: usize = 6;
-
-fn tokenctl(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("TOKEN_BACKEND")
-        .output()
-        .expect("tokenctl runs")
-}
 
 /// The kid a successful `tokenctl keys rotate` reports adding.
 fn added_kid(stdout: &[u8]) -> String {

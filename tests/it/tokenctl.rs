@@ -2,17 +2,8 @@
 //! JSON output.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn tokenctl(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("TOKEN_BACKEND")
-        .output()
-        .expect("tokenctl runs")
-}
+use crate::support::local_server::tokenctl;
 
 fn json(db: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();

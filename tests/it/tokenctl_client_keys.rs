@@ -2,21 +2,12 @@
 //! on a SQLite file: a client rotates its key (two keys live at once), and a private key is
 //! refused with a clear message.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::support::local_server::tokenctl;
 
 const EC: &str = r#"{"kty":"EC","crv":"P-256","x":"NGtiPoNjHZVpYTNDThdNa1MWYp4EsA9-WYAgsCFNffQ","y":"umRhVxz7u9gFwr6AgYn0si9Qsk5exXIArbKHZS7fz3E"}"#;
 const ED: &str = r#"{"kty":"OKP","crv":"Ed25519","kid":"next","x":"i5TOBqK74x3fV7S7Yvrte1HO9KH0Jm9UT4SndS8Fu2c"}"#;
-
-fn tokenctl(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("TOKEN_BACKEND")
-        .output()
-        .expect("tokenctl runs")
-}
 
 fn ok_json(out: Output) -> serde_json::Value {
     assert!(
