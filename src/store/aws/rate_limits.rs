@@ -3,11 +3,10 @@
 //! `BatchGetItem`.
 //!
 //! The counters of one source and window (its refusal budget, its failed authentications, and
-//! those of each client id from it: the `refused#`, `fail-ip#` and `fail#` keys of
-//! `crate::limits`) share ONE item, `src#<source>#<window>`, one number attribute each, so that
-//! the read of all three before a request is one item: one read unit while the item is under
-//! 4 KB, where one item per counter cost three. Every other key is an item of its own, its value
-//! in `count`.
+//! those of each client id from it: the keys `crate::limits::SourceKey` reads back) share ONE
+//! item, `src#<source>#<window>`, one number attribute each, so that the read of all three
+//! before a request is one item: one read unit while the item is under 4 KB, where one item per
+//! counter cost three. Every other key is an item of its own, its value in `count`.
 //!
 //! The item stays small: a client id's failures from a source are counted only after the
 //! source's own failure counter took one (`FailureLimits::record`), so an item holds at most
@@ -26,6 +25,7 @@ use aws_sdk_dynamodb::types::KeysAndAttributes;
 use super::attrs::{Item, Reader, n, s};
 use super::{conditional_write, sdk_error};
 use crate::encoding::b64url;
+use crate::limits::{SourceCounter, SourceKey};
 use crate::store::{RateLimits, StoreError};
 
 const KEY: &str = "key";
@@ -59,32 +59,20 @@ impl Slot {
     /// kind of counter (and a client id, by its digest), the item the rest of the key, so the
     /// key can be told back from its slot; `count` is never an attribute of a source's item.
     fn of(key: &str) -> Self {
-        let in_source_item = |rest: &str, attribute: String| {
-            let (source, window) = rest.rsplit_once('#')?;
-            window.parse::<i64>().ok()?;
-            Some(Self {
-                item: format!("src#{source}#{window}"),
-                attribute,
-            })
-        };
-        let grouped = if let Some(rest) = key.strip_prefix("refused#") {
-            in_source_item(rest, REFUSED.to_owned())
-        } else if let Some(rest) = key.strip_prefix("fail-ip#") {
-            in_source_item(rest, FAILURES.to_owned())
-        } else if let Some(rest) = key.strip_prefix("fail#") {
-            // `fail#<client>#<source>#<window>`: the client id may hold `#`, so read from the
-            // right.
-            rest.rsplit_once('#').and_then(|(head, window)| {
-                let (client, source) = head.rsplit_once('#')?;
-                in_source_item(&format!("{source}#{window}"), client_attribute(client))
-            })
-        } else {
-            None
-        };
-        grouped.unwrap_or_else(|| Self {
-            item: key.to_owned(),
-            attribute: COUNT.to_owned(),
-        })
+        match SourceKey::parse(key) {
+            Some(k) => Self {
+                item: format!("src#{}#{}", k.source, k.window),
+                attribute: match k.counter {
+                    SourceCounter::Refusals => REFUSED.to_owned(),
+                    SourceCounter::Failures => FAILURES.to_owned(),
+                    SourceCounter::ClientFailures(client) => client_attribute(client),
+                },
+            },
+            None => Self {
+                item: key.to_owned(),
+                attribute: COUNT.to_owned(),
+            },
+        }
     }
 }
 
