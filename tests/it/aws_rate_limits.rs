@@ -232,6 +232,7 @@ async fn a_source_item_stays_under_4_kb_at_the_default_failure_limit() {
     let item = &scan.items()[0];
     assert_eq!(item.keys().filter(|n| n.starts_with("fail#")).count(), 100);
     let size = item_size(item);
-    assert!(size < 4096, "{size} bytes");
+    // Under 4 KB, one read unit, with room: about 3 KB (docs/aws-store.md).
+    assert!(size < 3100, "{size} bytes");
     assert!(size > 100 * 27, "{size} bytes");
 }
