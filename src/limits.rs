@@ -79,6 +79,56 @@ pub fn refusals_of_source_key(source: &str, window: Window) -> String {
     format!("refused#{source}#{}", window.start)
 }
 
+/// Which counter of a source a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCounter<'a> {
+    /// Its refused requests ([`refusals_of_source_key`]).
+    Refusals,
+    /// Its failed authentications, all client ids together ([`failures_of_source_key`]).
+    Failures,
+    /// Its failed authentications for one client id ([`failures_of_client_key`]).
+    ClientFailures(&'a str),
+}
+
+/// A counter key of a source, read back: the source, the window's start as the key spells it,
+/// and which of the source's counters. A backend may keep a source's counters of one window
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceKey<'a> {
+    /// The source ([`source`]).
+    pub source: &'a str,
+    /// The window's start, epoch seconds, as the key spells it.
+    pub window: &'a str,
+    /// Which of the source's counters.
+    pub counter: SourceCounter<'a>,
+}
+
+impl<'a> SourceKey<'a> {
+    /// `key` read back, or `None` for a key of another kind (the issue counter's). Distinct
+    /// keys read back distinct: each is rebuilt from its parts. The window (an integer) ends
+    /// the key and the source holds no `#`, so a client id keeps any `#` of its own.
+    pub fn parse(key: &'a str) -> Option<Self> {
+        let (rest, window) = key.rsplit_once('#')?;
+        let digits = window.strip_prefix('-').unwrap_or(window);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (source, counter) = if let Some(source) = rest.strip_prefix("refused#") {
+            (source, SourceCounter::Refusals)
+        } else if let Some(source) = rest.strip_prefix("fail-ip#") {
+            (source, SourceCounter::Failures)
+        } else {
+            let (client, source) = rest.strip_prefix("fail#")?.rsplit_once('#')?;
+            (source, SourceCounter::ClientFailures(client))
+        };
+        Some(Self {
+            source,
+            window,
+            counter,
+        })
+    }
+}
+
 /// Takes one of `client_id`'s tokens of `window`, `limit` a window, in one atomic step:
 /// whether one was left.
 pub async fn acquire_issue(
@@ -197,6 +247,43 @@ mod tests {
             failures.key(None),
             failures_of_source_key("192.0.2.1", window)
         );
+    }
+
+    #[test]
+    fn source_keys_read_back_and_other_keys_do_not() {
+        let w = Window::at(OffsetDateTime::from_unix_timestamp(120).unwrap());
+        let read = |key: String| {
+            let k = SourceKey::parse(&key).unwrap();
+            (
+                k.source.to_owned(),
+                k.window.to_owned(),
+                format!("{:?}", k.counter),
+            )
+        };
+        let at = |counter: &str| {
+            (
+                "2001:db8::/64".to_owned(),
+                "120".to_owned(),
+                counter.to_owned(),
+            )
+        };
+        let src = "2001:db8::/64";
+        assert_eq!(read(refusals_of_source_key(src, w)), at("Refusals"));
+        assert_eq!(read(failures_of_source_key(src, w)), at("Failures"));
+        assert_eq!(
+            read(failures_of_client_key("a#b", src, w)),
+            at("ClientFailures(\"a#b\")")
+        );
+        for other in [
+            issue_key("svc", w),
+            "refused#x".to_owned(),
+            "fail-ip#x#now".to_owned(),
+            "refused#x#+5".to_owned(),
+            "fail#svc#120".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(SourceKey::parse(&other), None, "{other}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod abuse;
 mod apigw_jwt_authorizer;
 mod architecture;
 mod audit_report;
+mod aws_rate_limits;
 mod aws_round_trips;
 mod aws_store;
 mod client_claims;

@@ -711,6 +711,64 @@ async fn rate_limit_counters_are_exact_under_concurrency(s: &Stores) {
     assert!(s.limits.acquire("issue#svc#0", 11, expires).await.unwrap());
 }
 
+/// The counters of one source and window (its refusals, its failures, those of each client id
+/// from it) are counted apart, exactly under concurrency, and read in the order asked.
+async fn concurrent_counters_of_one_source_are_exact_each(s: &Stores) {
+    let expires = T0.unix_timestamp() + 120;
+    let src = "198.51.100.4";
+    let limits = [
+        (format!("refused#{src}#60"), 7),
+        (format!("fail-ip#{src}#60"), 9),
+        (format!("fail#a#{src}#60"), 4),
+        (format!("fail#b#c#{src}#60"), 5),
+        (format!("fail#b#{src}#60"), 3),
+    ];
+    let mut tasks = Vec::new();
+    for round in 0..12 {
+        for (i, (key, limit)) in limits.iter().cloned().enumerate() {
+            let counters = s.limits.clone();
+            tasks.push(tokio::spawn(async move {
+                let granted = counters.acquire(&key, limit, expires).await.unwrap();
+                (i, round, granted)
+            }));
+        }
+    }
+    let mut granted = [0u64; 5];
+    for t in tasks {
+        let (i, _, ok) = t.await.unwrap();
+        granted[i] += u64::from(ok);
+    }
+    assert_eq!(granted, [7, 9, 4, 5, 3], "exactly each limit is granted");
+    let mut keys: Vec<String> = limits.iter().rev().map(|(k, _)| k.clone()).collect();
+    keys.extend([
+        format!("fail#a#{src}#0"),
+        format!("refused#{src}#120"),
+        "fail-ip#198.51.100.5#60".to_owned(),
+        format!("fail#a#{src}#60"),
+        String::new(),
+    ]);
+    assert_eq!(
+        s.limits.counts(&keys).await.unwrap(),
+        [3, 5, 4, 9, 7, 0, 0, 0, 4, 0]
+    );
+    s.limits
+        .increment(&format!("fail#b#{src}#60"), expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.limits.count(&format!("fail#b#{src}#60")).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        s.limits.count(&format!("fail#b#c#{src}#60")).await.unwrap(),
+        5
+    );
+    assert_eq!(
+        s.limits.count(&format!("refused#{src}#60")).await.unwrap(),
+        7
+    );
+}
+
 async fn delete_is_optimistically_locked(s: &Stores) {
     let c = client("gone");
     s.clients.create_client(&c).await.unwrap();
@@ -1059,6 +1117,7 @@ conformance!(
     admin_works_over_the_backend,
     the_secret_index_follows_every_client_write,
     rate_limit_counters_are_exact_under_concurrency,
+    concurrent_counters_of_one_source_are_exact_each,
     delete_is_optimistically_locked,
     secret_rotation_honours_the_grace_period,
     concurrent_token_requests_never_exceed_the_issuance_limit,
