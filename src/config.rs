@@ -343,6 +343,10 @@ pub const RETENTION_DAYS_CEILING: u64 = 3_653;
 /// Largest per-minute limit or budget: beyond it a limit no longer protects anything, and a
 /// typo (an extra digit or two) should stop the start rather than switch a limit off.
 pub const LIMIT_CEILING: u32 = 1_000_000;
+/// Largest `TOKEN_FAIL_LIMIT_IP`: on DynamoDB a source's failures of every client id in a
+/// minute are counted in one item, about 30 bytes per client id it tried (docs/aws-store.md
+/// "Rate-limit items"); 10,000 keeps that item well under DynamoDB's 400 KB.
+pub const FAIL_LIMIT_IP_CEILING: u32 = 10_000;
 
 /// Longest DPoP proof window, seconds.
 pub const DPOP_WINDOW_CEILING: u64 = 3_600;
@@ -533,15 +537,15 @@ impl ServiceSettings {
                  TOKEN_JWKS_MAX_STALE, so that a JWKS served stale still shows a key before it signs",
             ));
         }
-        for (name, value) in [
-            ("TOKEN_RATE_LIMIT", self.rate_limit),
-            ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip),
-            ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip),
-            ("TOKEN_REFUSAL_BUDGET", self.refusal_budget),
+        for (name, value, ceiling) in [
+            ("TOKEN_RATE_LIMIT", self.rate_limit, LIMIT_CEILING),
+            ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip, LIMIT_CEILING),
+            ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip, FAIL_LIMIT_IP_CEILING),
+            ("TOKEN_REFUSAL_BUDGET", self.refusal_budget, LIMIT_CEILING),
         ] {
-            if value == 0 || value > LIMIT_CEILING {
+            if value == 0 || value > ceiling {
                 return Err(invalid(format!(
-                    "{name} must be between 1 and {LIMIT_CEILING} a minute"
+                    "{name} must be between 1 and {ceiling} a minute"
                 )));
             }
         }
@@ -902,14 +906,13 @@ mod tests {
 
     #[test]
     fn every_limit_is_between_one_and_its_ceiling() {
-        let over = (LIMIT_CEILING + 1).to_string();
-        let top = LIMIT_CEILING.to_string();
-        for flag in [
-            "--rate-limit",
-            "--fail-limit-client-ip",
-            "--fail-limit-ip",
-            "--refusal-budget",
+        for (flag, ceiling) in [
+            ("--rate-limit", LIMIT_CEILING),
+            ("--fail-limit-client-ip", LIMIT_CEILING),
+            ("--fail-limit-ip", FAIL_LIMIT_IP_CEILING),
+            ("--refusal-budget", LIMIT_CEILING),
         ] {
+            let (over, top) = ((ceiling + 1).to_string(), ceiling.to_string());
             for value in ["0", over.as_str()] {
                 let refused = parse(&[flag, value]).expect_err(flag);
                 assert!(refused.to_string().contains("TOKEN_"), "{refused}");
