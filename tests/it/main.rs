@@ -11,6 +11,7 @@ mod architecture;
 mod audit_report;
 mod aws_round_trips;
 mod aws_store;
+mod bootstrap_check;
 mod client_claims;
 mod connections;
 mod discovery_and_audit;
