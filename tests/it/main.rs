@@ -12,6 +12,7 @@ mod audit_report;
 mod aws_rate_limits;
 mod aws_round_trips;
 mod aws_store;
+mod bootstrap_check;
 mod client_claims;
 mod connections;
 mod discovery_and_audit;
