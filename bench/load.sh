@@ -11,7 +11,10 @@
 #                   <alg>` (it divides by user CPU time, so a busy machine does not inflate it)
 #   HTTP floor      the server's CPU per `GET /.well-known/jwks.json` under the same load (the
 #                   same server, connections and wrk): what any answer costs, signing aside
-#   cores used      the server's CPU seconds / wall seconds under load (2.0 = both cores)
+#   cores used      the server's CPU seconds / wall seconds under load (2.0 = both cores), and
+#                   how busy the whole machine was (wrk shares the cores: 100 % busy with the
+#                   server under 2.0 means wrk took the rest, not that a serial stage held the
+#                   server back)
 #   RSS             the server's peak resident set (VmHWM)
 #
 # Goals (issue 22), at 32 connections: CPU per token <= 1.6 x (bare signature + HTTP floor)
@@ -71,6 +74,13 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$DB_WORK" "$WORK"' EXIT
 CLK_TCK=$(getconf CLK_TCK)
+
+# Busy and total clock ticks of the whole machine (the `cpu` line of /proc/stat: idle and
+# iowait are not busy), to tell a server held back by a serial stage (cores idle) from one
+# that shares the cores with wrk (none idle).
+machine_ticks() {
+  awk '/^cpu / {total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total}' /proc/stat
+}
 
 # utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat; the
 # command name in field 2 may hold spaces, so count from the closing parenthesis).
@@ -171,8 +181,11 @@ measure() {
     perf_pid=$!
   fi
   local cpu0 cpu1
+  local machine0 machine1
   cpu0=$(cpu_ticks "$SERVER")
+  machine0=$(machine_ticks)
   wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/token.lua "$url" > "$WORK/$alg.wrk.out"
+  machine1=$(machine_ticks)
   cpu1=$(cpu_ticks "$SERVER")
   # The HTTP floor: the same server, connections and wrk, a GET of the JWKS document.
   local jwks="http://127.0.0.1:$port/.well-known/jwks.json" floor0 floor1
@@ -218,9 +231,12 @@ PY
   single=$(sign_rate "$WORK/$alg.single.out" "$pattern")
 
   python3 - "$alg" "$WORK/$alg.wrk.out" "$multi" "$single" "$cpu0" "$cpu1" "$CLK_TCK" \
-    "$hwm_kb" "$CONNS" "$WORK/$alg.floor.out" "$floor0" "$floor1" >> "$WORK/summary" <<'PY'
+    "$hwm_kb" "$CONNS" "$WORK/$alg.floor.out" "$floor0" "$floor1" "$machine0" "$machine1" \
+    >> "$WORK/summary" <<'PY'
 import re, sys
-alg, wrk, multi, single, cpu0, cpu1, tck, hwm_kb, conns, floor, floor0, floor1 = sys.argv[1:]
+alg, wrk, multi, single, cpu0, cpu1, tck, hwm_kb, conns, floor, floor0, floor1 = sys.argv[1:13]
+(busy0, total0), (busy1, total1) = (map(int, m.split()) for m in sys.argv[13:15])
+machine_busy = (busy1 - busy0) / max(total1 - total0, 1)
 fields = dict(re.findall(r"(\w+)=([0-9.]+)", next(l for l in open(wrk) if l.startswith("RESULT"))))
 requests, errors, seconds = int(fields["requests"]), int(fields["errors"]), float(fields["duration_s"])
 tokens = requests - errors
@@ -237,7 +253,8 @@ print(f"{alg}: tokens/s {rate:.0f} vs openssl -multi 2 {float(multi):.0f} sign/s
       f" | p50 {float(fields['p50_ms']):.2f} ms p99 {float(fields['p99_ms']):.2f} ms at {conns} conns (goal p99 <= 10)"
       f" | CPU/token {cpu_ms * 1000:.1f} us vs bare signature {sign_ms * 1000:.1f} us + HTTP floor"
       f" {floor_ms * 1000:.1f} us = {ratio:.2f} (goal <= {goal})"
-      f" | server cores used {cpu_s / seconds:.2f} of 2 | JWKS GET/s {gets / seconds:.0f}"
+      f" | server cores used {cpu_s / seconds:.2f} of 2, machine busy {machine_busy:.0%}"
+      f" | JWKS GET/s {gets / seconds:.0f}"
       f" | peak RSS {int(hwm_kb) / 1024:.1f} MiB | non-200 {errors}")
 PY
   if [ -f "$WORK/$alg.dpop.summary" ]; then cat "$WORK/$alg.dpop.summary" >> "$WORK/summary"; fi
