@@ -362,7 +362,7 @@ fn client_key(alg: Algorithm) -> (EncodingKey, String) {
 fn assertion(key: &EncodingKey, alg: Algorithm, id: &str, jti: u32) -> String {
     let iat = OffsetDateTime::now_utc().unix_timestamp();
     let claims = serde_json::json!({
-        "iss": id, "sub": id, "aud": "https://issuer.test/oauth/token",
+        "iss": id, "sub": id, "aud": "https://issuer.test",
         "iat": iat, "exp": iat + 300, "jti": format!("bench-{jti}"),
     });
     jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
@@ -381,8 +381,9 @@ fn assertion_costs(
     let secret_check = time_per_op("secret check: SHA-256 + constant-time compare", || {
         black_box(stored.matches(&SecretHash::of(black_box(secret.as_bytes()))));
     });
+    // The audience a client assertion must name: the issuer (TOKEN_ASSERTION_AUDIENCE default).
     let policy = AssertionPolicy {
-        audiences: vec!["https://issuer.test/oauth/token".into()],
+        audiences: vec!["https://issuer.test".into()],
         max_lifetime: 3600,
         clock_skew: 60,
     };
