@@ -539,8 +539,16 @@ impl ServiceSettings {
         }
         for (name, value, ceiling) in [
             ("TOKEN_RATE_LIMIT", self.rate_limit, LIMIT_CEILING),
-            ("TOKEN_FAIL_LIMIT_CLIENT_IP", self.fail_limit_client_ip, LIMIT_CEILING),
-            ("TOKEN_FAIL_LIMIT_IP", self.fail_limit_ip, FAIL_LIMIT_IP_CEILING),
+            (
+                "TOKEN_FAIL_LIMIT_CLIENT_IP",
+                self.fail_limit_client_ip,
+                LIMIT_CEILING,
+            ),
+            (
+                "TOKEN_FAIL_LIMIT_IP",
+                self.fail_limit_ip,
+                FAIL_LIMIT_IP_CEILING,
+            ),
             ("TOKEN_REFUSAL_BUDGET", self.refusal_budget, LIMIT_CEILING),
         ] {
             if value == 0 || value > ceiling {
