@@ -12,9 +12,7 @@ use token_service::clients::{ClientSecret, ClientStatus};
 use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::issue::{RequestContext, TokenService};
-use token_service::key_cache::KeyCache;
 use token_service::oauth::request::RawRequest;
-use token_service::store::rotation::KeySetSwap;
 
 use crate::support::stores::Stores;
 
@@ -45,37 +43,10 @@ struct World {
 impl World {
     async fn new(s: &Stores, start: OffsetDateTime) -> Self {
         let clock = Arc::new(ManualClock::new(start));
-        let config = Arc::new(ServiceConfig::for_tests());
-        let admin = Admin {
-            clients: s.clients.clone(),
-            audit: s.audit.clone(),
-            rotation: Arc::new(KeySetSwap::new(
-                s.keys.clone(),
-                config.signing_alg,
-                config.schedule,
-                clock.clone(),
-            )),
-            public_keys: s.public_keys.clone(),
-            config: config.clone(),
-            clock: clock.clone(),
-            actor: "report-test".to_owned(),
-        };
+        let config = ServiceConfig::for_tests();
+        let admin = s.admin(&config, clock.clone(), "report-test");
         s.rotate_keys(config.schedule, clock.clone()).await;
-        let keys = KeyCache::new(
-            s.keys.clone(),
-            clock.clone(),
-            config.schedule,
-            std::time::Duration::from_secs(300),
-            std::time::Duration::from_secs(3600),
-        );
-        let service = TokenService::new(
-            config,
-            s.clients.clone(),
-            s.audit.clone(),
-            s.limits.clone(),
-            keys,
-            clock.clone(),
-        );
+        let service = s.token_service(&config, clock.clone());
         let mut secrets = std::collections::HashMap::new();
         for id in ["quiet", "roamer", "burst", "old", "t1", "t2", "t3"] {
             let (_, secret) = admin

@@ -18,7 +18,6 @@ use token_service::config::ServiceConfig;
 use token_service::issue::RequestContext;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::{AwsResources, create_resources};
-use token_service::store::rotation::KeySetSwap;
 
 use crate::support::moto;
 use crate::support::stores::{Stores, random_resources};
@@ -30,20 +29,7 @@ fn object(value: Value) -> ExtraClaims {
 }
 
 fn admin(s: &Stores, clock: Arc<dyn Clock>) -> Admin {
-    Admin {
-        clients: s.clients.clone(),
-        audit: s.audit.clone(),
-        rotation: Arc::new(KeySetSwap::new(
-            s.keys.clone(),
-            ServiceConfig::for_tests().signing_alg,
-            ServiceConfig::for_tests().schedule,
-            clock.clone(),
-        )),
-        public_keys: s.public_keys.clone(),
-        config: Arc::new(ServiceConfig::for_tests()),
-        clock,
-        actor: "claims-test".to_owned(),
-    }
+    s.admin(&ServiceConfig::for_tests(), clock, "claims-test")
 }
 
 fn spec(id: &str, claims: ExtraClaims) -> NewClient {

@@ -20,9 +20,6 @@ use token_service::clock::{Clock, ManualClock};
 use token_service::config::ServiceConfig;
 use token_service::encoding::{b64url, random_b64url};
 use token_service::http::{FrontContext, token_routes};
-use token_service::issue::TokenService;
-use token_service::key_cache::KeyCache;
-use token_service::store::rotation::KeySetSwap;
 use tower::ServiceExt as _;
 
 use crate::support::stores::Stores;
@@ -149,36 +146,10 @@ impl Fixture {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let config = Arc::new(configure(ServiceConfig::for_tests()));
         let schedule = config.schedule;
-        let keys = KeyCache::new(
-            stores.keys.clone(),
-            clock.clone(),
-            schedule,
-            std::time::Duration::from_secs(300),
-            std::time::Duration::from_secs(3600),
-        );
-        let service = TokenService::new(
-            config.clone(),
-            stores.clients.clone(),
-            stores.audit.clone(),
-            stores.limits.clone(),
-            keys,
-            clock.clone(),
-        )
-        .with_assertion_replay(stores.assertion_ids.clone());
-        let admin = Admin {
-            clients: stores.clients.clone(),
-            audit: stores.audit.clone(),
-            rotation: Arc::new(KeySetSwap::new(
-                stores.keys.clone(),
-                config.signing_alg,
-                schedule,
-                clock.clone(),
-            )),
-            public_keys: stores.public_keys.clone(),
-            config,
-            clock: clock.clone(),
-            actor: "dpop-test".to_owned(),
-        };
+        let service = stores
+            .token_service(&config, clock.clone())
+            .with_assertion_replay(stores.assertion_ids.clone());
+        let admin = stores.admin(&config, clock.clone(), "dpop-test");
         stores
             .rotate_keys(schedule, clock.clone() as Arc<dyn Clock>)
             .await;

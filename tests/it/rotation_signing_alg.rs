@@ -18,7 +18,6 @@ use token_service::config::ServiceConfig;
 use token_service::issue::RequestContext;
 use token_service::keys::{KeySet, SigningAlg};
 use token_service::oauth::request::RawRequest;
-use token_service::store::rotation::KeySetSwap;
 
 use crate::support::resource_server::{check, published};
 use crate::support::stores::{Stores, svc_client};
@@ -68,20 +67,7 @@ async fn rotate(
 }
 
 fn admin(s: &Stores, config: &ServiceConfig, clock: Arc<ManualClock>) -> Admin {
-    Admin {
-        clients: s.clients.clone(),
-        audit: s.audit.clone(),
-        rotation: Arc::new(KeySetSwap::new(
-            s.keys.clone(),
-            config.signing_alg,
-            config.schedule,
-            clock.clone(),
-        )),
-        public_keys: s.public_keys.clone(),
-        config: Arc::new(config.clone()),
-        clock,
-        actor: "signing-alg".into(),
-    }
+    s.admin(config, clock, "signing-alg")
 }
 
 fn alg_of(token: &str) -> Algorithm {

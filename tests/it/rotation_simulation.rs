@@ -14,7 +14,6 @@ use token_service::encoding::random_b64url;
 use token_service::issue::RequestContext;
 use token_service::oauth::request::RawRequest;
 use token_service::store::aws::protocol::{RotationProtocol, Step};
-use token_service::store::rotation::KeySetSwap;
 
 use crate::support::resource_server::{check, published};
 use crate::support::stores::{Stores, svc_client};
@@ -49,20 +48,7 @@ async fn simulate(s: &Stores) {
     let mut config = ServiceConfig::for_tests();
     config.limits.issue_per_client = 1_000;
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let admin = Admin {
-        clients: s.clients.clone(),
-        audit: s.audit.clone(),
-        rotation: Arc::new(KeySetSwap::new(
-            s.keys.clone(),
-            config.signing_alg,
-            config.schedule,
-            clock.clone(),
-        )),
-        public_keys: s.public_keys.clone(),
-        config: Arc::new(config.clone()),
-        clock: clock.clone(),
-        actor: "simulation".into(),
-    };
+    let admin = s.admin(&config, clock.clone(), "simulation");
     // The first key comes from the first rotation, as after a deployment.
     rotate(s, &admin, &config, clock.clone()).await;
     let auth = svc_client(&admin).await;

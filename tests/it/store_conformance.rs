@@ -462,21 +462,7 @@ async fn public_keys_replace_adds_and_removes(s: &Stores) {
 }
 
 fn admin_over(s: &Stores, clock: Arc<ManualClock>) -> Admin {
-    let config = Arc::new(ServiceConfig::for_tests());
-    Admin {
-        clients: s.clients.clone(),
-        audit: s.audit.clone(),
-        rotation: Arc::new(KeySetSwap::new(
-            s.keys.clone(),
-            config.signing_alg,
-            config.schedule,
-            clock.clone(),
-        )),
-        public_keys: s.public_keys.clone(),
-        config,
-        clock,
-        actor: "conformance".to_owned(),
-    }
+    s.admin(&ServiceConfig::for_tests(), clock, "conformance")
 }
 
 async fn the_secret_index_follows_every_client_write(s: &Stores) {

@@ -17,6 +17,7 @@ use token_service::store::aws::{
     SecretsManagerVersions, create_resources,
 };
 use token_service::store::memory::MemoryRateLimits;
+use token_service::store::rotation::KeySetSwap;
 use token_service::store::sqlite::SqliteStore;
 use token_service::store::{
     AssertionReplay, AuditLog, ClientAdmin, KeyStore, PublicKeyStore, RateLimits, SecretIndex,
@@ -70,6 +71,27 @@ impl Stores {
             keys,
             clock,
         )
+    }
+}
+
+impl Stores {
+    /// The administration API over these stores, acting as `actor`, rotating keys with
+    /// `config`'s algorithm and schedule.
+    pub fn admin(&self, config: &ServiceConfig, clock: Arc<dyn Clock>, actor: &str) -> Admin {
+        Admin {
+            clients: self.clients.clone(),
+            audit: self.audit.clone(),
+            rotation: Arc::new(KeySetSwap::new(
+                self.keys.clone(),
+                config.signing_alg,
+                config.schedule,
+                clock.clone(),
+            )),
+            public_keys: self.public_keys.clone(),
+            config: Arc::new(config.clone()),
+            clock,
+            actor: actor.to_owned(),
+        }
     }
 }
 
