@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, BillingMode, KeyType, PointInTimeRecoveryStatus, TimeToLiveStatus,
 };
 use time::macros::datetime;
-use token_service::audit::AuditRecord;
+use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::clients::{Client, ClientSecret, ClientStatus, StoredSecret};
 use token_service::keys::{KeyEntry, KeySet};
 use token_service::store::aws::{
@@ -155,6 +155,70 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
     // The same record again would erase the first one: it is refused instead.
     let err = log.append(&record).await.unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn issued_tokens_are_found_by_outcome_with_or_without_the_attribute() {
+    let sdk = moto::sdk_config().await;
+    let names = random_resources();
+    create_resources(&sdk, &names).await.unwrap();
+    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
+    let at = datetime!(2026-12-06 11:00:00 UTC);
+    for (request_id, outcome) in [("new", "issued"), ("refused", "invalid_scope")] {
+        let mut record = AuditRecord::for_request(
+            Some("c"),
+            outcome,
+            &Default::default(),
+            at,
+            time::Duration::days(1),
+        );
+        record.request_id = request_id.to_owned();
+        log.append(&record).await.unwrap();
+    }
+    // An issued token's item no longer carries `outcome`; one written before does.
+    let sk = |request_id: &str| format!("2026-12-06T11:00:00.000Z#{request_id}");
+    let new = db
+        .get_item()
+        .table_name(&names.audit_table)
+        .key("client_id", AttributeValue::S("c".to_owned()))
+        .key("sk", AttributeValue::S(sk("new")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new.item().expect("the item").get("outcome"), None);
+    db.put_item()
+        .table_name(&names.audit_table)
+        .item("client_id", AttributeValue::S("c".to_owned()))
+        .item("sk", AttributeValue::S(sk("before")))
+        .item("outcome", AttributeValue::S("issued".to_owned()))
+        .item("expires_at", AttributeValue::N("1800000000".to_owned()))
+        .send()
+        .await
+        .unwrap();
+    let found = |outcome: &str| {
+        let log = log.clone();
+        let query = AuditQuery {
+            client_id: Some("c".to_owned()),
+            outcome: Some(outcome.to_owned()),
+            ..AuditQuery::default()
+        };
+        async move {
+            let records = log.query(&query).await.unwrap();
+            let mut ids: Vec<_> = records
+                .into_iter()
+                .map(|r| (r.request_id, r.outcome))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let issued = |id: &str| (id.to_owned(), "issued".to_owned());
+    assert_eq!(found("issued").await, [issued("before"), issued("new")]);
+    assert_eq!(
+        found("invalid_scope").await,
+        [("refused".to_owned(), "invalid_scope".to_owned())]
+    );
 }
 
 #[tokio::test]

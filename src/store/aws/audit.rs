@@ -27,6 +27,8 @@ pub(super) const KEY: &str = "client_id";
 pub(super) const SORT_KEY: &str = "sk";
 /// The TTL attribute: DynamoDB deletes the record some time after this epoch second.
 pub(super) const EXPIRES_AT: &str = "expires_at";
+/// The outcome of a record other than an issued token ([`to_item`]).
+pub(super) const OUTCOME: &str = "outcome";
 /// The sparse attribute of refusals: the start of their UTC hour, `2026-12-06T11:00:00Z`.
 pub(super) const FAILURE_HOUR: &str = "failure_hour";
 /// The global secondary index of refusals by hour: partition key [`FAILURE_HOUR`], sort key
@@ -38,13 +40,8 @@ pub const FAILURES_INDEX: &str = "failures-by-hour";
 /// `request_id` (the sort key, which every index projects, has both); the list keeps them for
 /// older items, and because changing an index's projection means rebuilding the index.
 #[cfg_attr(not(feature = "secrets"), allow(dead_code))]
-pub(super) const FAILURES_PROJECTED: &[&str] = &[
-    "timestamp",
-    "request_id",
-    "outcome",
-    EXPIRES_AT,
-    "source_ip",
-];
+pub(super) const FAILURES_PROJECTED: &[&str] =
+    &["timestamp", "request_id", OUTCOME, EXPIRES_AT, "source_ip"];
 
 /// The audit trail in a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -122,15 +119,18 @@ fn fields_repeat_auth_method(record: &AuditRecord) -> bool {
 }
 
 /// The item of a record. The time (to the millisecond, [`SUB_MS`] the rest) and the request id
-/// are in the sort key only; an issued token's `fields` are left out when they repeat its
-/// `auth_method`.
+/// are in the sort key only; an issued token's item has no `outcome` (absent means
+/// [`ISSUED`], the outcome of most items; items written before have it), and its `fields` are
+/// left out when they repeat its `auth_method`.
 fn to_item(record: &AuditRecord) -> Result<Item, StoreError> {
     let mut item = Item::from([
         (KEY.to_owned(), s(partition(record))),
         (SORT_KEY.to_owned(), s(sort_key(record))),
-        ("outcome".to_owned(), s(&record.outcome)),
         (EXPIRES_AT.to_owned(), n(record.expires_at)),
     ]);
+    if record.outcome != ISSUED {
+        item.insert(OUTCOME.to_owned(), s(&record.outcome));
+    }
     let optional = [
         ("jti", &record.jti),
         (SCOPE, &record.scope),
@@ -200,7 +200,7 @@ fn from_item(item: &Item, table: &str) -> Result<AuditRecord, StoreError> {
         request_id: r
             .opt_s(OLD_REQUEST_ID)?
             .unwrap_or_else(|| request_id.to_owned()),
-        outcome: r.s("outcome")?,
+        outcome: r.opt_s(OUTCOME)?.unwrap_or_else(|| ISSUED.to_owned()),
         jti: r.opt_s("jti")?,
         scope: either(SCOPE, OLD_SCOPE)?,
         audience: either(AUDIENCE, OLD_AUDIENCE)?,
@@ -254,7 +254,12 @@ impl Conditions {
         };
         if let Some(outcome) = &q.outcome {
             c.values.insert(":outcome".to_owned(), s(outcome));
-            c.outcome = Some("#outcome = :outcome".to_owned());
+            c.outcome = Some(if outcome == ISSUED {
+                // Issued tokens' items have no outcome; those written before say `issued`.
+                "(attribute_not_exists(#outcome) OR #outcome = :outcome)".to_owned()
+            } else {
+                "#outcome = :outcome".to_owned()
+            });
         }
         c
     }
@@ -265,7 +270,7 @@ impl Conditions {
             names.push(("#sk", SORT_KEY));
         }
         if self.outcome.is_some() {
-            names.push(("#outcome", "outcome"));
+            names.push(("#outcome", OUTCOME));
         }
         names
     }
@@ -584,13 +589,15 @@ mod tests {
     }
 
     #[test]
-    fn an_issued_tokens_item_is_230_bytes_and_reads_back_whole() {
+    fn an_issued_tokens_item_is_217_bytes_and_reads_back_whole() {
         let record = issued();
         let item = to_item(&record).unwrap();
         // 342 bytes with the long names, the time and request id beside the sort key, and
         // `fields` repeating `auth_method`; DynamoDB adds 100 bytes a stored item.
         assert_eq!(item_size(&item_with_long_names(&record)), 342);
-        assert_eq!(item_size(&item), 230, "{item:?}");
+        // 230 with `outcome`, which an issued token's item no longer carries.
+        assert_eq!(item.get(OUTCOME), None);
+        assert_eq!(item_size(&item), 217, "{item:?}");
         assert_eq!(from_item(&item, "audit").unwrap(), record);
         assert_eq!(record.issued_with(), Some("client_secret_basic"));
     }
