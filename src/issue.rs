@@ -139,7 +139,7 @@ impl TokenService {
             AuditRecord::for_issued(&issued.client_id, issued.record, meta, now, retention);
         let written = audit::record(self.audit.as_ref(), &record).await;
         written.map_err(|_| UNAVAILABLE)?;
-        audit::signing_key_age(issued.key_age_secs);
+        audit::signing_key_age(issued.key_age_secs, now);
         Ok(issued.token)
     }
 

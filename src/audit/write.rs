@@ -1,6 +1,10 @@
 //! The audit write of a token request, with the metric and the log line that go with it: the
 //! one place a token request's answer is counted and logged (DESIGN.md "Audit trail").
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use time::OffsetDateTime;
+
 use super::{AuditRecord, ISSUED};
 use crate::store::{AuditLog, StoreError};
 
@@ -49,9 +53,49 @@ pub async fn record(log: &dyn AuditLog, record: &AuditRecord) -> Result<(), Stor
     }
 }
 
-/// Records the age of the key that signed an issued token. A histogram, not a gauge: it
-/// reaches the metrics document of this request only, next to the `issued` count (same
-/// dimensions, no extra document); a stalled rotation shows as a growing age.
-pub fn signing_key_age(seconds: i64) {
-    metrics::histogram!("signing_key_age_seconds", "outcome" => ISSUED).record(seconds as f64);
+/// The minute (Unix time / 60) of the last key age this process recorded.
+static KEY_AGE_MINUTE: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// Records the age of the key that signed an issued token, for the first token of each minute
+/// a process issues. A histogram, not a gauge: it reaches the metrics document of that request
+/// only, next to the `issued` count (same dimensions, no extra document); a stalled rotation
+/// shows as a growing age. The alarm reads the largest age of an hour, so one sample a minute
+/// per Lambda execution environment serves it as well as one per token, for 67 bytes less on
+/// every other token's line (docs/cost.md).
+pub fn signing_key_age(seconds: i64, now: OffsetDateTime) {
+    if first_of_its_minute(&KEY_AGE_MINUTE, now) {
+        metrics::histogram!("signing_key_age_seconds", "outcome" => ISSUED).record(seconds as f64);
+    }
+}
+
+/// Whether `now` is the first time of its minute that `last` sees; times of an earlier minute
+/// than one already seen are not.
+fn first_of_its_minute(last: &AtomicI64, now: OffsetDateTime) -> bool {
+    let minute = now.unix_timestamp().div_euclid(60);
+    last.fetch_max(minute, Ordering::Relaxed) < minute
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn the_key_age_is_sampled_once_a_minute() {
+        let last = AtomicI64::new(i64::MIN);
+        let sampled: Vec<bool> = [
+            datetime!(2026-12-06 11:59:00 UTC),
+            datetime!(2026-12-06 11:59:59.999 UTC),
+            datetime!(2026-12-06 12:00:00 UTC),
+            datetime!(2026-12-06 11:59:30 UTC),
+            datetime!(2026-12-06 12:00:30 UTC),
+            datetime!(2026-12-06 12:03:00 UTC),
+            datetime!(1969-12-31 23:59:59 UTC),
+        ]
+        .into_iter()
+        .map(|now| first_of_its_minute(&last, now))
+        .collect();
+        assert_eq!(sampled, [true, false, true, false, false, true, false]);
+    }
 }

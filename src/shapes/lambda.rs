@@ -17,7 +17,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry};
 
-use crate::audit::REQUEST_LINE;
+use crate::audit::{ISSUED, REQUEST_LINE};
 use crate::clock::SystemClock;
 use crate::config::FunctionEnvironment;
 use crate::http::{self, Discovery, FrontContext};
@@ -88,20 +88,36 @@ struct RequestFields;
 
 impl<S: tracing::Subscriber> Layer<S> for RequestFields {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = FieldValues(Vec::new());
+        let mut fields = FieldValues::default();
         event.record(&mut fields);
-        *REQUEST_FIELDS.lock().unwrap_or_else(|e| e.into_inner()) = fields.0;
+        *REQUEST_FIELDS.lock().unwrap_or_else(|e| e.into_inner()) = if fields.issued {
+            Vec::new()
+        } else {
+            fields.values
+        };
     }
 }
 
 /// An event's fields as text, but the message, the outcome (the metrics document has it as a
-/// dimension already) and empty values.
-struct FieldValues(Vec<(&'static str, String)>);
+/// dimension already) and empty values; and whether the outcome is `issued`.
+///
+/// An issued token's document carries its metrics only: its client id, source address,
+/// request id and `jti` are in its audit record, written before the answer, and no rule or
+/// metric reads them from the log ([`crate::audit::REQUEST_LINE`]). A refusal's document keeps
+/// them: Contributor Insights ranks refusals by client id and source address.
+#[derive(Default)]
+struct FieldValues {
+    values: Vec<(&'static str, String)>,
+    issued: bool,
+}
 
 impl FieldValues {
     fn push(&mut self, field: &Field, value: String) {
-        if !matches!(field.name(), "message" | "outcome") && !value.is_empty() {
-            self.0.push((field.name(), value));
+        match field.name() {
+            "outcome" => self.issued = value == ISSUED,
+            "message" => {}
+            name if !value.is_empty() => self.values.push((name, value)),
+            _ => {}
         }
     }
 }
@@ -300,6 +316,9 @@ mod tests {
 
     use super::*;
 
+    /// Held by the tests that emit a request line: they share [`REQUEST_FIELDS`].
+    static REQUEST_LINE_TESTS: Mutex<()> = Mutex::new(());
+
     fn v2(request_id: Option<&str>, source_ip: Option<&str>) -> ApiGatewayContext {
         let mut c = ApiGatewayV2httpRequestContext::default();
         c.request_id = request_id.map(str::to_owned);
@@ -366,6 +385,7 @@ mod tests {
 
     #[test]
     fn the_request_line_goes_to_the_metrics_document_at_any_level() {
+        let _serial = REQUEST_LINE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         for level in ["INFO", "WARN"] {
             let sink = Sink::default();
             let writer = sink.clone();
@@ -391,6 +411,32 @@ mod tests {
                 "the outcome is a dimension already; an empty jti is left out"
             );
         }
+    }
+
+    #[test]
+    fn an_issued_tokens_metrics_document_carries_no_request_fields() {
+        let _serial = REQUEST_LINE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let subscriber = json_subscriber(log_filter(None, Some("INFO")), std::io::sink);
+        tracing::subscriber::with_default(subscriber, || {
+            for outcome in ["invalid_client", ISSUED] {
+                tracing::info!(
+                    target: REQUEST_LINE,
+                    client_id = %"svc",
+                    outcome = %outcome,
+                    source_ip = "203.0.113.7",
+                    request_id = %"JKJaXmPLvHcESHA=",
+                    jti = "DSh6Amib-fuoug_Vlh61bQ",
+                    "token request"
+                );
+                let fields = std::mem::take(&mut *REQUEST_FIELDS.lock().unwrap());
+                let names: Vec<_> = fields.iter().map(|(name, _)| *name).collect();
+                if outcome == ISSUED {
+                    assert_eq!(names, [""; 0], "its audit record holds them");
+                } else {
+                    assert_eq!(names, ["client_id", "source_ip", "request_id", "jti"]);
+                }
+            }
+        });
     }
 
     #[test]
