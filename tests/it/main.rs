@@ -6,6 +6,7 @@
 mod support;
 
 mod abuse;
+mod access_log;
 mod apigw_jwt_authorizer;
 mod architecture;
 mod audit_report;
