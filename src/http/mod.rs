@@ -29,6 +29,9 @@ pub struct FrontContext {
     pub source_ip: Option<String>,
 }
 
+/// The token endpoint's path.
+pub const TOKEN_PATH: &str = "/oauth/token";
+
 /// The token endpoint route: `POST /oauth/token`.
 pub fn token_routes(service: Arc<TokenService>) -> Router {
     token::routes(service).fallback(not_found)

@@ -21,7 +21,7 @@ use crate::oauth::request::{MAX_BODY_BYTES, RawRequest};
 
 pub(super) fn routes(service: Arc<TokenService>) -> Router {
     Router::new()
-        .route("/oauth/token", post(token).fallback(not_post))
+        .route(super::TOKEN_PATH, post(token).fallback(not_post))
         .with_state(service)
 }
 

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use writer::Writer;
+pub use writer::{Expected, ExpectedGuard};
 
 use super::{
     AssertionReplay, AuditLog, ClientAdmin, ClientReader, IndexedSecret, KeyStore, PublicKeyStore,
@@ -108,6 +109,8 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
+    /// The token requests under way, whose audit writes a batch waits for.
+    expected: Expected,
     readers: Box<[Mutex<Connection>]>,
     next_reader: AtomicUsize,
 }
@@ -217,12 +220,20 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| connect(&path).map(Mutex::new))
             .collect::<Result<_, _>>()?;
+        let expected = Expected::default();
         Ok(Self {
             path,
-            writer: Writer::start(writer)?,
+            writer: Writer::start(writer, expected.clone())?,
+            expected,
             readers,
             next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts requests under way that will each write (the embedded server's token requests):
+    /// the writer thread gathers their writes into one commit ([`writer::GATHER_WINDOW`]).
+    pub fn expect_writes(&self) -> &Expected {
+        &self.expected
     }
 
     /// A reader connection: the first free one, else the next in turn (waiting for it).

@@ -10,14 +10,25 @@
 //! it fails. While the thread commits one batch the next one queues, so a busy server commits
 //! many records at once and an idle one commits each at once.
 //!
+//! A commit costs about the same whatever its size (the WAL frames of the table and its
+//! indexes, and the sync), so with slow signatures (RS256), where writes arrive one at a time,
+//! it costs nearly as much as a token's whole HTTP exchange. While more requests that will
+//! write are under way than the batch holds ([`Expected`], counted by the embedded server's
+//! token route), the thread waits for their writes up to [`GATHER_WINDOW`] before committing:
+//! a busy server trades at most that much latency for fewer commits; a lone request never
+//! waits (docs/performance.md "Gathering writes").
+//!
 //! The queue is bounded ([`QUEUE_CAPACITY`]): a disk slower than the requests makes callers
 //! fail at once (`503` at the HTTP edge) rather than grow memory without limit. A panic on the
 //! thread ends the process with a non-zero status, so that a supervisor restarts it; a server
 //! without its writer could only answer `503` forever.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, TrySendError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -30,6 +41,42 @@ pub const MAX_BATCH: usize = 512;
 
 /// The most writes waiting for the thread: eight full batches. Past it a write fails at once.
 pub const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
+
+/// The longest a batch waits for the writes of requests under way ([`Expected`]).
+pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
+
+/// How often a gathering batch looks again at how many requests are under way, which can
+/// fall when one ends without a write.
+const GATHER_SLICE: Duration = Duration::from_micros(100);
+
+/// How many requests are under way that will hand the thread a write: while there are more
+/// than a batch holds, the batch waits for them (up to [`GATHER_WINDOW`]). Zero, the default,
+/// never waits.
+#[derive(Debug, Clone, Default)]
+pub struct Expected(Arc<AtomicUsize>);
+
+impl Expected {
+    /// Counts one more request under way until the guard is dropped (answered or cancelled).
+    pub fn enter(&self) -> ExpectedGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ExpectedGuard(self.0.clone())
+    }
+
+    /// How many requests are under way.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One request under way ([`Expected::enter`]).
+#[derive(Debug)]
+pub struct ExpectedGuard(Arc<AtomicUsize>);
+
+impl Drop for ExpectedGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The exit status of a process whose writer thread panicked (`EX_SOFTWARE`, sysexits.h).
 pub const PANIC_EXIT_STATUS: i32 = 70;
@@ -57,18 +104,23 @@ fn queue_full() -> StoreError {
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn`, with a queue of [`QUEUE_CAPACITY`] writes.
-    pub fn start(conn: Connection) -> Result<Self, StoreError> {
-        Self::with_capacity(conn, QUEUE_CAPACITY)
+    /// Starts the thread that owns `conn`, with a queue of [`QUEUE_CAPACITY`] writes, gathering
+    /// the writes of the requests `expected` counts.
+    pub fn start(conn: Connection, expected: Expected) -> Result<Self, StoreError> {
+        Self::with_capacity(conn, QUEUE_CAPACITY, expected)
     }
 
     /// Starts the thread that owns `conn`, with a queue of `capacity` writes.
-    fn with_capacity(conn: Connection, capacity: usize) -> Result<Self, StoreError> {
+    fn with_capacity(
+        conn: Connection,
+        capacity: usize,
+        expected: Expected,
+    ) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::sync_channel(capacity);
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn(move || {
-                if catch_unwind(AssertUnwindSafe(|| serve(conn, &queue))).is_err() {
+                if catch_unwind(AssertUnwindSafe(|| serve(conn, &queue, &expected))).is_err() {
                     // The panic message is already on stderr (the panic hook ran first).
                     tracing::error!("the SQLite writer thread panicked; stopping the process");
                     std::process::exit(PANIC_EXIT_STATUS);
@@ -133,18 +185,39 @@ where
 }
 
 /// The thread's loop: one batch per turn until every sender is gone.
-fn serve(mut conn: Connection, queue: &mpsc::Receiver<Job>) {
+fn serve(mut conn: Connection, queue: &mpsc::Receiver<Job>, expected: &Expected) {
     while let Ok(first) = queue.recv() {
-        let mut batch = Vec::with_capacity(64);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        commit(&mut conn, batch);
+        commit(&mut conn, gather(queue, first, expected, GATHER_WINDOW));
     }
+}
+
+/// The batch that starts with `first`: every write queued, then, while more requests are under
+/// way than the batch holds, the writes that come within `window`; at most [`MAX_BATCH`].
+fn gather(
+    queue: &mpsc::Receiver<Job>,
+    first: Job,
+    expected: &Expected,
+    window: Duration,
+) -> Vec<Job> {
+    let mut batch = Vec::with_capacity(64);
+    batch.push(first);
+    let deadline = Instant::now() + window;
+    while batch.len() < MAX_BATCH {
+        if let Ok(job) = queue.try_recv() {
+            batch.push(job);
+            continue;
+        }
+        let now = Instant::now();
+        if expected.get() <= batch.len() || now >= deadline {
+            break;
+        }
+        match queue.recv_timeout((deadline - now).min(GATHER_SLICE)) {
+            Ok(job) => batch.push(job),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    batch
 }
 
 /// Runs a batch in one transaction, commits it and answers every caller. A batch is all or
@@ -297,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_fails_at_once_and_loses_nothing_queued() {
-        let writer = Writer::with_capacity(memory(), 2).unwrap();
+        let writer = Writer::with_capacity(memory(), 2, Expected::default()).unwrap();
         let jobs = writer.jobs.clone().unwrap();
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let (started, running) = std::sync::mpsc::channel::<()>();
@@ -325,6 +398,56 @@ mod tests {
         }
     }
 
+    /// A job that inserts `v`, for [`gather`], which never runs it.
+    fn queued(v: i64) -> Job {
+        job(insert(v)).0
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_writes_of_requests_under_way() {
+        let (jobs, queue) = mpsc::sync_channel(8);
+        let expected = Expected::default();
+        let (_first, _second) = (expected.enter(), expected.enter());
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            jobs.send(queued(2)).unwrap();
+            jobs
+        });
+        // A window far longer than the test: the batch ends when the second write comes.
+        let batch = gather(&queue, queued(1), &expected, Duration::from_secs(600));
+        assert_eq!(batch.len(), 2, "both requests' writes in one batch");
+        drop(late.join().unwrap());
+    }
+
+    #[test]
+    fn a_lone_request_or_an_ended_one_is_not_waited_for() {
+        let (jobs, queue) = mpsc::sync_channel(8);
+        let expected = Expected::default();
+        let only = expected.enter();
+        let batch = gather(&queue, queued(1), &expected, Duration::from_secs(600));
+        assert_eq!(batch.len(), 1);
+        // A second request under way ends without a write: the batch stops waiting for it.
+        let ending = expected.enter();
+        let ends = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(ending);
+        });
+        let batch = gather(&queue, queued(2), &expected, Duration::from_secs(600));
+        assert_eq!(batch.len(), 1);
+        ends.join().unwrap();
+        drop((only, jobs));
+        // Without any request counted, whatever is queued is taken, and nothing more.
+        let (jobs, queue) = mpsc::sync_channel(8);
+        jobs.send(queued(4)).unwrap();
+        let batch = gather(
+            &queue,
+            queued(3),
+            &Expected::default(),
+            Duration::from_secs(600),
+        );
+        assert_eq!(batch.len(), 2);
+    }
+
     /// Run as its own child process: the child (marked by an environment variable) panics
     /// on the writer thread; the parent asserts how the child ended.
     #[test]
@@ -334,7 +457,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            let writer = Writer::start(memory()).unwrap();
+            let writer = Writer::start(memory(), Expected::default()).unwrap();
             let _ = runtime.block_on(
                 writer.run(|_tx| -> Result<(), StoreError> { panic!("a write that panics") }),
             );
