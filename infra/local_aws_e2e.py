@@ -121,8 +121,9 @@ def main():
     check("the issued token has one audit record in DynamoDB", len(issued) == 1,
           f"({len(items)} records scanned)")
     record = issued[0]
-    check("the audit record says issued to the client",
-          record["outcome"]["S"] == "issued" and record["client_id"]["S"] == client_id, str(record))
+    # An issued token's item has no `outcome`: absent means issued (docs/aws-store.md).
+    check("the audit record is an issued token's (no outcome attribute) of the client",
+          "outcome" not in record and record["client_id"]["S"] == client_id, str(record))
     # The sort key `<time with ms>#<request id>` is the item's only copy of the request id.
     check("the audit record has a request id and source IP",
           record["sk"]["S"].partition("#")[2] and record.get("source_ip", {}).get("S"), str(record))

@@ -169,10 +169,9 @@ impl Harness {
                 // The sort key `<time>#<request id>` is the item's only copy of the id.
                 let sk = s("sk").expect("sk");
                 let (_, request_id) = sk.split_once('#').expect("<time>#<request id>");
-                (
-                    request_id.to_owned(),
-                    (s("outcome").expect("outcome"), s("jti")),
-                )
+                // An issued token's item has no `outcome`: absent means issued.
+                let outcome = s("outcome").unwrap_or_else(|| "issued".to_owned());
+                (request_id.to_owned(), (outcome, s("jti")))
             })
             .collect()
     }
