@@ -46,7 +46,8 @@ fn render(format: &str, dashes: bool) -> String {
         ("$context.integrationErrorMessage", "-"),
     ];
     let mut line = format.to_owned();
-    // Longest first: `$context.path` is a prefix of no other name, but keep it safe.
+    // Longest first, so that a name another one starts with (`$context.requestTime` of
+    // `$context.requestTimeEpoch`) never replaces part of it.
     let mut sorted = values.to_vec();
     sorted.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
     for (name, value) in sorted {

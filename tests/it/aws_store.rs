@@ -9,7 +9,7 @@ use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::clients::{Client, ClientSecret, ClientStatus, StoredSecret};
 use token_service::keys::{KeyEntry, KeySet};
 use token_service::store::aws::{
-    DynamoDbAuditLog, DynamoDbClientStore, SecretsManagerKeyStore, create_resources,
+    AwsResources, DynamoDbAuditLog, DynamoDbClientStore, SecretsManagerKeyStore, create_resources,
 };
 use token_service::store::{AuditLog, ClientAdmin, ClientReader, KeyStore, StoreError};
 
@@ -44,6 +44,16 @@ fn client_with_secret(id: &str) -> (Client, String) {
         version: 1,
     };
     (client, text)
+}
+
+/// Fresh resources in the emulator, its DynamoDB client, and the audit log over their table.
+async fn audit_table() -> (aws_sdk_dynamodb::Client, AwsResources, DynamoDbAuditLog) {
+    let sdk = moto::sdk_config().await;
+    let names = random_resources();
+    create_resources(&sdk, &names).await.unwrap();
+    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
+    (db, names, log)
 }
 
 fn backend_text(err: StoreError) -> String {
@@ -114,10 +124,7 @@ async fn create_resources_makes_the_template_resources_and_is_idempotent() {
 
 #[tokio::test]
 async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
-    let sdk = moto::sdk_config().await;
-    let names = random_resources();
-    create_resources(&sdk, &names).await.unwrap();
-    let db = aws_sdk_dynamodb::Client::new(&sdk);
+    let (db, names, log) = audit_table().await;
     let at = datetime!(2026-05-06 07:08:09.0105 UTC);
     let record = AuditRecord {
         client_id: "c".to_owned(),
@@ -136,7 +143,6 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
         dpop_jkt: None,
         expires_at: 1_790_000_000,
     };
-    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
     log.append(&record).await.unwrap();
     let sk = "2026-05-06T07:08:09.010Z#req-1";
     let item = db
@@ -159,11 +165,7 @@ async fn audit_items_carry_the_sort_key_and_ttl_attribute() {
 
 #[tokio::test]
 async fn issued_tokens_are_found_by_outcome_with_or_without_the_attribute() {
-    let sdk = moto::sdk_config().await;
-    let names = random_resources();
-    create_resources(&sdk, &names).await.unwrap();
-    let db = aws_sdk_dynamodb::Client::new(&sdk);
-    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
+    let (db, names, log) = audit_table().await;
     let at = datetime!(2026-12-06 11:00:00 UTC);
     for (request_id, outcome) in [("new", "issued"), ("refused", "invalid_scope")] {
         let mut record = AuditRecord::for_request(
@@ -223,11 +225,7 @@ async fn issued_tokens_are_found_by_outcome_with_or_without_the_attribute() {
 
 #[tokio::test]
 async fn unidentified_requests_are_partitioned_per_source_address() {
-    let sdk = moto::sdk_config().await;
-    let names = random_resources();
-    create_resources(&sdk, &names).await.unwrap();
-    let db = aws_sdk_dynamodb::Client::new(&sdk);
-    let log = DynamoDbAuditLog::new(db.clone(), &names.audit_table);
+    let (db, names, log) = audit_table().await;
     let record = |ip: Option<&str>, second: u8, outcome: &str| AuditRecord {
         client_id: "-".to_owned(),
         timestamp: datetime!(2026-05-06 07:08:00 UTC) + time::Duration::seconds(second.into()),
