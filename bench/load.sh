@@ -190,8 +190,11 @@ measure() {
   # The HTTP floor: the same server, connections and wrk, a GET of the JWKS document.
   local jwks="http://127.0.0.1:$port/.well-known/jwks.json" floor0 floor1
   echo "== $alg HTTP floor: wrk $CONNS connections ${DURATION}s, GET /.well-known/jwks.json"
+  local fmachine0 fmachine1
   floor0=$(cpu_ticks "$SERVER")
+  fmachine0=$(machine_ticks)
   wrk -t2 -c"$CONNS" -d"${DURATION}s" "$jwks" > "$WORK/$alg.floor.out"
+  fmachine1=$(machine_ticks)
   floor1=$(cpu_ticks "$SERVER")
   local hwm_kb
   hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER/status")
@@ -232,11 +235,13 @@ PY
 
   python3 - "$alg" "$WORK/$alg.wrk.out" "$multi" "$single" "$cpu0" "$cpu1" "$CLK_TCK" \
     "$hwm_kb" "$CONNS" "$WORK/$alg.floor.out" "$floor0" "$floor1" "$machine0" "$machine1" \
-    >> "$WORK/summary" <<'PY'
+    "$fmachine0" "$fmachine1" >> "$WORK/summary" <<'PY'
 import re, sys
 alg, wrk, multi, single, cpu0, cpu1, tck, hwm_kb, conns, floor, floor0, floor1 = sys.argv[1:13]
-(busy0, total0), (busy1, total1) = (map(int, m.split()) for m in sys.argv[13:15])
-machine_busy = (busy1 - busy0) / max(total1 - total0, 1)
+def busy(start, end):
+    (busy0, total0), (busy1, total1) = (map(int, m.split()) for m in (start, end))
+    return (busy1 - busy0) / max(total1 - total0, 1)
+machine_busy, floor_busy = busy(*sys.argv[13:15]), busy(*sys.argv[15:17])
 fields = dict(re.findall(r"(\w+)=([0-9.]+)", next(l for l in open(wrk) if l.startswith("RESULT"))))
 requests, errors, seconds = int(fields["requests"]), int(fields["errors"]), float(fields["duration_s"])
 tokens = requests - errors
@@ -246,7 +251,9 @@ cpu_ms = cpu_s * 1000 / max(tokens, 1)
 sign_ms = 1000 / float(single)
 text = open(floor).read()
 gets = int(re.search(r"(\d+) requests in", text)[1])
-floor_ms = (int(floor1) - int(floor0)) / int(tck) * 1000 / max(gets, 1)
+floor_s = float(re.search(r"requests in ([0-9.]+)s", text)[1])
+floor_cpu_s = (int(floor1) - int(floor0)) / int(tck)
+floor_ms = floor_cpu_s * 1000 / max(gets, 1)
 goal = 1.10 if alg == "RS256" else 1.6
 ratio = cpu_ms / (sign_ms + floor_ms)
 print(f"{alg}: tokens/s {rate:.0f} vs openssl -multi 2 {float(multi):.0f} sign/s = {rate / float(multi):.2f}"
@@ -254,7 +261,7 @@ print(f"{alg}: tokens/s {rate:.0f} vs openssl -multi 2 {float(multi):.0f} sign/s
       f" | CPU/token {cpu_ms * 1000:.1f} us vs bare signature {sign_ms * 1000:.1f} us + HTTP floor"
       f" {floor_ms * 1000:.1f} us = {ratio:.2f} (goal <= {goal})"
       f" | server cores used {cpu_s / seconds:.2f} of 2, machine busy {machine_busy:.0%}"
-      f" | JWKS GET/s {gets / seconds:.0f}"
+      f" | JWKS GET/s {gets / floor_s:.0f}, cores used {floor_cpu_s / floor_s:.2f}, machine busy {floor_busy:.0%}"
       f" | peak RSS {int(hwm_kb) / 1024:.1f} MiB | non-200 {errors}")
 PY
   if [ -f "$WORK/$alg.dpop.summary" ]; then cat "$WORK/$alg.dpop.summary" >> "$WORK/summary"; fi
