@@ -10,7 +10,7 @@ FUNCTIONS := TokenFunction JwksFunction RotateKeysFunction SecretScanningFunctio
 # SAM must not phone home (telemetry, version check); validate needs a region, no credentials.
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1}
 
-.PHONY: test fmt-check clippy unit-tests venv template-check aarch64-target local-aws local-aws-e2e
+.PHONY: test fmt-check clippy unit-tests bench-smoke venv template-check aarch64-target local-aws local-aws-e2e
 
 test: prereqs venv fmt-check clippy unit-tests template-check local-aws-e2e
 
@@ -54,6 +54,13 @@ clippy:
 # 2-core machine (fuzzing, servers) they would be answered 503 instead of measured.
 unit-tests: $(VENV)/.authlib-installed
 	$(CARGO) test --workspace --all-features -- --test-threads=1
+	$(MAKE) bench-smoke
+
+# Every benchmark run once, unoptimised, as a test: a bench that stopped working (an
+# assertion its fixture no longer passes, a panic half-way) fails here rather than when
+# someone next measures. Its figures mean nothing; `cargo bench` measures.
+bench-smoke:
+	$(CARGO) test --workspace --all-features --bench '*'
 
 # Authlib for the private_key_jwt end-to-end test; again when its pins change.
 .PHONY: venv-authlib
