@@ -7,8 +7,10 @@
 //! Every write of this process goes through one thread ([`writer`]), which commits the writes
 //! queued meanwhile in one transaction (group commit); callers wait for it without blocking
 //! the async runtime. Reads run on a small pool of reader connections, none of which the
-//! writer ever locks: a read waits only on another read.
+//! writer ever locks: a read waits only on another read. WAL checkpoints run on a thread of
+//! their own ([`checkpoint`]), so that the writer does not stop for them.
 
+mod checkpoint;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use checkpoint::Checkpointer;
 use writer::Writer;
 pub use writer::{Expected, ExpectedGuard};
 
@@ -109,6 +112,8 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
+    /// Dropped after the writer, whose connection's close ends its thread.
+    _checkpointer: Checkpointer,
     /// The token requests under way, whose audit writes a batch waits for.
     expected: Expected,
     readers: Box<[Mutex<Connection>]>,
@@ -217,6 +222,7 @@ impl SqliteStore {
         create_private_file(&path).map_err(backend)?;
         let mut writer = connect(&path)?;
         migrate(&mut writer)?;
+        let checkpointer = checkpoint::start(&mut writer, connect(&path)?)?;
         let readers = (0..READERS)
             .map(|_| connect(&path).map(Mutex::new))
             .collect::<Result<_, _>>()?;
@@ -224,6 +230,7 @@ impl SqliteStore {
         Ok(Self {
             path,
             writer: Writer::start(writer, expected.clone())?,
+            _checkpointer: checkpointer,
             expected,
             readers,
             next_reader: AtomicUsize::new(0),
