@@ -54,7 +54,7 @@ impl Default for Limits {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then lets the
-/// requests in flight finish (for at most [`SHUTDOWN_GRACE`]).
+/// requests in flight finish (for at most `SHUTDOWN_GRACE`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -173,7 +173,7 @@ impl KeyRotation for KeySetSwap {
     }
 
     /// A rotation that lost a race to another reads again and rotates on top of the winner's
-    /// set, so no key is lost; after [`ROTATION_ATTEMPTS`] lost races, `Conflict`.
+    /// set, so no key is lost; after `ROTATION_ATTEMPTS` lost races, `Conflict`.
     async fn rotate_when(&self, due: &Due<'_>) -> Result<Option<Rotated>, RotateError> {
         let own = KeyTiming::from(&self.schedule);
         let next = self.swap(|current, now| {

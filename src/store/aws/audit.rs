@@ -31,8 +31,8 @@ pub(super) const EXPIRES_AT: &str = "expires_at";
 pub(super) const OUTCOME: &str = "outcome";
 /// The sparse attribute of refusals: the start of their UTC hour, `2026-12-06T11:00:00Z`.
 pub(super) const FAILURE_HOUR: &str = "failure_hour";
-/// The global secondary index of refusals by hour: partition key [`FAILURE_HOUR`], sort key
-/// `sk`. It projects what a report reads of a refusal ([`FAILURES_PROJECTED`]), not the user
+/// The global secondary index of refusals by hour: partition key `FAILURE_HOUR`, sort key
+/// `sk`. It projects what a report reads of a refusal (`FAILURES_PROJECTED`), not the user
 /// agent, so that an index item stays small.
 pub const FAILURES_INDEX: &str = "failures-by-hour";
 /// The attributes [`FAILURES_INDEX`] projects besides the table's and its own keys (the table

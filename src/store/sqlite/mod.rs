@@ -4,11 +4,11 @@
 //! with mode 0600 because it holds private keys. WAL mode lets readers (the token endpoint)
 //! proceed while a writer (this process's writer thread, or `tokenctl`) writes.
 //!
-//! Every write of this process goes through one thread ([`writer`]), which commits the writes
+//! Every write of this process goes through one thread (`writer.rs`), which commits the writes
 //! queued meanwhile in one transaction (group commit); callers wait for it without blocking
 //! the async runtime. Reads run on a small pool of reader connections, none of which the
 //! writer ever locks: a read waits only on another read. WAL checkpoints run on a thread of
-//! their own ([`checkpoint`]), so that the writer does not stop for them.
+//! their own (`checkpoint.rs`), so that the writer does not stop for them.
 
 mod checkpoint;
 mod writer;
@@ -238,7 +238,7 @@ impl SqliteStore {
     }
 
     /// Counts requests under way that will each write (the embedded server's token requests):
-    /// the writer thread gathers their writes into one commit ([`writer::GATHER_WINDOW`]).
+    /// the writer thread gathers their writes into one commit (`GATHER_WINDOW` in `writer.rs`).
     pub fn expect_writes(&self) -> &Expected {
         &self.expected
     }

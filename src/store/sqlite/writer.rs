@@ -50,7 +50,7 @@ pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
 const GATHER_SLICE: Duration = Duration::from_micros(100);
 
 /// How many requests are under way that will hand the thread a write: while there are more
-/// than a batch holds, the batch waits for them (up to [`GATHER_WINDOW`]). Zero, the default,
+/// than a batch holds, the batch waits for them (up to `GATHER_WINDOW`). Zero, the default,
 /// never waits.
 #[derive(Debug, Clone, Default)]
 pub struct Expected(Arc<AtomicUsize>);
