@@ -157,6 +157,15 @@ mod tests {
         }
     }
 
+    fn rows(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The most the WAL file may hold: it starts over each time it reaches the writer's
+    /// threshold (give or take the few commits whose checkpoint found the thread's under way).
+    const MOST_WAL_BYTES: u64 = (WRITER_CHECKPOINT_PAGES as u64 * 5 / 4) * (PAGE + 24);
+
     fn wal_bytes(dir: &Path) -> u64 {
         std::fs::metadata(dir.join("c.db-wal")).unwrap().len()
     }
@@ -192,18 +201,9 @@ mod tests {
         // grows): four times what the WAL may hold.
         let total = 2 * WRITER_CHECKPOINT_PAGES as usize;
         commit_pages(&writer, total);
-        let rows: i64 = writer
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, total as i64);
-        // The WAL started over each time it reached the writer's threshold (give or take the
-        // few commits whose checkpoint found the thread's under way).
-        let most = (WRITER_CHECKPOINT_PAGES as u64 * 5 / 4) * (PAGE + 24);
-        assert!(
-            wal_bytes(dir.path()) <= most,
-            "{} > {most}",
-            wal_bytes(dir.path())
-        );
+        assert_eq!(rows(&writer), total as i64);
+        let wal = wal_bytes(dir.path());
+        assert!(wal <= MOST_WAL_BYTES, "{wal} > {MOST_WAL_BYTES}");
     }
 
     #[test]
@@ -215,16 +215,9 @@ mod tests {
         drop(checkpointer);
         let total = WRITER_CHECKPOINT_PAGES as usize;
         commit_pages(&writer, total);
-        let rows: i64 = writer
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(rows, (CHECKPOINT_PAGES as usize + total) as i64);
+        assert_eq!(rows(&writer), (CHECKPOINT_PAGES as usize + total) as i64);
         // The writer's own checkpoints still bound the WAL.
-        let most = (WRITER_CHECKPOINT_PAGES as u64 * 5 / 4) * (PAGE + 24);
-        assert!(
-            wal_bytes(dir.path()) <= most,
-            "{} > {most}",
-            wal_bytes(dir.path())
-        );
+        let wal = wal_bytes(dir.path());
+        assert!(wal <= MOST_WAL_BYTES, "{wal} > {MOST_WAL_BYTES}");
     }
 }
