@@ -18,6 +18,7 @@ use crate::encoding::random_b64url;
 use crate::issue::{RequestContext, TokenService};
 use crate::oauth::OAuthError;
 use crate::oauth::request::{MAX_BODY_BYTES, RawRequest};
+use crate::store::Expected;
 
 pub(super) fn routes(service: Arc<TokenService>) -> Router {
     Router::new()
@@ -47,9 +48,13 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
+/// The token route. `under_way` is there when the shape's store gathers the writes of requests
+/// under way (the embedded SQLite writer): the request counts itself from the moment its body is
+/// in, so that a client slow to send its body never holds a batch back.
 async fn token(
     State(service): State<Arc<TokenService>>,
     ctx: Option<Extension<FrontContext>>,
+    under_way: Option<Extension<Expected>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -68,6 +73,7 @@ async fn token(
     let Some(body) = body else {
         return turn_away(&service, HttpError::PayloadTooLarge, &meta).await;
     };
+    let _under_way = under_way.map(|Extension(expected)| expected.enter());
     if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
         let error = OAuthError::InvalidRequest("more than one Authorization header");
         return match service.reject(error.clone(), &meta).await {

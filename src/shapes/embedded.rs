@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 
 use crate::admin::Admin;
 use crate::clock::Clock;
@@ -23,7 +23,7 @@ use crate::oauth::nonce::NonceKey;
 use crate::store::StoreError;
 use crate::store::memory::MemoryRateLimits;
 use crate::store::rotation::KeySetSwap;
-use crate::store::sqlite::{Expected, SqliteStore};
+use crate::store::sqlite::SqliteStore;
 
 /// Everything the embedded shape runs on.
 pub struct Embedded {
@@ -155,22 +155,10 @@ impl Embedded {
             self.trusted_proxies.clone(),
             peer_context,
         ))
-        .layer(middleware::from_fn_with_state(
-            self.store.expect_writes().clone(),
-            token_requests_under_way,
-        ))
+        // The token route counts its requests under way, whose audit writes the SQLite writer
+        // gathers into one commit.
+        .layer(Extension(self.store.expect_writes().clone()))
     }
-}
-
-/// Counts a token request as under way while it is served: each writes its audit record, and
-/// the SQLite writer gathers the records of the requests under way into one commit.
-async fn token_requests_under_way(
-    State(expected): State<Expected>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let _under_way = (request.uri().path() == http::TOKEN_PATH).then(|| expected.enter());
-    next.run(request).await
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted proxy, the nearest
@@ -265,34 +253,9 @@ async fn peer_context(
 
 #[cfg(test)]
 mod tests {
-    use super::{Expected, source_address, token_requests_under_way};
+    use super::source_address;
     use crate::config::TrustedProxy;
-    use crate::http::TOKEN_PATH;
-    use axum::routing::any;
-    use axum::{Router, body::Body, extract::Request, middleware};
     use std::net::IpAddr;
-    use tower::ServiceExt as _;
-
-    #[tokio::test]
-    async fn token_requests_are_counted_under_way_while_served_and_others_are_not() {
-        let expected = Expected::default();
-        let seen = expected.clone();
-        let router = Router::new()
-            .fallback(any(move || async move { seen.get().to_string() }))
-            .layer(middleware::from_fn_with_state(
-                expected.clone(),
-                token_requests_under_way,
-            ));
-        for (path, under_way) in [(TOKEN_PATH, "1"), ("/.well-known/jwks.json", "0")] {
-            let request = Request::post(path).body(Body::empty()).unwrap();
-            let response = router.clone().oneshot(request).await.unwrap();
-            let body = axum::body::to_bytes(response.into_body(), 16)
-                .await
-                .unwrap();
-            assert_eq!(body, under_way.as_bytes(), "{path}");
-        }
-        assert_eq!(expected.get(), 0, "nothing under way once answered");
-    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -4,6 +4,7 @@
 //! start-up. Every adapter must pass the same conformance tests (`tests/it/store_conformance.rs`).
 
 pub mod aws;
+mod expected;
 #[cfg(test)]
 pub(crate) mod fakes;
 #[cfg(feature = "embedded")]
@@ -19,6 +20,7 @@ use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::{Client, SecretHash};
 use crate::keys::{KeySet, PublicKeyRecord};
 
+pub use expected::{Expected, ExpectedGuard};
 pub use rotation::KeyRotation;
 
 /// Why a store operation failed.

@@ -1,15 +1,21 @@
 //! Group commit on the embedded shape: the SQLite writer thread commits the audit records of
 //! many concurrent requests in one transaction, yet every request still gets exactly one
 //! record, readable before its answer; a commit that fails answers every request of its batch
-//! `503 temporarily_unavailable` and lets no token out.
+//! `503 temporarily_unavailable` and lets no token out. A request counts as a write under way,
+//! which a batch waits for, only once its body is in.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::Request;
+use tower::ServiceExt as _;
 
 use token_service::admin::NewClient;
 use token_service::audit::{AuditQuery, AuditRecord};
 use token_service::store::AuditLog as _;
 
-use crate::support::stack::{self, AUDIENCE, Stack};
+use crate::support::stack::{self, AUDIENCE, FORM, Stack, basic_header};
 
 const GRANT: &str = "grant_type=client_credentials";
 
@@ -132,4 +138,46 @@ async fn a_failed_commit_answers_every_request_of_its_batch_503_without_a_token(
     let records = records_of(&s, "unlucky").await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, "issued");
+}
+
+/// A client that sends its body slowly (or never ends it) must not hold the writer: a request
+/// is counted as a write under way, which every batch waits for up to its gathering window,
+/// only from the moment its body is in until it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_counts_as_a_write_under_way_only_once_its_body_is_in() {
+    let s = Stack::new().await;
+    let secret = client(&s, "slow").await;
+    let under_way = s.embedded.store.expect_writes().clone();
+    // One piece of body in flight at a time: a send returns once the previous piece was taken.
+    let (mut body, channel) = http_body_util::channel::Channel::<Bytes>::new(1);
+    let request = Request::post("/oauth/token")
+        .header("content-type", FORM)
+        .header("authorization", basic_header("slow", &secret))
+        .body(Body::new(channel))
+        .unwrap();
+    let answer = tokio::spawn(s.router.clone().oneshot(request));
+    body.send_data(Bytes::from_static(b"grant_type=client_"))
+        .await
+        .unwrap();
+    body.send_data(Bytes::from_static(b"credentials"))
+        .await
+        .unwrap();
+    // The route took the first piece and waits for the rest.
+    assert_eq!(under_way.get(), 0, "not under way while its body is coming");
+
+    // The write lock held from outside keeps the request at its audit write while it is looked at.
+    let lock = rusqlite::Connection::open(s.embedded.store.path()).expect("second connection");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    drop(body);
+    let give_up = Instant::now() + Duration::from_secs(4);
+    while under_way.get() == 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(under_way.get(), 1, "under way once its body is in");
+    lock.execute_batch("ROLLBACK").expect("release the lock");
+
+    let response = answer.await.expect("request task").expect("infallible");
+    assert_eq!(response.status(), 200);
+    assert_eq!(under_way.get(), 0, "nothing under way once answered");
 }

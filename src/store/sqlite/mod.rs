@@ -22,11 +22,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use checkpoint::Checkpointer;
 use writer::Writer;
-pub use writer::{Expected, ExpectedGuard};
 
 use super::{
-    AssertionReplay, AuditLog, ClientAdmin, ClientReader, IndexedSecret, KeyStore, PublicKeyStore,
-    RateLimits, SecretIndex, StoreError,
+    AssertionReplay, AuditLog, ClientAdmin, ClientReader, Expected, IndexedSecret, KeyStore,
+    PublicKeyStore, RateLimits, SecretIndex, StoreError,
 };
 use crate::audit::{AuditQuery, AuditRecord, Failures};
 use crate::clients::{Client, SecretHash};

@@ -14,7 +14,7 @@
 //! indexes, and the sync), so with slow signatures (RS256), where writes arrive one at a time,
 //! it costs nearly as much as a token's whole HTTP exchange. While more requests that will
 //! write are under way than the batch holds ([`Expected`], counted by the embedded server's
-//! token route), the thread waits for their writes up to [`GATHER_WINDOW`] before committing:
+//! token route once a request's body is in), the thread waits for their writes up to [`GATHER_WINDOW`] before committing:
 //! a busy server trades at most that much latency for fewer commits; a lone request never
 //! waits (docs/performance.md "Gathering writes").
 //!
@@ -24,8 +24,6 @@
 //! without its writer could only answer `503` forever.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +32,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::backend;
-use crate::store::StoreError;
+use crate::store::{Expected, StoreError};
 
 /// The most writes one transaction commits; bounds the time a batch holds the write lock.
 pub const MAX_BATCH: usize = 512;
@@ -48,35 +46,6 @@ pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
 /// How often a gathering batch looks again at how many requests are under way, which can
 /// fall when one ends without a write.
 const GATHER_SLICE: Duration = Duration::from_micros(100);
-
-/// How many requests are under way that will hand the thread a write: while there are more
-/// than a batch holds, the batch waits for them (up to `GATHER_WINDOW`). Zero, the default,
-/// never waits.
-#[derive(Debug, Clone, Default)]
-pub struct Expected(Arc<AtomicUsize>);
-
-impl Expected {
-    /// Counts one more request under way until the guard is dropped (answered or cancelled).
-    pub fn enter(&self) -> ExpectedGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        ExpectedGuard(self.0.clone())
-    }
-
-    /// How many requests are under way.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One request under way ([`Expected::enter`]).
-#[derive(Debug)]
-pub struct ExpectedGuard(Arc<AtomicUsize>);
-
-impl Drop for ExpectedGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// The exit status of a process whose writer thread panicked (`EX_SOFTWARE`, sysexits.h).
 pub const PANIC_EXIT_STATUS: i32 = 70;
