@@ -92,6 +92,14 @@ cfn-guard:
 	@[[ "$$($(CFN_GUARD) --version 2>/dev/null)" == "cfn-guard $(CFN_GUARD_VERSION)" ]] \
 	  || $(CARGO) install --root .tools --locked --version $(CFN_GUARD_VERSION) cfn-guard
 
+# inferno (flame graphs from perf's stacks, for `PERF_OUT=dir bench/load.sh`), pinned, built once
+# into .tools/ (about a minute on 2 cores); again when the pin changes. Not part of make test.
+INFERNO_VERSION := 0.12.8
+.PHONY: inferno
+inferno:
+	@[[ -x .tools/bin/inferno-flamegraph ]] && grep -q '^"inferno $(INFERNO_VERSION) ' .tools/.crates.toml 2>/dev/null \
+	  || $(CARGO) install --root .tools --locked --version $(INFERNO_VERSION) inferno
+
 # checkov, pinned, in its own venv (its pins of boto3 and friends differ from SAM's and moto's).
 .venv-checkov/.installed: infra/requirements-checkov.txt
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov

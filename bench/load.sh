@@ -24,7 +24,7 @@
 #
 #   bench/load.sh [connections] [duration_s]
 #   ALGS="RS256 ES256 EdDSA" bench/load.sh 32 10      # default ALGS=RS256
-#   PERF_OUT=dir bench/load.sh 32 10                  # also `perf record -g` the server
+#   PERF_OUT=dir bench/load.sh 32 10                  # also profile the server: dir/<alg>.svg
 #   TOKEN_SERVER=path/to/token-server bench/load.sh   # measure that binary (no build)
 #   DPOP=1 bench/load.sh 32 10                        # also DPoP-bound tokens (ES256 proofs)
 #   DB_DIR=/dev/shm bench/load.sh 32 10               # the SQLite file on another file system
@@ -51,6 +51,7 @@ for tool in wrk openssl python3; do
 done
 if [ -n "${PERF_OUT:-}" ]; then
   command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
+  make -s inferno
   mkdir -p "$PERF_OUT"
 fi
 if [ -z "${TOKEN_SERVER:-}" ]; then
@@ -176,7 +177,10 @@ measure() {
   wrk -t2 -c"$CONNS" -d1s -s bench/token.lua "$url" > /dev/null
   local perf_pid=
   if [ -n "${PERF_OUT:-}" ]; then
-    perf record -F 499 -g -p "$SERVER" -o "$PERF_OUT/$alg.perf.data" -- sleep "$DURATION" \
+    # DWARF call graphs: the release build keeps no frame pointers. perf's own work is counted
+    # in the server's CPU time (a few per cent at this rate): compare ratios of runs without it.
+    perf record -F 499 --call-graph dwarf,16384 -p "$SERVER" -o "$PERF_OUT/$alg.perf.data" \
+      -- sleep "$DURATION" \
       > "$WORK/perf.out" 2>&1 &
     perf_pid=$!
   fi
@@ -224,6 +228,12 @@ PY
     perf_top "$PERF_OUT/$alg.perf.data" > "$PERF_OUT/$alg.top.txt"
     echo "-- perf: self time by area and top functions (all in $PERF_OUT/$alg.top.txt)"
     head -24 "$PERF_OUT/$alg.top.txt"
+    # The flame graph of the same recording: every stack, widest where the CPU went.
+    perf script -i "$PERF_OUT/$alg.perf.data" 2>/dev/null \
+      | .tools/bin/inferno-collapse-perf > "$PERF_OUT/$alg.folded"
+    .tools/bin/inferno-flamegraph --title "token-server $alg, $CONNS connections" \
+      < "$PERF_OUT/$alg.folded" > "$PERF_OUT/$alg.svg"
+    echo "-- flame graph: $PERF_OUT/$alg.svg (stacks: $PERF_OUT/$alg.folded)"
   fi
 
   echo "== openssl speed -seconds 5 -multi 2 $ssl; openssl speed -seconds 5 $ssl"
