@@ -97,7 +97,8 @@ cfn-guard:
 INFERNO_VERSION := 0.12.8
 .PHONY: inferno
 inferno:
-	@[[ -x .tools/bin/inferno-flamegraph ]] && grep -q '^"inferno $(INFERNO_VERSION) ' .tools/.crates.toml 2>/dev/null \
+	@[[ -x .tools/bin/inferno-flamegraph ]] \
+	  && grep -q '^"inferno $(INFERNO_VERSION) ' .tools/.crates.toml 2>/dev/null \
 	  || $(CARGO) install --root .tools --locked --version $(INFERNO_VERSION) inferno
 
 # checkov, pinned, in its own venv (its pins of boto3 and friends differ from SAM's and moto's).

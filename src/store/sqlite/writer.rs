@@ -14,9 +14,9 @@
 //! indexes, and the sync), so with slow signatures (RS256), where writes arrive one at a time,
 //! it costs nearly as much as a token's whole HTTP exchange. While more requests that will
 //! write are under way than the batch holds ([`Expected`], counted by the embedded server's
-//! token route once a request's body is in), the thread waits for their writes up to [`GATHER_WINDOW`] before committing:
-//! a busy server trades at most that much latency for fewer commits; a lone request never
-//! waits (docs/performance.md "Gathering writes").
+//! token route once a request's body is in), the thread waits for their writes up to
+//! [`GATHER_WINDOW`] before committing: a busy server trades at most that much latency for
+//! fewer commits; a lone request never waits (docs/performance.md "Gathering writes").
 //!
 //! The queue is bounded ([`QUEUE_CAPACITY`]): a disk slower than the requests makes callers
 //! fail at once (`503` at the HTTP edge) rather than grow memory without limit. A panic on the
